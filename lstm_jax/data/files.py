@@ -1,0 +1,118 @@
+"""Finding dataset files under the data root.
+
+Every real dataset is read from a *data root*: the task's `data_dir` argument (the
+`paths.data_dir` setting, which defaults to the environment variable `LSTM_JAX_DATA`). A
+loader asks for a file by its path relative to that root:
+
+    path = resolve_data_file(data_dir, "fashion-mnist/train-images-idx3-ubyte.gz",
+                             url="https://.../train-images-idx3-ubyte.gz", sha256="b056...")
+
+If the file is there it is returned as is (no checksum is computed on every run; call
+`sha256_of` to check a copy). If not, and a `url` is given, it is downloaded to a temporary
+file next to its destination, its SHA-256 is checked, and it is moved into place. If the
+download fails (no network, as on cluster nodes) or no url is known, a `FileNotFoundError`
+names the file, where it was looked for, where to get it, and the setting that points at the
+data root.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+DATA_ENV = "LSTM_JAX_DATA"
+"""Environment variable read by `paths.data_dir` (configs/paths/default.yaml)."""
+
+_DEFAULT_TIMEOUT_S = 30.0
+
+
+def data_root(data_dir: str | os.PathLike | None) -> Path | None:
+    """The data root: `data_dir` if given, else $LSTM_JAX_DATA, else None."""
+    if data_dir not in (None, ""):
+        return Path(os.path.expanduser(str(data_dir)))
+    env = os.environ.get(DATA_ENV)
+    return Path(os.path.expanduser(env)) if env else None
+
+
+def sha256_of(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download(url: str, dest: Path, sha256: str | None, timeout: float) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            shutil.copyfileobj(resp, out)
+        if sha256 is not None:
+            got = sha256_of(tmp)
+            if got.lower() != sha256.lower():
+                raise OSError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {got}")
+        os.replace(tmp, dest)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def resolve_data_file(
+    data_dir: str | os.PathLike | None,
+    relative_path: str,
+    *,
+    url: str | None = None,
+    sha256: str | None = None,
+    setting: str = "paths.data_dir",
+    download: bool = True,
+    timeout: float = _DEFAULT_TIMEOUT_S,
+) -> Path:
+    """The path of `relative_path` under the data root, downloading it if needed.
+
+    Args:
+      data_dir: the data root (a task's `data_dir`); None falls back to $LSTM_JAX_DATA.
+      relative_path: the file's path under the root, e.g. "fashion-mnist/t10k-labels-idx1-ubyte.gz".
+      url: its public home, downloaded from when the file is missing (None: never download).
+      sha256: expected hex digest of a downloaded file; a mismatch is an error.
+      setting: the config key that sets the root, named in the error message.
+      download: set False to only look (e.g. in tests).
+      timeout: seconds for the network connection.
+
+    Raises:
+      FileNotFoundError: the file is absent and could not be downloaded; the message names
+        the file, where it was looked for, where to get it, `setting` and $LSTM_JAX_DATA.
+    """
+    root = data_root(data_dir)
+    if root is not None:
+        path = root / relative_path
+        if path.is_file():
+            return path
+    else:
+        path = None
+
+    reason = ""
+    if path is not None and url is not None and download:
+        try:
+            _download(url, path, sha256, timeout)
+            return path
+        except (urllib.error.URLError, OSError, TimeoutError, ValueError) as e:
+            reason = f" Downloading it from {url} failed: {e}."
+
+    where = (
+        f"looked for {path}" if path is not None else f"no data root is set (${DATA_ENV} is unset)"
+    )
+    source = f"Get it from {url}" if url else "Get it from the dataset's public home"
+    checksum = f" (sha256 {sha256})" if sha256 else ""
+    raise FileNotFoundError(
+        f"Data file {relative_path!r} not found: {where}.{reason} {source}{checksum} and place "
+        f"it at <data root>/{relative_path}, then point the data root at that folder with "
+        f"{setting}=/path/to/data (or the environment variable {DATA_ENV})."
+    )
