@@ -1,0 +1,108 @@
+"""The contract between a domain (a task) and the trainer.
+
+A task pairs a dataset with the model built for it (input encoder -> recurrent core ->
+head), its loss and its metrics. The trainer knows nothing else about a domain: adding a
+domain is one subclass of `Task`, one config file under `configs/task/`, and tests.
+
+Conventions every task follows:
+
+- Training batches are a pure function of `(seed, step)`: `train_batch(step)` returns the
+  same arrays for the same step, so resuming at step k replays exactly the data an
+  uninterrupted run would have seen (the "data position" of a checkpoint is its step).
+- Batches are dicts of numpy arrays, batch-first (B, ...). Variable-length sequences carry
+  `seq_lengths` (B,) int32; padding is zero.
+- `loss` is jit-compiled by the trainer; it must be traceable (no Python control flow on
+  array values). `evaluate` runs outside jit and may jit its own step.
+- Recurrent state carried across training batches (truncated BPTT) is the `carry`; tasks
+  that do not carry state return None from `initial_carry` and pass the carry through.
+- Diagnostics call `loss(..., return_gates=True, hidden_perturbation=p)`: the task forwards
+  both to the recurrent core that the diagnostics should look at (the top of the stack).
+  `aux["gates"]` is then the core's gate dict, `{"layer_0": {"input": (B, T, H*dirs),
+  ...}, ...}`, and the gradient with respect to `p` (B, T, H*dirs) is dL/dh_t of the top
+  layer.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Iterator
+
+import jax
+import numpy as np
+from flax import nnx
+
+Batch = dict[str, np.ndarray]
+Metrics = dict[str, float]
+
+
+class Task(abc.ABC):
+    """A domain: data, model, loss and metrics.
+
+    Subclasses set `monitor` (the validation metric the trainer early-stops on, checkpoints
+    the best of, and returns to a sweeper, e.g. "val/acc") and `monitor_mode` ("min" or
+    "max").
+    """
+
+    monitor: str = "val/loss"
+    monitor_mode: str = "min"
+
+    def __init__(self, *, batch_size: int, seed: int = 0, data_dir: str | None = None):
+        self.batch_size = batch_size
+        self.seed = seed
+        self.data_dir = data_dir
+
+    @abc.abstractmethod
+    def make_model(self, model_config: Any, *, rngs: nnx.Rngs) -> nnx.Module:
+        """Builds the model for this task; `model_config` is the `model` config group
+        (cell, hidden_size, num_layers, bidirectional, dropout, forget_bias, ...)."""
+
+    @abc.abstractmethod
+    def train_batch(self, step: int) -> Batch:
+        """The training batch for `step`; a pure function of (seed, step)."""
+
+    @abc.abstractmethod
+    def loss(
+        self,
+        model: nnx.Module,
+        batch: Batch,
+        carry: Any = None,
+        *,
+        return_gates: bool = False,
+        hidden_perturbation: jax.Array | None = None,
+    ) -> tuple[jax.Array, dict[str, Any]]:
+        """Mean training loss and `aux`.
+
+        aux = {"metrics": {name: scalar array}  # logged as train/<name>
+               "carry": the carry for the next batch (or None),
+               "gates": the core's gates when return_gates else None}
+        """
+
+    @abc.abstractmethod
+    def evaluate(self, model: nnx.Module, split: str) -> Metrics:
+        """Metrics over a whole split ("val" or "test"), names without prefix:
+        {"loss": ..., "acc": ...}. The trainer logs them as val/<name>, test/<name>."""
+
+    def initial_carry(self, model: nnx.Module) -> Any:
+        """State carried across training batches (truncated BPTT); None by default."""
+        return None
+
+    def reset_carry(self, step: int) -> bool:
+        """Whether the carry is reset to `initial_carry` before the batch of `step`."""
+        return False
+
+    def media(self, model: nnx.Module, split: str) -> dict[str, Any]:
+        """Figures for the run: {name: matplotlib Figure or HxWxC uint8 array}, e.g. a
+        spectrogram with its predicted label or a forecast plot. The trainer calls it after
+        the final evaluation, saves each as run_dir/media/<name>.png and logs it to W&B."""
+        return {}
+
+    def tokens_in(self, batch: Batch) -> int:
+        """Sequence positions in a batch, for perf/tokens_per_s."""
+        first = next(iter(batch.values()))
+        if "seq_lengths" in batch:
+            return int(np.sum(batch["seq_lengths"]))
+        return int(np.prod(first.shape[:2])) if first.ndim >= 2 else int(first.shape[0])
+
+    def eval_batches(self, split: str) -> Iterator[Batch]:  # pragma: no cover - optional
+        """Optional helper for tasks whose `evaluate` iterates fixed batches."""
+        raise NotImplementedError
