@@ -1,0 +1,114 @@
+"""Checkpoints of a run (orbax): parameters, optimizer state, RNG state, carry, step.
+
+Layout in the run dir: `checkpoints/last/<step>/` (the last `keep` ones) and
+`checkpoints/best/<step>/` (the best by the task's monitor). Orbax writes each checkpoint
+to a temporary directory and renames it when complete, so a run killed mid-save leaves
+the previous checkpoint intact.
+
+What is saved is the training state as a pytree of arrays; it is restored into the
+structure of a freshly built state (the template), so the checkpoint holds no pickled
+Python objects. PRNG keys are saved as their raw key data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+
+def _is_prng_key(leaf: Any) -> bool:
+    return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _to_savable(tree: Any) -> list[Any]:
+    """The leaves of `tree`, PRNG keys as key data (orbax saves plain arrays)."""
+    return [jax.random.key_data(x) if _is_prng_key(x) else x for x in jax.tree.leaves(tree)]
+
+
+def _from_saved(leaves: list[Any], template: Any) -> Any:
+    """Puts saved leaves back into the structure (and key types) of `template`."""
+    template_leaves, treedef = jax.tree.flatten(template)
+    if len(leaves) != len(template_leaves):
+        raise ValueError(
+            f"the checkpoint holds {len(leaves)} arrays but this run's state has "
+            f"{len(template_leaves)}: the checkpoint was written by a different model or "
+            "optimizer config. Resume with the config of the run that wrote it."
+        )
+    restored = []
+    for saved, like in zip(leaves, template_leaves):
+        if _is_prng_key(like):
+            saved = jax.random.wrap_key_data(saved, impl=jax.random.key_impl(like))
+        elif np.shape(saved) != np.shape(like):
+            raise ValueError(
+                f"checkpoint array of shape {np.shape(saved)} does not fit the run's "
+                f"{np.shape(like)}: the checkpoint was written with another config."
+            )
+        restored.append(saved)
+    return jax.tree.unflatten(treedef, restored)
+
+
+class Checkpointer:
+    """The last `keep` checkpoints and the best one of a run dir."""
+
+    def __init__(self, directory: Path, *, keep: int):
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=False
+        )
+        best_options = ocp.CheckpointManagerOptions(
+            max_to_keep=1, create=True, enable_async_checkpointing=False
+        )
+        self.directory = Path(directory)
+        self._last = ocp.CheckpointManager(self.directory / "last", options=options)
+        self._best = ocp.CheckpointManager(self.directory / "best", options=best_options)
+
+    def _manager(self, which: str) -> ocp.CheckpointManager:
+        if which not in ("last", "best"):
+            raise ValueError(f"which={which!r}: choose 'last' or 'best'.")
+        return self._last if which == "last" else self._best
+
+    def save(self, which: str, step: int, state: Any, meta: dict[str, Any]) -> None:
+        """Saves `state` (any pytree of arrays) and JSON `meta` as checkpoint `step`."""
+        manager = self._manager(which)
+        leaves = {f"{i:05d}": leaf for i, leaf in enumerate(_to_savable(state))}
+        manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(leaves), meta=ocp.args.JsonSave(meta)
+            ),
+            force=True,
+        )
+        manager.wait_until_finished()
+
+    def latest_step(self, which: str = "last") -> int | None:
+        return self._manager(which).latest_step()
+
+    def path(self, which: str) -> Path | None:
+        step = self.latest_step(which)
+        return None if step is None else self.directory / which / str(step)
+
+    def restore(self, which: str, template: Any) -> tuple[Any, dict[str, Any]]:
+        """The latest `which` checkpoint as (state shaped like `template`, meta)."""
+        manager = self._manager(which)
+        step = manager.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"no '{which}' checkpoint in {self.directory}.")
+        abstract = {
+            f"{i:05d}": ocp.utils.to_shape_dtype_struct(leaf)
+            for i, leaf in enumerate(_to_savable(template))
+        }
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+            ),
+        )
+        leaves = [restored.state[key] for key in sorted(restored.state)]
+        return _from_saved(leaves, template), dict(restored.meta)
+
+    def close(self) -> None:
+        self._last.close()
+        self._best.close()
