@@ -1,0 +1,101 @@
+"""`lstm-jax`: the Hydra app that trains one run (or, with -m, a sweep of runs).
+
+    lstm-jax                                   # the default experiment (adding, T=100, LSTM)
+    lstm-jax experiment=copy_T200_chrono model.hidden_size=256 optim.lr=3e-3
+    lstm-jax -m model.cell=rnn,gru,lstm task.seq_len=100,200
+    lstm-jax --help                            # the config groups and the composed config
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("lstm_jax")
+
+
+def _user_cache(subdir: str) -> str:
+    """~/.cache/lstm_jax/<subdir> (or under $XDG_CACHE_HOME)."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "lstm_jax", subdir)
+
+
+if not OmegaConf.has_resolver("user_cache"):
+    OmegaConf.register_new_resolver("user_cache", _user_cache)
+
+
+# Errors a user can fix (a missing file, a bad value, a diverged run): printed as one clear
+# message rather than a stack trace.
+_USER_ERRORS: tuple[type[BaseException], ...] = (
+    FileNotFoundError,
+    PermissionError,
+    ValueError,
+    KeyError,
+)
+
+
+def _fail(message: str) -> None:
+    print(f"lstm-jax: error: {message}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+class OutputDirCheck(Callback):
+    """Fails early, with the setting to change, when the run (or sweep) dir can't be made.
+
+    Hydra creates the dir itself before the run starts and would report a bare
+    PermissionError; this callback runs first (configs/hydra/default.yaml)."""
+
+    @staticmethod
+    def _check(directory: str, setting: str) -> None:
+        try:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            probe = Path(directory) / ".write_test"
+            probe.touch()
+            probe.unlink()
+        except OSError as error:
+            _fail(
+                f"cannot write the output dir {directory} ({error.strerror}). Choose a "
+                f"writable place with {setting}=PATH."
+            )
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config.hydra.run.dir, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+
+def _run(cfg: DictConfig) -> float:
+    from lstm_jax.train.trainer import NonFiniteLossError, train
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        return train(cfg, run_dir)
+    except (NonFiniteLossError, *_USER_ERRORS) as error:
+        message = error.args[0] if error.args else repr(error)
+        log.error("%s: %s", type(error).__name__, message)
+        _fail(message)
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def _hydra_main(cfg: DictConfig) -> float:
+    return _run(cfg)
+
+
+def main() -> None:
+    from lstm_jax import distributed
+
+    # A SLURM/submitit job that is one of several processes joins the others first.
+    distributed.maybe_initialize_distributed()
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,357 @@
+"""The training loop: one jitted train step, periodic evaluation, diagnostics, checkpoints.
+
+The model is held split into (graphdef, params, rest): `params` are the trained nnx.Param
+arrays, `rest` everything else (dropout RNG state, ...). The train step is a pure jitted
+function of (params, opt_state, rest, batch, carry), so it runs unchanged on one device
+or with the batch sharded over a mesh, and its state saves and restores as arrays.
+
+A step counter `step` counts completed updates: checkpoint k holds the state after k
+updates, and the batch of update k+1 is `task.train_batch(k)`, so a resumed run replays
+exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import jax
+import numpy as np
+import optax
+from flax import nnx
+from omegaconf import DictConfig
+from tqdm import tqdm
+
+from lstm_jax import distributed
+from lstm_jax.logging import make_loggers
+from lstm_jax.tasks.base import Task
+from lstm_jax.train.checkpoint import Checkpointer
+from lstm_jax.train.diagnostics import make_diagnostics_step, to_host
+from lstm_jax.train.optim import make_optimizer, make_schedule
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def _check_trainer_config(trainer_config: Any) -> None:
+    for key in ("max_steps", "batch_size", "eval_every", "log_every", "checkpoint_every"):
+        value = trainer_config[key]
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"trainer.{key}={value!r} must be a positive integer.")
+    if trainer_config.checkpoint_every % trainer_config.log_every:
+        # The logged train loss is the mean over the steps since the last log line; a
+        # resumed run must start at a log boundary for its curve to equal the original's.
+        raise ValueError(
+            f"trainer.checkpoint_every={trainer_config.checkpoint_every} must be a multiple "
+            f"of trainer.log_every={trainer_config.log_every}."
+        )
+
+
+def _better(value: float, best: float | None, mode: str) -> bool:
+    if best is None:
+        return math.isfinite(value)
+    return value < best if mode == "min" else value > best
+
+
+def _num_params(params: Any) -> int:
+    return int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(params)))
+
+
+class Trainer:
+    """Trains `task`'s model with the `optim` and `trainer` configs of `cfg`."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.trainer_config = cfg.trainer
+        _check_trainer_config(self.trainer_config)
+        self.task: Task = hydra.utils.instantiate(cfg.task)
+        self.monitor = self.task.monitor
+        self.monitor_mode = self.task.monitor_mode
+
+        rngs = nnx.Rngs(params=cfg.seed, dropout=cfg.seed + 1)
+        model = self.task.make_model(cfg.model, rngs=rngs)
+        model.eval()
+        self.eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
+        model.train()
+        self.train_graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+        self.num_params = _num_params(params)
+
+        self.optimizer = make_optimizer(cfg.optim)
+        self.learning_rate = make_schedule(cfg.optim)
+        self.mesh = distributed.make_data_mesh()
+        self.state = {
+            "params": params,
+            "opt_state": self.optimizer.init(params),
+            "rest": rest,
+            "carry": self.task.initial_carry(model),
+        }
+        self.state = distributed.replicate(self.state, self.mesh)
+        self._train_step = jax.jit(self._make_train_step(), donate_argnums=(0,))
+        self._diagnostics_step = make_diagnostics_step(self.task, self.train_graphdef)
+
+    # -- the jitted step -------------------------------------------------------------------
+
+    def _make_train_step(self):
+        task, graphdef, optimizer = self.task, self.train_graphdef, self.optimizer
+
+        def train_step(state, batch):
+            def loss_fn(params):
+                model = nnx.merge(graphdef, params, state["rest"])
+                loss, aux = task.loss(model, batch, state["carry"])
+                # The model's non-parameter state (dropout RNG counters) advances each call.
+                rest = nnx.split(model, nnx.Param, ...)[2]
+                return loss, (aux, rest)
+
+            (loss, (aux, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                state["params"]
+            )
+            updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
+            params = optax.apply_updates(state["params"], updates)
+            metrics = {"train/loss": loss}
+            metrics.update({f"train/{k}": v for k, v in aux["metrics"].items()})
+            new_state = {
+                "params": params,
+                "opt_state": opt_state,
+                "rest": rest,
+                # Truncated BPTT: the carried state is data, not a path for gradients.
+                "carry": jax.lax.stop_gradient(aux["carry"]),
+            }
+            return new_state, metrics
+
+        return train_step
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def eval_model(self, params: Any = None) -> nnx.Module:
+        params = self.state["params"] if params is None else params
+        return nnx.merge(self.eval_graphdef, params, self.state["rest"])
+
+    def _batch(self, step: int) -> dict[str, Any]:
+        return self.task.train_batch(step)
+
+    def _evaluate(self, split: str, params: Any = None) -> dict[str, float]:
+        metrics = self.task.evaluate(self.eval_model(params), split)
+        return {f"{split}/{k}": float(v) for k, v in metrics.items()}
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        cfg, tc = self.cfg, self.trainer_config
+        is_main = distributed.is_main_process()
+        checkpointer = Checkpointer(self.run_dir / "checkpoints", keep=tc.keep_checkpoints)
+        step, best_value, best_step, evals_without_improvement = 0, None, None, 0
+        elapsed_before = 0.0
+        if tc.resume and checkpointer.latest_step("last") is not None:
+            self.state, meta = checkpointer.restore("last", self.state)
+            self.state = distributed.replicate(self.state, self.mesh)
+            step = meta["step"]
+            best_value, best_step = meta["best_value"], meta["best_step"]
+            evals_without_improvement = meta["evals_without_improvement"]
+            elapsed_before = meta["wall_time_s"]
+            log.info("Resuming from step %d (%s)", step, checkpointer.path("last"))
+        elif tc.resume:
+            log.info("trainer.resume=true but no checkpoint in %s: starting at step 0",
+                     self.run_dir / "checkpoints")
+        loggers = make_loggers(
+            cfg, self.run_dir, resume=step > 0, resume_step=step, is_main_process=is_main
+        )
+        diagnostics_every = cfg.logger.diagnostics_every
+        start_time = time.perf_counter()
+        diagnostics_time = 0.0
+        stopped_early = False
+
+        def checkpoint_meta(at_step: int) -> dict[str, Any]:
+            return {
+                "step": at_step,
+                "best_value": best_value,
+                "best_step": best_step,
+                "evals_without_improvement": evals_without_improvement,
+                "monitor": self.monitor,
+                "wall_time_s": elapsed_before + time.perf_counter() - start_time,
+            }
+
+        postfix: dict[str, str] = {}
+        window_metrics: list[dict[str, Any]] = []
+        window_tokens, window_start = 0, time.perf_counter()
+        first_step_of_run = True
+        progress = tqdm(
+            total=tc.max_steps,
+            initial=step,
+            disable=not (tc.progress_bar and is_main),
+            dynamic_ncols=True,
+            desc=cfg.experiment_name,
+        )
+        prefetch = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        next_batch = prefetch.submit(self._batch, step)
+        try:
+            while step < tc.max_steps:
+                batch = next_batch.result()
+                if step + 1 < tc.max_steps:
+                    next_batch = prefetch.submit(self._batch, step + 1)
+                if self.task.reset_carry(step):
+                    self.state["carry"] = distributed.replicate(
+                        self.task.initial_carry(self.eval_model()), self.mesh
+                    )
+                window_tokens += self.task.tokens_in(batch)
+                device_batch = distributed.shard_batch(batch, self.mesh)
+                self.state, metrics = self._train_step(self.state, device_batch)
+                step += 1
+                window_metrics.append(metrics)
+                if first_step_of_run:
+                    # Keep compilation out of the step-time measurement.
+                    jax.block_until_ready(metrics)
+                    first_step_of_run = False
+                    window_start, window_tokens = time.perf_counter(), 0
+                    window_steps_timed = 0
+                else:
+                    window_steps_timed += 1
+                progress.update(1)
+
+                if step % tc.log_every == 0 or step == tc.max_steps:
+                    host = jax.device_get(window_metrics)
+                    losses = np.array([m["train/loss"] for m in host])
+                    self._check_finite(losses, step, checkpointer)
+                    now = time.perf_counter()
+                    record = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+                    record["train/lr"] = float(self.learning_rate(step))
+                    if window_steps_timed:
+                        step_time = (now - window_start) / window_steps_timed
+                        record["perf/step_time_s"] = step_time
+                        record["perf/tokens_per_s"] = window_tokens / (now - window_start)
+                    loggers.log(record, step)
+                    postfix["loss"] = f"{record['train/loss']:.4f}"
+                    progress.set_postfix(postfix)
+                    window_metrics, window_tokens, window_steps_timed = [], 0, 0
+                    window_start = time.perf_counter()
+
+                if diagnostics_every and step % diagnostics_every == 0:
+                    t0 = time.perf_counter()
+                    diag = self._diagnostics_step(
+                        self.state["params"], self.state["rest"], device_batch,
+                        self.state["carry"],
+                    )
+                    loggers.log(to_host(diag), step)
+                    diagnostics_time += time.perf_counter() - t0
+
+                if step % tc.eval_every == 0 or step == tc.max_steps:
+                    val = self._evaluate("val")
+                    loggers.log(val, step)
+                    value = val.get(self.monitor)
+                    if value is None:
+                        raise KeyError(
+                            f"the task's evaluate() returned {sorted(val)} but its monitor is "
+                            f"{self.monitor!r}."
+                        )
+                    if _better(value, best_value, self.monitor_mode):
+                        best_value, best_step, evals_without_improvement = value, step, 0
+                        checkpointer.save("best", step, self.state, checkpoint_meta(step))
+                    else:
+                        evals_without_improvement += 1
+                    postfix[self.monitor] = f"{value:.4g}"
+                    progress.set_postfix(postfix)
+                    patience = tc.early_stopping_patience
+                    if patience is not None and evals_without_improvement >= patience:
+                        log.info("Early stop at step %d: %s has not improved for %d "
+                                 "evaluations", step, self.monitor, patience)
+                        stopped_early = True
+
+                if step % tc.checkpoint_every == 0 or step == tc.max_steps or stopped_early:
+                    checkpointer.save("last", step, self.state, checkpoint_meta(step))
+                if stopped_early:
+                    break
+        finally:
+            progress.close()
+            prefetch.shutdown(wait=False, cancel_futures=True)
+
+        train_time = elapsed_before + time.perf_counter() - start_time
+        summary = self._summarize(checkpointer, loggers, step, best_value, best_step,
+                                  train_time, diagnostics_time, stopped_early)
+        checkpointer.close()
+        loggers.log_summary(summary)
+        loggers.finish()
+        if is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+    def _check_finite(self, losses: np.ndarray, step: int, checkpointer: Checkpointer) -> None:
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size == 0:
+            return
+        bad_step = step - len(losses) + int(bad[0]) + 1
+        last_good = checkpointer.path("last")
+        where = (
+            f"the last good checkpoint is {last_good} (resume from it with "
+            "trainer.resume=true)" if last_good else "no checkpoint was written before it"
+        )
+        raise NonFiniteLossError(
+            f"train/loss became {losses[bad[0]]} at step {bad_step}; {where}. Lower optim.lr, "
+            "set optim.clip_grad_norm, or check the data for NaNs."
+        )
+
+    def _summarize(self, checkpointer, loggers, step, best_value, best_step, train_time,
+                   diagnostics_time, stopped_early) -> dict[str, Any]:
+        final = {}
+        test = {}
+        if self.trainer_config.evaluate_test:
+            params = self.state["params"]
+            if checkpointer.latest_step("best") is not None:
+                params = checkpointer.restore("best", self.state)[0]["params"]
+            test = self._evaluate("test", params)
+            loggers.log(test, step)
+        media = self.task.media(self.eval_model(), "test")
+        if media:
+            self._save_media(media, loggers, step)
+        final.update(test)
+        return {
+            "monitor": self.monitor,
+            "monitor_mode": self.monitor_mode,
+            "best": {self.monitor: best_value, "step": best_step},
+            "test": test,
+            "steps": step,
+            "stopped_early": stopped_early,
+            "wall_time_s": train_time,
+            "diagnostics_time_s": diagnostics_time,
+            "num_params": self.num_params,
+            "device_kind": jax.devices()[0].device_kind,
+            "device_count": jax.device_count(),
+        }
+
+    def _save_media(self, media: dict[str, Any], loggers, step: int) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        media_dir = self.run_dir / "media"
+        media_dir.mkdir(exist_ok=True)
+        for name, item in media.items():
+            path = media_dir / f"{name.replace('/', '_')}.png"
+            if hasattr(item, "savefig"):
+                item.savefig(path, dpi=100, bbox_inches="tight")
+            else:
+                plt.imsave(path, np.asarray(item))
+        loggers.log({f"media/{name}": item for name, item in media.items()}, step)
+        for item in media.values():
+            if hasattr(item, "savefig"):
+                plt.close(item)
+
+
+def train(cfg: DictConfig, run_dir: Path) -> float:
+    """Trains one run; returns the best validation value of the task's monitor (what a
+    Hydra sweeper optimizes)."""
+    trainer = Trainer(cfg, run_dir)
+    summary = trainer.fit()
+    best = summary["best"][trainer.monitor]
+    return float("nan") if best is None else float(best)
+
+
