@@ -1,0 +1,37 @@
+"""Tasks that misbehave on purpose, for the trainer's tests (importable by the CLI in a
+subprocess through PYTHONPATH=tests)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from lstm_jax.tasks.synthetic import AddingTask
+
+
+class SlowAddingTask(AddingTask):
+    """The adding task with a pause per batch, so a test can kill a run mid-way."""
+
+    def __init__(self, *, seconds_per_batch: float = 0.05, **kwargs):
+        super().__init__(**kwargs)
+        self.seconds_per_batch = seconds_per_batch
+
+    def train_batch(self, step: int):
+        time.sleep(self.seconds_per_batch)
+        return super().train_batch(step)
+
+
+class NanFromStepTask(AddingTask):
+    """The adding task whose inputs turn NaN from batch `nan_from_step` on (0-based)."""
+
+    def __init__(self, *, nan_from_step: int = 5, **kwargs):
+        super().__init__(**kwargs)
+        self.nan_from_step = nan_from_step
+
+    def train_batch(self, step: int):
+        batch = super().train_batch(step)
+        if step >= self.nan_from_step:
+            batch = {k: np.full_like(v, np.nan) if v.dtype.kind == "f" else v
+                     for k, v in batch.items()}
+        return batch

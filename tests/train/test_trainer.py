@@ -1,0 +1,180 @@
+"""End-to-end tests of the trainer through the CLI: run dir contents, kill-and-resume
+equality, and the clear errors a user meets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from cli_runner import REPO, run_cli
+
+# A small adding problem: fast on 2 CPU cores, still a real run.
+TINY = (
+    "task.seq_len=12",
+    "task.val_size=64",
+    "task.test_size=64",
+    "task.eval_batch_size=64",
+    "model.hidden_size=16",
+    "trainer.batch_size=16",
+    "trainer.progress_bar=false",
+)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_default_run_writes_the_run_dir_contract(tmp_path):
+    run_dir = tmp_path / "run"
+    run_cli(
+        *TINY,
+        "trainer.max_steps=20",
+        "trainer.eval_every=10",
+        "trainer.log_every=5",
+        "trainer.checkpoint_every=10",
+        "logger.diagnostics_every=10",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    keys = set().union(*records)
+    for key in ("train/loss", "val/loss", "val/mse", "test/mse", "grad_norm/global",
+                "grad_norm/dh_t", "perf/step_time_s", "perf/tokens_per_s"):
+        assert key in keys, key
+    assert any(k.startswith("gates/layer_0/forget") for k in keys)
+    assert [r["step"] for r in records if "train/loss" in r] == [5, 10, 15, 20]
+    dh_t = next(r["grad_norm/dh_t"] for r in records if "grad_norm/dh_t" in r)
+    assert isinstance(dh_t, list) and len(dh_t) == 12
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 20
+    assert summary["monitor"] == "val/mse"
+    assert summary["num_params"] > 0
+    assert summary["best"]["val/mse"] == min(r["val/mse"] for r in records if "val/mse" in r)
+    assert (run_dir / "checkpoints" / "last" / "20").is_dir()
+    assert (run_dir / "checkpoints" / "best").is_dir()
+    assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def test_logger_none_runs_without_wandb(tmp_path):
+    run_dir = tmp_path / "run"
+    run_cli(*TINY, "trainer.max_steps=4", "trainer.eval_every=2", "trainer.log_every=2",
+            "trainer.checkpoint_every=2", "logger=none", f"hydra.run.dir={run_dir}",
+            cwd=tmp_path)
+    assert read_jsonl(run_dir / "metrics.jsonl")
+    assert not (run_dir / "wandb").exists()
+
+
+def _final_params(run_dir: Path, step: int) -> list[np.ndarray]:
+    manager = ocp.CheckpointManager(run_dir / "checkpoints" / "last")
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return [np.asarray(restored.state[k]) for k in sorted(restored.state)]
+
+
+def _curve(run_dir: Path) -> list[tuple]:
+    """The run's loss curve: every logged train/val/test value, without timings."""
+    out = []
+    for record in read_jsonl(run_dir / "metrics.jsonl"):
+        out.append(tuple(sorted(
+            (k, v) for k, v in record.items()
+            if k == "step" or k.split("/")[0] in ("train", "val", "test")
+        )))
+    return out
+
+
+def test_killed_run_resumes_to_the_same_parameters_and_curve(tmp_path):
+    common = (
+        *TINY,
+        "task._target_=fault_tasks.SlowAddingTask",
+        "+task.seconds_per_batch=0.03",
+        "model.dropout=0.0",
+        "trainer.max_steps=60",
+        "trainer.eval_every=10",
+        "trainer.log_every=5",
+        "trainer.checkpoint_every=10",
+        "logger=none",
+        "logger.diagnostics_every=null",
+    )
+    reference = tmp_path / "reference"
+    run_cli(*common, f"hydra.run.dir={reference}", cwd=tmp_path)
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "WANDB_MODE": "offline",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lstm_jax", *common, f"hydra.run.dir={killed}"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while not (killed / "checkpoints" / "last" / "20").is_dir():
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "summary.json").exists()
+    assert not (killed / "checkpoints" / "last" / "60").exists()
+
+    run_cli(*common, f"hydra.run.dir={killed}", "trainer.resume=true", cwd=tmp_path)
+    assert _curve(killed) == _curve(reference)
+    for resumed, uninterrupted in zip(_final_params(killed, 60), _final_params(reference, 60),
+                                      strict=True):
+        np.testing.assert_array_equal(resumed, uninterrupted)
+
+
+def test_unknown_config_key_is_an_error_naming_it(tmp_path):
+    result = run_cli("trainer.max_step=10", cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert "max_step" in result.stderr
+    assert "not in struct" in result.stderr or "Could not override" in result.stderr
+
+
+def test_nan_loss_stops_with_the_step_and_the_last_good_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        *TINY,
+        "task._target_=fault_tasks.NanFromStepTask",
+        "+task.nan_from_step=7",
+        "trainer.max_steps=20",
+        "trainer.eval_every=4",
+        "trainer.log_every=2",
+        "trainer.checkpoint_every=4",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "became nan at step 8" in result.stderr
+    assert str(run_dir / "checkpoints" / "last" / "4") in result.stderr
+    # Nothing after the divergence was saved as if it were good.
+    assert sorted(p.name for p in (run_dir / "checkpoints" / "last").iterdir()) == ["4"]
+
+
+def test_unwritable_output_dir_is_a_clear_error(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    target = "/proc/lstm-jax-run" if os.geteuid() == 0 else str(locked / "run")
+    result = run_cli(*TINY, "trainer.max_steps=2", f"hydra.run.dir={target}", cwd=tmp_path,
+                     check=False)
+    assert result.returncode != 0
+    assert "lstm-jax-run" in result.stderr or str(locked) in result.stderr
+    assert "hydra.run.dir" in result.stderr
+
+
+@pytest.mark.parametrize("override", ["optim.name=adagrad", "model.cell=lstmm"])
+def test_bad_values_name_the_setting(tmp_path, override):
+    result = run_cli(*TINY, "trainer.max_steps=2", "logger=none", override, cwd=tmp_path,
+                     check=False)
+    assert result.returncode == 1
+    assert override.split("=")[0] in result.stderr
