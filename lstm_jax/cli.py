@@ -76,6 +76,10 @@ def _run(cfg: DictConfig) -> float:
     from lstm_jax.train.trainer import NonFiniteLossError, train
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    # Hydra logs INFO to the run's log file; orbax and JAX's backend probing would bury
+    # the run's own lines there.
+    for noisy in ("absl", "jax._src.xla_bridge"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return train(cfg, run_dir)
     except (NonFiniteLossError, *_USER_ERRORS) as error:
@@ -84,7 +88,11 @@ def _run(cfg: DictConfig) -> float:
         _fail(message)
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+# The configs live at the top of the repository (an editable install keeps them there).
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def _hydra_main(cfg: DictConfig) -> float:
     return _run(cfg)
 

@@ -163,7 +163,8 @@ class Trainer:
             log.info("trainer.resume=true but no checkpoint in %s: starting at step 0",
                      self.run_dir / "checkpoints")
         loggers = make_loggers(
-            cfg, self.run_dir, resume=step > 0, resume_step=step, is_main_process=is_main
+            cfg, self.run_dir, resume=step > 0, resume_step=step, is_main_process=is_main,
+            monitor=self.monitor, monitor_mode=self.monitor_mode,
         )
         diagnostics_every = cfg.logger.diagnostics_every
         start_time = time.perf_counter()
@@ -269,6 +270,10 @@ class Trainer:
                     checkpointer.save("last", step, self.state, checkpoint_meta(step))
                 if stopped_early:
                     break
+        except BaseException:
+            # A failed run still closes its W&B run and metrics.jsonl cleanly.
+            loggers.finish()
+            raise
         finally:
             progress.close()
             prefetch.shutdown(wait=False, cancel_futures=True)
