@@ -1,0 +1,244 @@
+"""The W&B logger: one W&B run per training run, offline unless the user is logged in.
+
+- Mode: `logger.wandb.mode` when set; else the WANDB_MODE environment variable; else
+  "online" when an API key is configured (WANDB_API_KEY, or a netrc entry for the W&B
+  host), otherwise "offline". It never prompts and never needs an account.
+- The run files sit in `run_dir/wandb/`; the run id is kept in `run_dir/wandb_run_id.txt`
+  and reused (resume="allow") when the run is resumed.
+- The x-axis of every chart is the training step, the metric "step" (not W&B's internal
+  row counter), so re-logging steps after a resume never drops data.
+- Validation and test metrics report their best in the run summary (min for loss-like
+  names, max for accuracy-like ones, `monitor_mode` for the task's monitor).
+"""
+
+from __future__ import annotations
+
+import netrc
+import os
+import secrets
+import string
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from lstm_jax.logging import values as V
+
+RUN_ID_FILE = "wandb_run_id.txt"
+DEFAULT_HOST = "https://api.wandb.ai"
+MAX_HIST_BINS = 512  # W&B's limit for a histogram
+MAX_LINE_POINTS = 256
+
+MIN_NAMES = {"loss", "nll", "ppl", "perplexity", "bpc", "bpd", "mse", "mae", "rmse", "mape",
+             "der", "wer", "cer", "error", "err", "ce"}
+MAX_NAMES = {"acc", "accuracy", "top1", "top5", "f1", "auc", "auroc", "r2", "precision",
+             "recall", "bleu", "correlation", "corr"}
+
+
+def api_key_configured() -> bool:
+    """Whether W&B credentials are configured (env var or netrc), without prompting."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
+        return True
+    host = urlsplit(os.environ.get("WANDB_BASE_URL") or DEFAULT_HOST).netloc
+    candidates = [os.environ["NETRC"]] if os.environ.get("NETRC") else [
+        os.path.join(os.path.expanduser("~"), name) for name in (".netrc", "_netrc")
+    ]
+    for path in candidates:
+        try:
+            creds = netrc.netrc(path).authenticators(host)
+        except (FileNotFoundError, netrc.NetrcParseError, OSError):
+            continue
+        if creds and creds[2]:
+            return True
+    return False
+
+
+def resolve_mode(configured: str | None) -> str:
+    """online | offline | disabled (see the module doc for the order of precedence)."""
+    if configured:
+        mode = str(configured)
+    elif os.environ.get("WANDB_MODE"):
+        mode = os.environ["WANDB_MODE"]
+    else:
+        mode = "online" if api_key_configured() else "offline"
+    mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)
+    if mode not in ("online", "offline", "disabled", "shared"):
+        raise ValueError(f"logger.wandb.mode / WANDB_MODE = {mode!r}: use online, offline or disabled")
+    return mode
+
+
+def new_run_id() -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+def default_run_name(cfg: Any) -> str:
+    """experiment_name plus the job's command-line overrides (when run by Hydra)."""
+    name = str(cfg.get("experiment_name") or "run")
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+    except Exception:  # noqa: BLE001 - not inside a Hydra app
+        return name
+    exclude = set(hc.job.config.override_dirname.exclude_keys or []) | {"experiment"}
+    kept = [o for o in hc.overrides.task if o.split("=", 1)[0].lstrip("+~") not in exclude]
+    return f"{name}:{','.join(kept)}"[:128] if kept else name
+
+
+def metric_goal(key: str) -> str | None:
+    """"min" or "max" for a val/test metric name judged by its last part, else None."""
+    last = key.rsplit("/", 1)[-1].lower()
+    if last in MIN_NAMES or last.endswith("loss"):
+        return "min"
+    if last in MAX_NAMES or last.endswith("acc"):
+        return "max"
+    return None
+
+
+def _config_dict(cfg: Any) -> dict:
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # noqa: BLE001 - e.g. ${hydra:...} outside a Hydra app
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
+class WandbLogger:
+    """One W&B run. `log(metrics, step)`, `log_summary(summary)`, `finish()`."""
+
+    def __init__(
+        self,
+        cfg: Any,
+        run_dir: str | os.PathLike,
+        *,
+        resume: bool = False,
+        monitor: str | None = None,
+        monitor_mode: str | None = None,
+        line_plots: bool = True,
+    ):
+        import wandb
+
+        self._wandb = wandb
+        wcfg = cfg.logger.wandb
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.mode = resolve_mode(wcfg.get("mode"))
+        self.line_plots = line_plots
+        id_file = self.run_dir / RUN_ID_FILE
+        run_id = id_file.read_text().strip() if resume and id_file.exists() else ""
+        run_id = run_id or new_run_id()
+        id_file.write_text(run_id + "\n")
+        self.run = wandb.init(
+            project=wcfg.get("project"),
+            entity=wcfg.get("entity"),
+            group=wcfg.get("group"),
+            job_type=wcfg.get("job_type"),
+            tags=list(wcfg.get("tags") or []) or None,
+            name=wcfg.get("name") or default_run_name(cfg),
+            dir=str(self.run_dir),
+            config=_config_dict(cfg),
+            mode=self.mode,
+            id=run_id,
+            resume="allow" if resume else None,
+            reinit="finish_previous",
+        )
+        self.run_id = run_id
+        self.run.define_metric("step", hidden=True)
+        self.run.define_metric("*", step_metric="step")
+        self._goals: dict[str, str | None] = {}
+        self._monitor: tuple[str, str] | None = None
+        if monitor:
+            self.set_monitor(monitor, monitor_mode or "min")
+        self._finished = False
+
+    # -- metric definitions -----------------------------------------------------------
+    def set_monitor(self, monitor: str, mode: str = "min") -> None:
+        """The task's monitored metric reports its `mode` ("min"/"max") in the summary."""
+        if mode not in ("min", "max"):
+            raise ValueError(f"monitor_mode must be 'min' or 'max', got {mode!r}")
+        self._monitor = (monitor, mode)
+        self._define(monitor, mode)
+
+    def _define(self, key: str, goal: str | None) -> None:
+        self._goals[key] = goal
+        if goal:
+            self.run.define_metric(key, step_metric="step", summary=goal)
+
+    def _maybe_define(self, key: str) -> None:
+        if key in self._goals:
+            return
+        if self._monitor and key == self._monitor[0]:
+            self._define(key, self._monitor[1])
+        elif key.startswith(("val/", "test/")):
+            self._define(key, metric_goal(key))
+        else:
+            self._goals[key] = None
+
+    # -- conversion -------------------------------------------------------------------
+    def _histogram(self, counts: Any, edges: Any):
+        counts = np.asarray(counts, dtype=np.float64).ravel()
+        edges = np.asarray(edges, dtype=np.float64).ravel()
+        if counts.size > MAX_HIST_BINS:  # merge neighbouring bins down to W&B's limit
+            groups = np.array_split(np.arange(counts.size), MAX_HIST_BINS)
+            counts = np.array([counts[g].sum() for g in groups])
+            edges = np.array([edges[g[0]] for g in groups] + [edges[-1]])
+        counts = np.where(np.isfinite(counts), counts, 0.0)
+        return self._wandb.Histogram(np_histogram=(counts, edges))
+
+    def _convert(self, key: str, value: Any, step: int, out: dict[str, Any]) -> None:
+        wandb = self._wandb
+        kind = V.kind_of(value)
+        if kind == V.SCALAR:
+            x = V.to_float(value)
+            out[key] = float(np.asarray(value)) if x is None else x  # W&B shows NaN/inf
+        elif kind == V.HISTOGRAM:
+            out[key] = self._histogram(value["counts"], value["edges"])
+        elif kind == V.PROFILE:
+            # A profile over t (e.g. ||dL/dh_t||) as a histogram over time steps (W&B's
+            # histogram panel then shows how it evolves), plus a line plot of its shape.
+            vals, edges = V.block_mean(value, MAX_HIST_BINS)
+            out[key] = self._histogram(vals, edges)
+            if self.line_plots:
+                pts, tedges = V.block_mean(value, MAX_LINE_POINTS)
+                t = 0.5 * (tedges[:-1] + tedges[1:] - 1)
+                table = wandb.Table(data=[[float(a), float(b)] for a, b in zip(t, pts)],
+                                    columns=["t", "value"])
+                out[f"{key}_line"] = wandb.plot.line(table, "t", "value", title=f"{key} (step {step})")
+        elif kind == V.IMAGE:
+            out[key] = wandb.Image(value)
+        elif kind == V.SAMPLES:
+            arr = np.asarray(value, dtype=np.float64).ravel()
+            out[key] = wandb.Histogram(arr[np.isfinite(arr)])
+        else:
+            out[key] = value  # strings, W&B objects (wandb.Table, ...), None
+
+    # -- logger API -------------------------------------------------------------------
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        data: dict[str, Any] = {"step": int(step)}
+        for key, value in metrics.items():
+            if key == "step":
+                continue
+            self._maybe_define(key)
+            self._convert(key, value, int(step), data)
+        self.run.log(data)
+
+    def log_summary(self, summary: dict[str, Any]) -> None:
+        """Sets run summary entries (final/best metrics, wall time, parameter count ...).
+
+        Note: a key that is also a logged val/test metric overrides its best-of summary.
+        """
+        if "monitor" in summary:
+            self.set_monitor(summary["monitor"], summary.get("monitor_mode", "min"))
+        for key, value in summary.items():
+            if key in ("monitor", "monitor_mode"):
+                continue
+            self.run.summary[key] = V.to_float(value) if V.kind_of(value) == V.SCALAR else V.clean_json(value)
+
+    def finish(self, exit_code: int | None = None) -> None:
+        if not self._finished:
+            self._finished = True
+            self.run.finish(exit_code=exit_code)
