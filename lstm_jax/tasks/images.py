@@ -1,0 +1,157 @@
+"""Sequential image classification: Fashion-MNIST read as a sequence.
+
+- mode="row": 28 steps of 28 pixels (a row per step), the row-by-row task (anchor: an LSTM
+  reaches about 88-90 % test accuracy).
+- mode="pixel": 784 steps of 1 pixel (raster order), optionally in a fixed random order
+  (`permute=true`, the "permuted" variant; the permutation is drawn from `permutation_seed`).
+
+The idx files are read from the data root (`paths.data_dir` / $LSTM_JAX_DATA) under
+`fashion-mnist/`, downloaded from the Fashion-MNIST repository (with SHA-256 check) where the
+network allows. Splits: train = the first 60,000 - val_size training images, val = the last
+`val_size` (5,000 by default) training images, test = the 10,000 t10k images. Pixels are
+scaled to [0, 1] and standardised with the training-set mean and std of Fashion-MNIST
+(0.2860, 0.3530). The class is predicted by a linear head on the final hidden state of the
+top layer (`RecurrentHead`, readout="last"); cross-entropy loss; monitored by val/acc (max).
+
+Training batches are a pure function of (seed, step): each epoch is a permutation of the
+training images drawn from `np.random.default_rng([seed, 0, epoch])` and step k takes the
+k-th slice of batch_size of it (the remainder of an epoch is dropped).
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lstm_jax.data import resolve_data_file
+from lstm_jax.tasks.base import Batch
+from lstm_jax.tasks.synthetic import TRAIN, ArrayTask
+
+FASHION_MNIST_URL = "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"
+FASHION_MNIST_FILES = {
+    "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+    "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+    "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+    "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+}
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
+NUM_CLASSES = 10
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Reads an idx file (optionally gzipped) of unsigned bytes into a uint8 array."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path} is not an idx file (bad magic number).")
+    if data[2] != 0x08:
+        raise ValueError(f"{path}: idx element type {data[2]:#x} is not unsigned byte (0x08).")
+    ndim = data[3]
+    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims))
+    if len(data) - offset != expected:
+        raise ValueError(f"{path}: {len(data) - offset} bytes of data, expected {expected}.")
+    return np.frombuffer(data, np.uint8, offset=offset).reshape(dims)
+
+
+def load_fashion_mnist(data_dir: str | None, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, 28, 28) uint8, labels (N,) int32) of split 'train' or 't10k'."""
+    arrays = []
+    for kind in ("images-idx3", "labels-idx1"):
+        name = f"{split}-{kind}-ubyte.gz"
+        path = resolve_data_file(
+            data_dir, f"fashion-mnist/{name}", url=FASHION_MNIST_URL + name,
+            sha256=FASHION_MNIST_FILES[name],
+        )
+        arrays.append(read_idx(path))
+    images, labels = arrays
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"fashion-mnist {split}: {images.shape[0]} images, {labels.shape[0]} labels.")
+    return images, labels.astype(np.int32)
+
+
+class SequentialImageTask(ArrayTask):
+    """Fashion-MNIST as a sequence (row: 28 x 28; pixel: 784 x 1, optionally permuted)."""
+
+    monitor = "val/acc"
+    monitor_mode = "max"
+    readout = "last"
+    out_features = NUM_CLASSES
+
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        seed: int = 0,
+        data_dir: str | None = None,
+        mode: str = "row",
+        permute: bool = False,
+        permutation_seed: int = 0,
+        val_size: int = 5000,
+        eval_batch_size: int = 1000,
+    ):
+        super().__init__(
+            batch_size=batch_size, seed=seed, data_dir=data_dir, eval_batch_size=eval_batch_size
+        )
+        if mode not in ("row", "pixel"):
+            raise ValueError(f"mode={mode!r}: expected 'row' or 'pixel'.")
+        if permute and mode != "pixel":
+            raise ValueError("permute=true needs mode=pixel.")
+        self.mode = mode
+        self.permute = bool(permute)
+        self.in_features = 28 if mode == "row" else 1
+        images, labels = load_fashion_mnist(data_dir, "train")
+        if not 0 < val_size < images.shape[0]:
+            raise ValueError(f"val_size={val_size} must be in (0, {images.shape[0]}).")
+        self._order = (
+            np.random.default_rng(permutation_seed).permutation(images[0].size)
+            if self.permute else None
+        )
+        n_train = images.shape[0] - int(val_size)
+        self._train = (self._sequences(images[:n_train]), labels[:n_train])
+        self._eval_cache["val"] = (self._sequences(images[n_train:]), labels[n_train:])
+        test_images, test_labels = load_fashion_mnist(data_dir, "t10k")
+        self._eval_cache["test"] = (self._sequences(test_images), test_labels)
+        if n_train < batch_size:
+            raise ValueError(f"batch_size={batch_size} exceeds the {n_train} training images.")
+        self._steps_per_epoch = n_train // batch_size
+        self._epoch_perm: tuple[int, np.ndarray] | None = None
+
+    def _sequences(self, images: np.ndarray) -> np.ndarray:
+        """uint8 images (N, 28, 28) -> uint8 sequences (N, T, F)."""
+        n = images.shape[0]
+        if self.mode == "row":
+            return np.ascontiguousarray(images)
+        flat = images.reshape(n, -1)
+        if self._order is not None:
+            flat = flat[:, self._order]
+        return np.ascontiguousarray(flat[:, :, None])
+
+    def _inputs(self, x):
+        return (jnp.asarray(x, jnp.float32) / 255.0 - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
+
+    def train_batch(self, step: int) -> Batch:
+        epoch, k = divmod(int(step), self._steps_per_epoch)
+        if self._epoch_perm is None or self._epoch_perm[0] != epoch:
+            rng = np.random.default_rng([self.seed, TRAIN, epoch])
+            self._epoch_perm = (epoch, rng.permutation(self._train[0].shape[0]))
+        idx = self._epoch_perm[1][k * self.batch_size : (k + 1) * self.batch_size]
+        return {"x": self._train[0][idx], "y": self._train[1][idx]}
+
+    def _forward_loss(self, out, y):
+        ce = optax.softmax_cross_entropy_with_integer_labels(out, y)
+        return jnp.mean(ce), {"acc": jnp.mean(jnp.argmax(out, -1) == y)}
+
+    def _eval_sums(self, out, y, w):
+        ce = optax.softmax_cross_entropy_with_integer_labels(out, y)
+        return {"ce": jnp.sum(w * ce), "hit": jnp.sum(w * (jnp.argmax(out, -1) == y))}
+
+    def _finish_eval(self, sums, n):
+        return {"loss": sums["ce"] / n, "acc": sums["hit"] / n}
