@@ -16,6 +16,8 @@ import orbax.checkpoint as ocp
 import pytest
 from cli_runner import REPO, run_cli
 
+from lstm_jax.logging import read_wandb_run
+
 # A small adding problem: fast on 2 CPU cores, still a real run.
 TINY = (
     "task.seq_len=12",
@@ -63,6 +65,15 @@ def test_default_run_writes_the_run_dir_contract(tmp_path):
     assert (run_dir / "checkpoints" / "last" / "20").is_dir()
     assert (run_dir / "checkpoints" / "best").is_dir()
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+
+    # The offline W&B run holds the same metric names (DESIGN contract 4).
+    wandb_run = read_wandb_run(run_dir)
+    logged = set().union(*wandb_run["history"])
+    for key in ("train/loss", "val/mse", "grad_norm/global", "grad_norm/dh_t",
+                "gates/layer_0/forget", "gates/layer_0/forget_saturation"):
+        assert key in logged, key
+    assert wandb_run["config"]["trainer"]["max_steps"] == 20
+    assert wandb_run["group"] == "default"
 
 
 def test_logger_none_runs_without_wandb(tmp_path):
