@@ -7,12 +7,14 @@
   and reused (resume="allow") when the run is resumed.
 - The x-axis of every chart is the training step, the metric "step" (not W&B's internal
   row counter), so re-logging steps after a resume never drops data.
-- Validation and test metrics report their best in the run summary (min for loss-like
-  names, max for accuracy-like ones, `monitor_mode` for the task's monitor).
+- Validation and test metrics report their best and their last value in the run summary
+  (`{"min": ..., "last": ...}` for loss-like names, "max" for accuracy-like ones,
+  `monitor_mode` for the task's monitor).
 """
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 import secrets
@@ -25,6 +27,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from lstm_jax.logging import values as V
+
+log = logging.getLogger(__name__)
 
 RUN_ID_FILE = "wandb_run_id.txt"
 DEFAULT_HOST = "https://api.wandb.ai"
@@ -166,7 +170,7 @@ class WandbLogger:
     def _define(self, key: str, goal: str | None) -> None:
         self._goals[key] = goal
         if goal:
-            self.run.define_metric(key, step_metric="step", summary=goal)
+            self.run.define_metric(key, step_metric="step", summary=f"{goal},last")
 
     def _maybe_define(self, key: str) -> None:
         if key in self._goals:
@@ -231,14 +235,22 @@ class WandbLogger:
 
         Note: a key that is also a logged val/test metric overrides its best-of summary.
         """
-        if "monitor" in summary:
-            self.set_monitor(summary["monitor"], summary.get("monitor_mode", "min"))
+        monitor, mode = summary.get("monitor"), summary.get("monitor_mode")
+        if isinstance(monitor, str) and mode in ("min", "max") and monitor not in self._goals:
+            self.set_monitor(monitor, mode)  # only before its first value: W&B does not recompute
         for key, value in summary.items():
-            if key in ("monitor", "monitor_mode"):
-                continue
             self.run.summary[key] = V.to_float(value) if V.kind_of(value) == V.SCALAR else V.clean_json(value)
 
-    def finish(self, exit_code: int | None = None) -> None:
-        if not self._finished:
-            self._finished = True
-            self.run.finish(exit_code=exit_code)
+    def finish(self, exit_code: int | None = None, *, timeout: float = 60.0) -> None:
+        """Finishes the run, and waits (up to `timeout` s) until W&B's service has flushed
+        the run file, so that it can be read (or synced) as soon as this returns."""
+        if self._finished:
+            return
+        self._finished = True
+        sync_file = getattr(self.run.settings, "sync_file", None)
+        self.run.finish(exit_code=exit_code)
+        if sync_file and self.mode in ("offline", "online"):
+            from lstm_jax.logging.wandb_reader import wait_until_complete
+
+            if not wait_until_complete(sync_file, timeout):
+                log.warning("W&B run file %s not complete %.0f s after finish()", sync_file, timeout)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,11 @@ def find_wandb_files(path: str | os.PathLike) -> list[Path]:
     path = Path(path)
     if path.is_file():
         return [path]
-    return sorted(path.rglob("*.wandb"), key=lambda p: (p.stat().st_mtime, str(p)))
+    files = []
+    for root, dirs, names in os.walk(path):  # not into symlinks (wandb/latest-run)
+        dirs.sort()
+        files += [Path(root) / n for n in sorted(names) if n.endswith(".wandb")]
+    return sorted(files, key=lambda p: p.stat().st_mtime)
 
 
 def iter_record_bytes(data: bytes) -> Iterator[bytes]:
@@ -73,6 +78,52 @@ def iter_record_bytes(data: bytes) -> Iterator[bytes]:
             pieces = None
         else:
             raise ValueError(f"W&B run file: unexpected chunk type {kind} at byte {pos}")
+
+
+def _last_record_kind(data: bytes) -> str | None:
+    """The type of the last whole record of a `.wandb` file's bytes (None if none yet).
+
+    Reads only the last block when its last chunk is a whole record."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    start = max(FILE_HEADER_LEN, (len(data) - 1) // BLOCK_LEN * BLOCK_LEN)
+    last = None
+    pos = start
+    while pos + CHUNK_HEADER_LEN <= len(data) and BLOCK_LEN - pos % BLOCK_LEN >= CHUNK_HEADER_LEN:
+        _, length, kind = struct.unpack_from("<IHB", data, pos)
+        if kind == 0 or pos + CHUNK_HEADER_LEN + length > len(data):
+            break
+        last = (kind, data[pos + CHUNK_HEADER_LEN : pos + CHUNK_HEADER_LEN + length])
+        pos += CHUNK_HEADER_LEN + length
+    if last is None or last[0] != FULL:
+        records = list(iter_record_bytes(data)) if len(data) > FILE_HEADER_LEN else []
+        payload = records[-1] if records else None
+    else:
+        payload = last[1]
+    if payload is None:
+        return None
+    record = pb.Record()
+    record.ParseFromString(payload)
+    return record.WhichOneof("record_type")
+
+
+def wait_until_complete(path: str | os.PathLike, timeout: float = 60.0) -> bool:
+    """Waits until the run file ends with its exit record (W&B's service writes the file
+    asynchronously: `run.finish()` can return before the file is flushed). Returns whether
+    it completed within `timeout` seconds."""
+    path = Path(path)
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            if _last_record_kind(path.read_bytes()) == "exit":
+                return True
+        except (FileNotFoundError, ValueError):
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
 
 
 def iter_records(path: str | os.PathLike) -> Iterator[Any]:
