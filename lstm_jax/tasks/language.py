@@ -1,0 +1,434 @@
+"""Language modelling: character level (Tiny Shakespeare, any text file) and word level (PTB
+format), with stateful truncated backpropagation through time.
+
+Model: token embedding -> dropout -> stacked recurrent core -> dropout -> projection to the
+vocabulary (optionally tied to the embedding, Press & Wolf 2017 / Inan et al. 2017).
+
+Dropout follows Zaremba et al. 2014: only the non-recurrent connections, i.e. the embedding
+output, between stacked layers, and before the softmax. `dropout` (a task option) is the rate
+on the embedding output and before the softmax; the rate between layers is the core's own
+`model.dropout`. With `variational_dropout: true` every one of these masks is drawn once per
+sequence and shared by all time steps (Gal & Ghahramani 2016, without the recurrent masks);
+the stack is then built from single-layer cores so that the between-layer mask can be
+applied. Otherwise one multi-layer core call does the whole stack (the fast path).
+
+Training (truncated BPTT, as the classic PTB setups): the training tokens are laid out as B
+contiguous streams (B = batch_size); step s reads window s mod W of each stream (W windows an
+epoch), and the final (h, c) of a window is the initial state of the next (the trainer keeps
+it as the carry, with the gradient stopped). The carry is reset to zeros at the start of
+every epoch. Evaluation carries the state over the whole split (`eval_batch_size` streams;
+1 = the whole split as one sequence) and scores every next-token prediction exactly once.
+
+Metrics: `loss` (mean negative log-likelihood per token, nats), `ppl` = exp(loss) (word
+level) or `bpc` = loss / ln 2 (character level).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from omegaconf import DictConfig, OmegaConf
+
+from lstm_jax.models.core import make_core
+from lstm_jax.tasks import text_data
+from lstm_jax.tasks.base import Batch, Metrics, Task
+
+
+def _config_dict(model_config: Any) -> dict[str, Any]:
+    if isinstance(model_config, DictConfig):
+        return OmegaConf.to_container(model_config, resolve=True)
+    if isinstance(model_config, dict):
+        return dict(model_config)
+    return dict(vars(model_config))
+
+
+class LanguageModel(nnx.Module):
+    """Embedding -> recurrent core (stack) -> projection to the vocabulary.
+
+    `__call__(tokens (B, T) int, state)` returns logits (B, T, V), the final state in the
+    core's layout ((h, c) each (num_layers, B, H) for the LSTM; h for GRU / RNN) and the gates
+    (or None).
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        model_config: Any,
+        *,
+        embed_size: int | None = None,
+        tie_weights: bool = False,
+        dropout: float = 0.0,
+        variational_dropout: bool = False,
+        rngs: nnx.Rngs,
+    ):
+        cfg = _config_dict(model_config)
+        if cfg.get("bidirectional"):
+            raise ValueError("a language model reads left to right: set model.bidirectional=false")
+        hidden = int(cfg["hidden_size"])
+        embed_size = hidden if embed_size is None else int(embed_size)
+        if tie_weights and embed_size != hidden:
+            raise ValueError(
+                f"tie_weights needs task.embed_size == model.hidden_size, got {embed_size} and "
+                f"{hidden}"
+            )
+        self.cell = cfg["cell"]
+        self.num_layers = int(cfg["num_layers"])
+        self.hidden_size = hidden
+        self.vocab_size = vocab_size
+        self.tie_weights = tie_weights
+        self.variational = bool(variational_dropout)
+        self.embed = nnx.Embed(
+            vocab_size, embed_size, embedding_init=nnx.initializers.uniform(0.2), rngs=rngs
+        )
+        # uniform(0.2) draws from [0, 0.2); shift to [-0.1, 0.1) as the PyTorch word LM example
+        self.embed.embedding.value = self.embed.embedding.value - 0.1
+        bcast = (1,) if self.variational else ()
+        self.drop_in = nnx.Dropout(dropout, broadcast_dims=bcast, rngs=rngs)
+        self.drop_out = nnx.Dropout(dropout, broadcast_dims=bcast, rngs=rngs)
+        if self.variational:
+            one = dict(cfg, num_layers=1, dropout=0.0)
+            one = OmegaConf.create(one)
+            self.layers = nnx.List(
+                [
+                    make_core(one, embed_size if k == 0 else hidden, rngs=rngs)
+                    for k in range(self.num_layers)
+                ]
+            )
+            self.drop_mid = nnx.Dropout(
+                float(cfg.get("dropout", 0.0)), broadcast_dims=(1,), rngs=rngs
+            )
+            self.core = None
+        else:
+            self.core = make_core(OmegaConf.create(cfg), embed_size, rngs=rngs)
+            self.layers = None
+            self.drop_mid = None
+        if tie_weights:
+            self.out = None
+            self.out_bias = nnx.Param(jnp.zeros((vocab_size,), jnp.float32))
+        else:
+            self.out = nnx.Linear(hidden, vocab_size, rngs=rngs)
+            self.out_bias = None
+
+    # --- state helpers ---------------------------------------------------------------------
+
+    def zero_state(self, batch_size: int):
+        z = jnp.zeros((self.num_layers, batch_size, self.hidden_size), jnp.float32)
+        return (z, z) if self.cell == "lstm" else z
+
+    def _layer_state(self, state, k):
+        return None if state is None else jax.tree.map(lambda s: s[k : k + 1], state)
+
+    # --- forward ---------------------------------------------------------------------------
+
+    def project(self, h: jax.Array) -> jax.Array:
+        if self.tie_weights:
+            return self.embed.attend(h) + self.out_bias.value
+        return self.out(h)
+
+    def __call__(
+        self,
+        tokens: jax.Array,
+        state: Any = None,
+        *,
+        return_gates: bool = False,
+        hidden_perturbation: jax.Array | None = None,
+    ):
+        x = self.drop_in(self.embed(tokens))
+        gates = None
+        if not self.variational:
+            kwargs = {}
+            if hidden_perturbation is not None:
+                kwargs["hidden_perturbation"] = hidden_perturbation
+            if return_gates:
+                y, state, gates = self.core(x, None, state, return_gates=True, **kwargs)
+            else:
+                y, state = self.core(x, None, state, **kwargs)
+        else:
+            states, gates = [], {} if return_gates else None
+            y = x
+            for k, layer in enumerate(self.layers):
+                if k > 0:
+                    y = self.drop_mid(y)
+                kwargs = {}
+                if hidden_perturbation is not None and k == self.num_layers - 1:
+                    kwargs["hidden_perturbation"] = hidden_perturbation
+                s0 = self._layer_state(state, k)
+                if return_gates:
+                    y, s, g = layer(y, None, s0, return_gates=True, **kwargs)
+                    gates[f"layer_{k}"] = g["layer_0"]
+                else:
+                    y, s = layer(y, None, s0, **kwargs)
+                states.append(s)
+            state = jax.tree.map(lambda *s: jnp.concatenate(s, axis=0), *states)
+        logits = self.project(self.drop_out(y))
+        return logits, state, gates
+
+
+@nnx.jit
+def _eval_window(model, inputs, targets, mask, state):
+    logits, state, _ = model(inputs, state)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+    return jnp.sum(nll * mask), state
+
+
+def _sample_logits(key, logits, temperature: float, top_k: int | None):
+    logits = logits.astype(jnp.float32)
+    if temperature <= 0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+def _generate(graphdef, params, prompt, key, length: int, temperature: float, top_k):
+    model = nnx.merge(graphdef, params)
+    logits, state, _ = model(prompt[None, :])
+
+    def step(carry, k):
+        state, last = carry
+        tok = _sample_logits(k, last, temperature, top_k)
+        logits, state, _ = model(tok[None, None], state)
+        return (state, logits[0, -1]), tok
+
+    _, toks = jax.lax.scan(step, (state, logits[0, -1]), jax.random.split(key, length))
+    return toks
+
+
+_generate_jit = jax.jit(_generate, static_argnums=(0, 4, 5, 6))
+
+
+class LanguageModelTask(Task):
+    """Shared by `CharLM` and `WordLM`: stream batching, model, loss, evaluation, sampling."""
+
+    monitor = "val/loss"
+    monitor_mode = "min"
+    level = "word"
+
+    def __init__(
+        self,
+        *,
+        corpus: text_data.Corpus,
+        batch_size: int,
+        seed: int = 0,
+        data_dir: str | None = None,
+        seq_len: int = 35,
+        embed_size: int | None = None,
+        tie_weights: bool = False,
+        dropout: float = 0.0,
+        variational_dropout: bool = False,
+        init_scale: float | None = None,
+        eval_batch_size: int = 1,
+        eval_seq_len: int | None = None,
+    ):
+        super().__init__(batch_size=batch_size, seed=seed, data_dir=data_dir)
+        self.corpus = corpus
+        self.vocab = corpus.vocab
+        self.seq_len = int(seq_len)
+        self.embed_size = embed_size
+        self.tie_weights = bool(tie_weights)
+        self.dropout = float(dropout)
+        self.variational_dropout = bool(variational_dropout)
+        self.init_scale = init_scale
+        self.eval_batch_size = int(eval_batch_size)
+        self.eval_seq_len = int(eval_seq_len or max(self.seq_len, 64))
+        self._streams, self.steps_per_epoch = text_data.train_streams(
+            corpus["train"], batch_size, self.seq_len
+        )
+
+    # --- model -----------------------------------------------------------------------------
+
+    def make_model(self, model_config: Any, *, rngs: nnx.Rngs) -> LanguageModel:
+        model = LanguageModel(
+            len(self.vocab),
+            model_config,
+            embed_size=self.embed_size,
+            tie_weights=self.tie_weights,
+            dropout=self.dropout,
+            variational_dropout=self.variational_dropout,
+            rngs=rngs,
+        )
+        if self.init_scale is not None:
+            reinit_uniform(model, float(self.init_scale), rngs.params())
+        return model
+
+    # --- data ------------------------------------------------------------------------------
+
+    def epoch_and_window(self, step: int) -> tuple[int, int]:
+        return divmod(int(step), self.steps_per_epoch)
+
+    def train_batch(self, step: int) -> Batch:
+        _, k = self.epoch_and_window(step)
+        return text_data.stream_window(self._streams, k, self.seq_len)
+
+    def initial_carry(self, model: LanguageModel) -> Any:
+        return model.zero_state(self.batch_size)
+
+    def reset_carry(self, step: int) -> bool:
+        return self.epoch_and_window(step)[1] == 0
+
+    # --- loss and metrics ------------------------------------------------------------------
+
+    def _metrics(self, loss) -> dict[str, Any]:
+        if self.level == "char":
+            return {"bpc": loss / math.log(2.0)}
+        return {"ppl": jnp.exp(loss) if isinstance(loss, jax.Array) else math.exp(loss)}
+
+    def loss(
+        self,
+        model: LanguageModel,
+        batch: Batch,
+        carry: Any = None,
+        *,
+        return_gates: bool = False,
+        hidden_perturbation: jax.Array | None = None,
+    ):
+        if carry is not None:
+            carry = jax.lax.stop_gradient(carry)
+        logits, state, gates = model(
+            batch["inputs"],
+            carry,
+            return_gates=return_gates,
+            hidden_perturbation=hidden_perturbation,
+        )
+        nll = optax.softmax_cross_entropy_with_integer_labels(
+            logits.astype(jnp.float32), batch["targets"]
+        )
+        loss = jnp.mean(nll)
+        return loss, {"metrics": self._metrics(loss), "carry": state, "gates": gates}
+
+    def _split(self, split: str) -> np.ndarray:
+        name = {"valid": "val", "validation": "val"}.get(split, split)
+        ids = self.corpus[name]
+        if len(ids) < 2:
+            raise ValueError(
+                f"the {name} split is empty (split fractions of this task leave it no text)"
+            )
+        return ids
+
+    def evaluate(self, model: LanguageModel, split: str) -> Metrics:
+        """Mean NLL over every next-token prediction of `split`, the state carried through
+        each of `eval_batch_size` contiguous streams (1 = the whole split in one stream)."""
+        ids = self._split(split)
+        state = None
+        total, count = 0.0, 0.0
+        for w in text_data.eval_windows(ids, self.eval_batch_size, self.eval_seq_len):
+            if state is None:
+                state = model.zero_state(w["inputs"].shape[0])
+            s, state = _eval_window(model, w["inputs"], w["targets"], w["mask"], state)
+            total += float(s)
+            count += float(w["mask"].sum())
+        loss = total / count
+        return {"loss": loss, **{k: float(v) for k, v in self._metrics(loss).items()}}
+
+    # --- sampling --------------------------------------------------------------------------
+
+    def encode_prompt(self, prompt: str) -> np.ndarray:
+        if self.level == "char":
+            tokens: Sequence[str] = list(prompt)
+            default = "\n" if "\n" in self.vocab._index else self.vocab.tokens[0]
+        else:
+            tokens = prompt.split()
+            default = text_data.EOS if text_data.EOS in self.vocab._index else self.vocab.tokens[0]
+        if not tokens:
+            tokens = [default]
+        return self.vocab.encode(tokens)
+
+    def generate(
+        self,
+        model: LanguageModel,
+        prompt: str = "",
+        length: int = 500,
+        *,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int = 0,
+    ) -> str:
+        """`length` tokens sampled after `prompt` (temperature 0 = greedy); returns the
+        prompt followed by the generated text."""
+        model.eval()
+        ids = jnp.asarray(self.encode_prompt(prompt))
+        graphdef, params = nnx.split(model)
+        toks = _generate_jit(
+            graphdef,
+            params,
+            ids,
+            jax.random.key(seed),
+            int(length),
+            float(temperature),
+            None if top_k is None else int(top_k),
+        )
+        text = self.vocab.decode(np.asarray(toks))
+        if self.level == "char":
+            return prompt + text
+        return (
+            (prompt + " " + text)
+            .strip()
+            .replace(f" {text_data.EOS} ", "\n")
+            .replace(f" {text_data.EOS}", "\n")
+        )
+
+
+def reinit_uniform(model: nnx.Module, scale: float, key: jax.Array) -> None:
+    """Every parameter (weights, biases, embeddings) drawn from U(-scale, scale), as Zaremba
+    et al. 2014 initialise their LSTMs (0.1 small, 0.05 medium, 0.04 large)."""
+    params = nnx.state(model, nnx.Param)
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    new = [
+        jax.random.uniform(k, leaf.shape, leaf.dtype, -scale, scale)
+        for k, leaf in zip(keys, leaves)
+    ]
+    nnx.update(model, jax.tree.unflatten(treedef, new))
+
+
+class CharLM(LanguageModelTask):
+    """Character-level language modelling on one text file (default Tiny Shakespeare),
+    split by contiguous fractions `split` = (train, val, test)."""
+
+    level = "char"
+
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        seed: int = 0,
+        data_dir: str | None = None,
+        path: str = text_data.TINY_SHAKESPEARE,
+        split: Sequence[float] = (0.9, 0.05, 0.05),
+        **kwargs,
+    ):
+        corpus = text_data.load_char_corpus(data_dir, path, tuple(split))
+        super().__init__(
+            corpus=corpus, batch_size=batch_size, seed=seed, data_dir=data_dir, **kwargs
+        )
+
+
+class WordLM(LanguageModelTask):
+    """Word-level language modelling on a PTB-format corpus:
+    `<data root>/<folder>/<prefix>.{train,valid,test}.txt`."""
+
+    level = "word"
+
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        seed: int = 0,
+        data_dir: str | None = None,
+        folder: str = "ptb",
+        prefix: str = "ptb",
+        **kwargs,
+    ):
+        corpus = text_data.load_word_corpus(data_dir, folder, prefix)
+        super().__init__(
+            corpus=corpus, batch_size=batch_size, seed=seed, data_dir=data_dir, **kwargs
+        )
