@@ -591,7 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.format != "csv":
         print(f"{len(runs)} runs ({done} done)", file=out)
         if table.fixed:
-            print("fixed: " + " ".join(f"{k}={_fmt(v)}" for k, v in table.fixed.items()), file=out)
+            print("fixed: " + " ".join(f"{k}={'null' if v is None else _fmt(v)}"
+                                      for k, v in table.fixed.items()), file=out)
     out.write(format_table(table, args.format))
     optuna = _optuna_results(args.paths)
     if optuna and args.format != "csv":

@@ -1,0 +1,207 @@
+"""Sweeps with Hydra's own engines: a real `lstm-jax` multirun (the memory-horizon preset,
+shrunk) compared by lstm-jax-compare, the Optuna preset with its SQLite study, and the
+SLURM launcher config composed and turned into an sbatch script (no cluster here)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from cli_runner import REPO, run_cli
+from hydra import compose, initialize_config_dir
+from PIL import Image
+
+from lstm_jax.compare import main as compare_main
+
+CONFIGS = str(REPO / "configs")
+# The smallest real training: a few steps of a tiny model on short sequences.
+TINY = [
+    "trainer.max_steps=4", "trainer.log_every=2", "trainer.eval_every=2",
+    "trainer.checkpoint_every=4", "trainer.batch_size=8", "model.hidden_size=8",
+    "task.val_size=16", "task.test_size=16", "task.eval_batch_size=16",
+    "logger.diagnostics_every=null", "trainer.progress_bar=false",
+]
+
+
+def _png(path: Path) -> tuple[int, int]:
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        return image.size
+
+
+# ----------------------------------------------------------------- basic sweeper, 4 jobs
+
+
+@pytest.fixture(scope="module")
+def horizon_sweep(tmp_path_factory) -> Path:
+    """`lstm-jax experiment=memory_horizon` (MULTIRUN by itself) over 2 cells x 2 T, in
+    one process, with W&B offline: 4 jobs."""
+    work = tmp_path_factory.mktemp("horizon")
+    sweep = work / "sweep"
+    run_cli(
+        "experiment=memory_horizon", "model.cell=rnn,lstm", "task.seq_len=5,8", *TINY,
+        "logger=wandb", f"hydra.sweep.dir={sweep}", cwd=work, timeout=540,
+    )
+    return sweep
+
+
+def test_multirun_writes_one_run_dir_per_job(horizon_sweep: Path):
+    jobs = sorted(p.name for p in horizon_sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert jobs == ["0", "1", "2", "3"]
+    assert (horizon_sweep / "multirun.yaml").is_file()
+    seen = set()
+    for job in jobs:
+        run_dir = horizon_sweep / job
+        overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
+        cell = next(o.split("=")[1] for o in overrides if o.startswith("model.cell="))
+        seq_len = next(o.split("=")[1] for o in overrides if o.startswith("task.seq_len="))
+        seen.add((cell, int(seq_len)))
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["steps"] == 4 and summary["monitor"] == "val/mse"
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        assert any("val/mse" in json.loads(line) for line in lines)
+    assert seen == {("rnn", 5), ("rnn", 8), ("lstm", 5), ("lstm", 8)}
+
+
+def test_multirun_makes_one_wandb_run_per_job_in_one_group(horizon_sweep: Path):
+    from lstm_jax.logging.wandb_reader import read_wandb_run
+
+    runs = [read_wandb_run(horizon_sweep / str(job)) for job in range(4)]
+    assert len({r["run_id"] for r in runs}) == 4
+    groups = {r["group"] for r in runs}
+    assert len(groups) == 1 and groups.pop().startswith("memory_horizon")
+    names = [r["name"] for r in runs]
+    assert "model.cell=rnn" in names[0] and "task.seq_len=5" in names[0]
+    assert "model.cell=lstm" in names[3] and "task.seq_len=8" in names[3]
+    for run in runs:
+        assert run["config"]["model"]["cell"] in ("rnn", "lstm")
+        assert any("val/mse" in row for row in run["history"])
+
+
+def test_compare_on_the_real_sweep(horizon_sweep: Path, capsys):
+    out_dir = horizon_sweep.parent / "compare"
+    code = compare_main([str(horizon_sweep), "--solved", "test/mse<0.01", "--format",
+                         "markdown", "--out-dir", str(out_dir)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "4 runs (4 done)" in out
+    rows = list(csv.DictReader((out_dir / "table.csv").open()))
+    assert [(r["model.cell"], r["task.seq_len"]) for r in rows] == [
+        ("rnn", "5"), ("rnn", "8"), ("lstm", "5"), ("lstm", "8")]
+    for row, job in zip(rows, range(4)):
+        summary = json.loads((horizon_sweep / str(job) / "summary.json").read_text())
+        assert float(row["best val/mse"]) == pytest.approx(summary["best"]["val/mse"])
+        assert float(row["test/mse"]) == pytest.approx(summary["test"]["test/mse"])
+        assert row["solved"] == str(float(float(row["test/mse"]) < 0.01))
+        assert row["status"] == "done" and row["steps"] == "4"
+    assert _png(out_dir / "learning_curves.png")[0] > 300
+    assert _png(out_dir / "solved_vs_task.seq_len_by_model.cell.png")[0] > 300
+
+
+# ----------------------------------------------------------------- Optuna
+
+
+def test_optuna_preset_runs_trials_into_a_sqlite_study_that_continues(tmp_path: Path):
+    optuna = pytest.importorskip("optuna")
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    # (model.hidden_size is searched: a fixed override would take it out of the space)
+    tiny = [o for o in TINY if not o.startswith("model.hidden_size=")]
+    common = ["hparams_search=adding_optuna", "task.seq_len=5", *tiny,
+              "trainer.evaluate_test=false", "logger=none", "experiment_name=optuna_test",
+              "hydra.sweeper.sampler.n_startup_trials=2"]
+    first = tmp_path / "multirun" / "optuna_test" / "first"
+    run_cli(*common, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={first}", cwd=tmp_path,
+            timeout=400)
+    db = tmp_path / "multirun" / "optuna_test" / "optuna.db"
+    assert db.is_file()
+    study = optuna.load_study(study_name="optuna_test", storage=f"sqlite:///{db}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 3
+    # each trial's value is what the train function returned: the best val/mse of its run
+    returned = sorted(json.loads((first / str(i) / "summary.json").read_text())["best"]["val/mse"]
+                      for i in range(3))
+    assert sorted(t.value for t in complete) == pytest.approx(returned)
+    for trial in complete:
+        assert 1e-4 <= trial.params["optim.lr"] <= 3e-2
+        assert trial.params["model.hidden_size"] in (32, 64, 128, 256)
+    results = yaml.safe_load((first / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(min(returned))
+
+    # The same command again continues the study (a new sweep dir, the same optuna.db).
+    second = tmp_path / "multirun" / "optuna_test" / "second"
+    run_cli(*common, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={second}", cwd=tmp_path,
+            timeout=300)
+    study = optuna.load_study(study_name="optuna_test", storage=f"sqlite:///{db}")
+    assert len(study.trials) == 4 and study.trials[-1].number == 3
+
+
+# ----------------------------------------------------------------- presets and SLURM
+
+
+def _compose(overrides: list[str]):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3", job_name="lstm_jax"):
+        return compose("train", overrides=overrides, return_hydra_config=True)
+
+
+def test_memory_horizon_presets_compose_as_sweeps():
+    cfg = _compose(["experiment=memory_horizon"])
+    assert cfg.hydra.mode.name == "MULTIRUN"
+    assert cfg.task._target_.endswith("AddingTask") and cfg.experiment_name == "memory_horizon"
+    assert cfg.hydra.sweeper.params["model.cell"] == "rnn,gru,lstm"
+    assert len(str(cfg.hydra.sweeper.params["task.seq_len"]).split(",")) >= 4
+    cfg = _compose(["experiment=memory_horizon_copy"])
+    assert cfg.task._target_.endswith("CopyTask")
+    assert cfg.hydra.sweeper.params["model.cell"] == "rnn,gru,lstm"
+
+
+def test_optuna_preset_composes():
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    cfg = _compose(["hparams_search=adding_optuna"])
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "minimize"
+    assert sweeper.storage.startswith("sqlite:///") and sweeper.storage.endswith("/../optuna.db")
+    assert set(sweeper.params) == {"optim.lr", "model.hidden_size", "optim.clip_grad_norm"}
+
+
+def test_slurm_launcher_composes_into_an_sbatch_script(tmp_path: Path, monkeypatch):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    submitit = pytest.importorskip("submitit")
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+    from omegaconf import OmegaConf
+
+    cfg = _compose(["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4",
+                    "hydra.launcher.partition=gpu", "hydra.launcher.nodes=2",
+                    "experiment=memory_horizon"])
+    HydraConfig.instance().set_config(cfg)
+    launcher = instantiate(cfg.hydra.launcher)
+    assert type(launcher).__name__ == "SlurmLauncher"
+    params = launcher.params
+    assert params["tasks_per_node"] == 4  # one JAX process per GPU
+    assert params["submitit_folder"].startswith("multirun/memory_horizon/")
+
+    # What the launcher hands to submitit, as its launch() does; submitit refuses to build
+    # a SLURM executor without `srun` on PATH, so a stub stands in for it.
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (tmp_path / "bin" / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    executor = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="slurm",
+                                     slurm_max_num_timeout=params["max_num_timeout"])
+    base = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{
+        k if k in base else f"slurm_{k}": v for k, v in params.items()
+        if k not in ("submitit_folder", "max_num_timeout")
+    })
+    script = executor._executor._make_submission_file_text("python -m submitit.core._submit", "0")
+    for line in ("--partition=gpu", "--gpus-per-node=4", "--ntasks-per-node=4", "--nodes=2",
+                 "--time=240", "--cpus-per-task=8", "--mem=64GB"):
+        assert f"#SBATCH {line}" in script, script
+    assert "srun" in script
