@@ -1,0 +1,322 @@
+"""Audio front end for the speech tasks: WAV reading, librosa features, an on-disk feature
+cache, normalisation, padding, length bucketing and SpecAugment-style masking.
+
+Features (`FeatureConfig`, the defaults are the usual speech front end at FSDD's 8 kHz):
+
+- `kind="logmel"`: `librosa.feature.melspectrogram` (power 2, Hann window, `center=True`
+  with zero padding, Slaney mel filters, librosa's defaults) with a 25 ms window
+  (`win_length=200`) zero-padded to `n_fft=256`, a 10 ms hop (`hop_length=80`), `n_mels=40`
+  bands from `fmin=20` Hz to `fmax=sr/2`; then `librosa.power_to_db(ref=1.0, amin=1e-10,
+  top_db=None)`, i.e. absolute dB with a -100 dB floor and no per-utterance clipping.
+- `kind="mfcc"`: `librosa.feature.mfcc` (DCT-II, ortho) of that log-mel, `n_mfcc=13`.
+- `deltas=True` appends first and second differences (`librosa.feature.delta`, width 9).
+
+Features are (T, F) float32, one row per 10 ms frame; T = 1 + len(wave) // hop_length.
+
+Cache: `cached_features(cache_dir, name, recipe, compute)` stores all utterances of one set
+as one `.npz` (frames concatenated, with offsets) under `cache_dir`, named by a hash of the
+feature parameters and the recipe (the file list with sizes, or the generation recipe of
+synthetic utterances). A second run with the same parameters loads the file instead of
+recomputing; changing any parameter or file gives a new key. Writes are atomic.
+
+Normalisation (applied after the cache, so it is cheap to switch): "utterance" (mean and
+variance of each feature over the frames of each utterance: per-utterance CMVN), "global"
+(mean and std of each feature over all training frames), or "none".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+CACHE_ENV = "LSTM_JAX_CACHE"
+_CACHE_VERSION = 1
+_EPS = 1e-5
+
+
+# --------------------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureConfig:
+    """Parameters of the librosa front end (see the module docstring)."""
+
+    kind: str = "logmel"  # logmel | mfcc
+    sample_rate: int = 8000
+    n_fft: int = 256
+    win_length: int = 200  # 25 ms at 8 kHz
+    hop_length: int = 80  # 10 ms at 8 kHz
+    n_mels: int = 40
+    fmin: float = 20.0
+    fmax: float | None = None  # None: sample_rate / 2
+    n_mfcc: int = 13
+    deltas: bool = False
+
+    def __post_init__(self):
+        if self.kind not in ("logmel", "mfcc"):
+            raise ValueError(f"features kind={self.kind!r}: expected 'logmel' or 'mfcc'.")
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length={self.win_length} exceeds n_fft={self.n_fft}.")
+
+    @property
+    def num_features(self) -> int:
+        base = self.n_mels if self.kind == "logmel" else self.n_mfcc
+        return base * (3 if self.deltas else 1)
+
+    def num_frames(self, num_samples: int) -> int:
+        return 1 + num_samples // self.hop_length
+
+
+def load_wav(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
+    """A mono float32 waveform in [-1, 1] at `sample_rate` (channels averaged, resampled
+    with librosa if the file has another rate)."""
+    import soundfile as sf
+
+    wave, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    wave = wave.mean(axis=1)
+    if sr != sample_rate:
+        import librosa
+
+        wave = librosa.resample(wave, orig_sr=sr, target_sr=sample_rate)
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def compute_features(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """(T, F) float32 features of a mono waveform (see the module docstring)."""
+    import librosa
+
+    mel = librosa.feature.melspectrogram(
+        y=np.asarray(wave, np.float32),
+        sr=cfg.sample_rate,
+        n_fft=cfg.n_fft,
+        win_length=cfg.win_length,
+        hop_length=cfg.hop_length,
+        n_mels=cfg.n_mels,
+        fmin=cfg.fmin,
+        fmax=cfg.fmax,
+        power=2.0,
+    )
+    feats = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
+    if cfg.kind == "mfcc":
+        feats = librosa.feature.mfcc(S=feats, n_mfcc=cfg.n_mfcc)
+    if cfg.deltas:
+        d1 = librosa.feature.delta(feats, width=9, order=1, mode="nearest")
+        d2 = librosa.feature.delta(feats, width=9, order=2, mode="nearest")
+        feats = np.concatenate([feats, d1, d2], axis=0)
+    return np.ascontiguousarray(feats.T, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# Cache
+# --------------------------------------------------------------------------------------
+
+
+def default_cache_dir() -> Path:
+    """$LSTM_JAX_CACHE/features, else $XDG_CACHE_HOME/lstm_jax/features, else
+    ~/.cache/lstm_jax/features."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.path.expanduser(os.environ[CACHE_ENV])) / "features"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "lstm_jax" / "features"
+
+
+def cache_key(cfg: FeatureConfig, recipe: object) -> str:
+    """A short hash of the feature parameters and a JSON-serialisable recipe."""
+    payload = json.dumps(
+        {"version": _CACHE_VERSION, "features": dataclasses.asdict(cfg), "recipe": recipe},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def file_recipe(paths: Sequence[str | os.PathLike]) -> list[tuple[str, int]]:
+    """The recipe of a set of files: (name, size in bytes) of each, in order."""
+    return [(Path(p).name, os.path.getsize(p)) for p in paths]
+
+
+def pack(arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenates (T_i, F) arrays: data (sum T_i, F), offsets (N + 1,) int64."""
+    offsets = np.zeros(len(arrays) + 1, np.int64)
+    offsets[1:] = np.cumsum([a.shape[0] for a in arrays])
+    data = np.concatenate(arrays, axis=0) if arrays else np.zeros((0, 0), np.float32)
+    return data.astype(np.float32, copy=False), offsets
+
+
+def unpack(data: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+    return [data[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+
+def cached_features(
+    cache_dir: str | os.PathLike | None,
+    name: str,
+    cfg: FeatureConfig,
+    recipe: object,
+    compute: Callable[[], list[np.ndarray]],
+) -> tuple[list[np.ndarray], Path | None, bool]:
+    """Features of one set, from `cache_dir` when present, else `compute()` then stored.
+
+    Returns (features, cache file or None when caching is off, whether it was a cache hit).
+    `cache_dir=False`-like values ("" or "none") turn the cache off.
+    """
+    if cache_dir is not None and str(cache_dir).lower() in ("", "none", "false", "off"):
+        return compute(), None, False
+    root = Path(os.path.expanduser(str(cache_dir))) if cache_dir else default_cache_dir()
+    path = root / f"{name}-{cache_key(cfg, recipe)}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as z:
+                return unpack(z["data"], z["offsets"]), path, True
+        except (OSError, ValueError, KeyError):  # a corrupt file: recompute and overwrite
+            pass
+    feats = compute()
+    data, offsets = pack(feats)
+    root.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=root)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, data=data, offsets=offsets)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return feats, path, False
+
+
+# --------------------------------------------------------------------------------------
+# Normalisation
+# --------------------------------------------------------------------------------------
+
+
+def global_stats(feats: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std over all frames of `feats` (the training set)."""
+    data = np.concatenate(list(feats), axis=0).astype(np.float64)
+    return data.mean(axis=0).astype(np.float32), (data.std(axis=0) + _EPS).astype(np.float32)
+
+
+def normalise(
+    feats: Sequence[np.ndarray],
+    mode: str,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """mode "utterance": per-utterance CMVN; "global": (x - mean) / std with `stats`
+    (from `global_stats` of the training set); "none": unchanged."""
+    if mode == "none":
+        return [np.asarray(f, np.float32) for f in feats]
+    if mode == "utterance":
+        out = []
+        for f in feats:
+            mu = f.mean(axis=0, keepdims=True)
+            sd = f.std(axis=0, keepdims=True) + _EPS
+            out.append(((f - mu) / sd).astype(np.float32))
+        return out
+    if mode == "global":
+        if stats is None:
+            raise ValueError("normalisation='global' needs the training-set stats.")
+        mean, std = stats
+        return [((f - mean) / std).astype(np.float32) for f in feats]
+    raise ValueError(f"normalisation={mode!r}: expected 'utterance', 'global' or 'none'.")
+
+
+# --------------------------------------------------------------------------------------
+# Batching
+# --------------------------------------------------------------------------------------
+
+
+def stack_frames(feats: np.ndarray, factor: int) -> np.ndarray:
+    """Low frame rate: concatenates each `factor` consecutive frames (T, F) ->
+    (ceil(T / factor), F * factor), zero-padding the end."""
+    if factor <= 1:
+        return feats
+    t, f = feats.shape
+    t_out = -(-t // factor)
+    padded = np.zeros((t_out * factor, f), feats.dtype)
+    padded[:t] = feats
+    return padded.reshape(t_out, factor * f)
+
+
+def pad_batch(
+    feats: Sequence[np.ndarray], pad_multiple: int = 1, min_len: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-pads (T_i, F) arrays to x (B, T, F) float32 and seq_lengths (B,) int32, with T
+    the longest length rounded up to a multiple of `pad_multiple` (so that jit sees few
+    distinct shapes)."""
+    lengths = np.array([f.shape[0] for f in feats], np.int32)
+    t = max(int(lengths.max()), min_len)
+    if pad_multiple > 1:
+        t = -(-t // pad_multiple) * pad_multiple
+    x = np.zeros((len(feats), t, feats[0].shape[1]), np.float32)
+    for i, f in enumerate(feats):
+        x[i, : f.shape[0]] = f
+    return x, lengths
+
+
+def epoch_batches(
+    lengths: np.ndarray,
+    batch_size: int,
+    rng: np.random.Generator,
+    bucket_batches: int = 0,
+) -> list[np.ndarray]:
+    """The batches (index arrays of `batch_size`, remainder dropped) of one epoch.
+
+    bucket_batches=0: a plain shuffle. bucket_batches=k > 0: the shuffled indices are cut
+    into chunks of k * batch_size, each chunk is sorted by length and cut into batches, and
+    the batches are shuffled; batches then hold similar lengths (little padding) while the
+    epoch still visits every example once in a random order.
+    """
+    n = len(lengths)
+    if n < batch_size:
+        raise ValueError(f"batch_size={batch_size} exceeds the {n} training examples.")
+    perm = rng.permutation(n)
+    num = n // batch_size
+    perm = perm[: num * batch_size]
+    if bucket_batches <= 0:
+        return [perm[i * batch_size : (i + 1) * batch_size] for i in range(num)]
+    chunk = bucket_batches * batch_size
+    batches = []
+    for start in range(0, len(perm), chunk):
+        part = perm[start : start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    order = rng.permutation(len(batches))
+    return [batches[i] for i in order]
+
+
+def spec_augment(
+    x: np.ndarray,
+    lengths: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    freq_masks: int = 0,
+    freq_width: int = 0,
+    time_masks: int = 0,
+    time_width: int = 0,
+) -> np.ndarray:
+    """SpecAugment-style masking (Park et al. 2019) of a padded batch x (B, T, F), in place
+    of a copy: `freq_masks` bands of up to `freq_width` features and `time_masks` spans of
+    up to `time_width` frames (at most a fifth of each utterance) are set to zero (the
+    normalised mean)."""
+    x = x.copy()
+    b, _, f = x.shape
+    for i in range(b):
+        for _ in range(freq_masks):
+            w = int(rng.integers(0, freq_width + 1))
+            if w:
+                s = int(rng.integers(0, max(f - w, 0) + 1))
+                x[i, :, s : s + w] = 0.0
+        n = int(lengths[i])
+        for _ in range(time_masks):
+            w = int(rng.integers(0, min(time_width, n // 5) + 1))
+            if w:
+                s = int(rng.integers(0, n - w + 1))
+                x[i, s : s + w, :] = 0.0
+    return x

@@ -1,0 +1,833 @@
+"""Speech: the Free Spoken Digit Dataset (FSDD) as isolated words and as connected digits.
+
+Data. FSDD (https://github.com/Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0): 3,000
+recordings `fsdd/recordings/{digit}_{speaker}_{index}.wav`, 6 speakers x 10 digits x 50
+takes, 8 kHz mono. Files are looked up under the data root with
+`lstm_jax.data.resolve_data_file` (downloaded from the repository where the network allows,
+checked against `fsdd/SHA256SUMS-recordings.txt` when that file is there). Features come
+from `lstm_jax.tasks.audio` (librosa log-mel or MFCC, cached on disk, then normalised).
+
+Splits (index = the take number in the file name):
+- `heldout_speaker=None` (official split): test = takes 0-4 of every speaker and digit
+  (300 clips, the dataset's own split); FSDD has no validation split, so validation = takes
+  5-9 (300 clips, `val_indices`), and train = takes 10-49 (2,400 clips).
+- `heldout_speaker="theo"` (speaker independent): test = all 500 clips of that speaker;
+  validation = takes 5-9 of the other five speakers (so model selection never sees the
+  held-out voice; validation accuracy is speaker-dependent and optimistic); train = the other
+  takes of the other five speakers (2,250 clips).
+
+Tasks.
+- `FSDDTask`: isolated-word classification. Model: frames -> recurrent core (the `model`
+  group; a BiLSTM with `model.bidirectional=true`) -> masked mean pooling over the valid
+  frames (or `pooling="last"`: the forward state at the last valid frame concatenated with
+  the backward state at frame 0) -> dropout -> linear over the 10 digits. Cross-entropy;
+  metrics `loss`, `acc`. Monitor `val/acc` (max).
+- `ConnectedDigitsTask`: connected digits with CTC. Each utterance concatenates 2-5 FSDD
+  clips of one split (train clips for train, validation clips for validation, test clips
+  for test) at the waveform level, with gaps of `gap_ms` silence (low Gaussian noise of
+  std `silence_noise`) between clips and up to `edge_ms` before and after; the pools are
+  generated once from `data_seed` (independent of the training seed) and cached. Model:
+  frames (optionally stacked, `frame_stack`, for a lower frame rate) -> core -> linear
+  over blank + 10 digits per frame; `optax.ctc_loss` (blank id 0, digit d is label d + 1);
+  greedy decoding (best path, repeats merged, blanks dropped); metric `der`, the digit error
+  rate = total edit distance / total reference digits, plus `ser` (utterances with any
+  error). Monitor `val/der` (min).
+
+Batches are padded with `seq_lengths`; the core masks exactly, so padding never changes a
+prediction. `train_batch(step)` is a pure function of (seed, step): the epoch's order comes
+from (seed, epoch) and, with `bucket_batches > 0`, batches hold utterances of similar length.
+SpecAugment-style masks (`freq_masks`, `time_masks`) are drawn from (seed, step).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from lstm_jax.data import data_root, resolve_data_file
+from lstm_jax.models.core import make_core
+from lstm_jax.tasks import audio
+from lstm_jax.tasks.base import Batch, Metrics, Task
+
+SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
+NUM_DIGITS = 10
+FSDD_DIR = "fsdd/recordings"
+FSDD_URL = (
+    "https://raw.githubusercontent.com/Jakobovski/free-spoken-digit-dataset/master/recordings/"
+)
+FSDD_SUMS = "fsdd/SHA256SUMS-recordings.txt"
+BLANK = 0  # CTC blank; digit d is label d + 1
+
+
+# --------------------------------------------------------------------------------------
+# FSDD files and splits
+# --------------------------------------------------------------------------------------
+
+
+def clip_name(digit: int, speaker: str, index: int) -> str:
+    return f"{digit}_{speaker}_{index}.wav"
+
+
+def parse_clip_name(name: str) -> tuple[int, str, int]:
+    """'7_theo_12.wav' -> (7, 'theo', 12)."""
+    digit, speaker, index = Path(name).stem.split("_")
+    return int(digit), speaker, int(index)
+
+
+def fsdd_split(
+    speakers: Sequence[str],
+    num_indices: int,
+    *,
+    heldout_speaker: str | None = None,
+    test_indices: Sequence[int] = (0, 5),
+    val_indices: Sequence[int] = (5, 10),
+) -> dict[str, list[str]]:
+    """Clip names of the train/val/test splits (see the module docstring). `test_indices`
+    and `val_indices` are [start, stop) ranges of take numbers."""
+    t0, t1 = test_indices
+    v0, v1 = val_indices
+    if heldout_speaker is not None and heldout_speaker not in speakers:
+        raise ValueError(f"heldout_speaker={heldout_speaker!r} is not one of {list(speakers)}.")
+    splits: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for speaker in speakers:
+        for digit in range(NUM_DIGITS):
+            for index in range(num_indices):
+                name = clip_name(digit, speaker, index)
+                if heldout_speaker is not None:
+                    if speaker == heldout_speaker:
+                        split = "test"
+                    else:
+                        split = "val" if v0 <= index < v1 else "train"
+                elif t0 <= index < t1:
+                    split = "test"
+                elif v0 <= index < v1:
+                    split = "val"
+                else:
+                    split = "train"
+                splits[split].append(name)
+    return splits
+
+
+def _read_sums(data_dir: str | None) -> dict[str, str]:
+    root = data_root(data_dir)
+    if root is None or not (root / FSDD_SUMS).is_file():
+        return {}
+    sums = {}
+    for line in (root / FSDD_SUMS).read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            sums[Path(parts[1]).name] = parts[0]
+    return sums
+
+
+def resolve_fsdd(
+    data_dir: str | None, names: Sequence[str], *, download: bool = True
+) -> list[Path]:
+    """Paths of FSDD recordings under the data root (downloaded where possible)."""
+    sums = _read_sums(data_dir)
+    return [
+        resolve_data_file(
+            data_dir,
+            f"{FSDD_DIR}/{name}",
+            url=FSDD_URL + name,
+            sha256=sums.get(name),
+            setting="paths.data_dir (task.data_dir)",
+            download=download,
+        )
+        for name in names
+    ]
+
+
+# --------------------------------------------------------------------------------------
+# Connected digits: recipes and waveforms
+# --------------------------------------------------------------------------------------
+
+
+def connected_recipes(
+    names: Sequence[str],
+    num: int,
+    rng: np.random.Generator,
+    *,
+    min_digits: int = 2,
+    max_digits: int = 5,
+    gap_ms: Sequence[float] = (50.0, 300.0),
+    edge_ms: float = 100.0,
+    sample_rate: int = 8000,
+) -> list[dict[str, Any]]:
+    """`num` utterance recipes: {"clips": [names], "gaps": [samples] (len(clips) + 1: the
+    leading silence, the gaps, the trailing silence), "noise_seed": int}."""
+    recipes = []
+    lo, hi = (round(g * sample_rate / 1000) for g in gap_ms)
+    edge = round(edge_ms * sample_rate / 1000)
+    for _ in range(num):
+        k = int(rng.integers(min_digits, max_digits + 1))
+        clips = [names[i] for i in rng.integers(0, len(names), size=k)]
+        inner = rng.integers(lo, hi + 1, size=k - 1).tolist()
+        edges = rng.integers(0, edge + 1, size=2).tolist()
+        recipes.append(
+            {
+                "clips": clips,
+                "gaps": [edges[0], *inner, edges[1]],
+                "noise_seed": int(rng.integers(0, 2**31 - 1)),
+            }
+        )
+    return recipes
+
+
+def render_connected(
+    recipe: dict[str, Any], waves: dict[str, np.ndarray], silence_noise: float
+) -> np.ndarray:
+    """The waveform of one recipe: silence (Gaussian noise of std `silence_noise`), clip,
+    silence, clip, ..., silence."""
+    rng = np.random.default_rng(recipe["noise_seed"])
+    parts = []
+    for i, gap in enumerate(recipe["gaps"]):
+        parts.append((rng.standard_normal(gap) * silence_noise).astype(np.float32))
+        if i < len(recipe["clips"]):
+            parts.append(waves[recipe["clips"][i]])
+    return np.concatenate(parts)
+
+
+# --------------------------------------------------------------------------------------
+# CTC helpers and the digit error rate
+# --------------------------------------------------------------------------------------
+
+
+def ctc_greedy_decode(path: np.ndarray, length: int | None = None, blank: int = BLANK) -> list[int]:
+    """Best-path decoding of one frame-wise argmax `path`: repeats merged, then blanks
+    dropped. Returns label ids (digit + 1 for the digit tasks)."""
+    path = np.asarray(path)[: len(path) if length is None else int(length)]
+    out, prev = [], None
+    for p in path.tolist():
+        if p != prev and p != blank:
+            out.append(p)
+        prev = p
+    return out
+
+
+def edit_distance(ref: Sequence[Any], hyp: Sequence[Any]) -> int:
+    """Levenshtein distance (substitutions, insertions, deletions all cost 1)."""
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1]
+
+
+def error_rate(refs: Sequence[Sequence[Any]], hyps: Sequence[Sequence[Any]]) -> float:
+    """Total edit distance over total reference length (digit/word/character error rate)."""
+    edits = sum(edit_distance(r, h) for r, h in zip(refs, hyps, strict=True))
+    total = sum(len(r) for r in refs)
+    return edits / max(total, 1)
+
+
+def ctc_loss(
+    logits: jax.Array, seq_lengths: jax.Array, labels: jax.Array, label_lengths: jax.Array
+) -> jax.Array:
+    """Per-utterance CTC negative log-likelihood (B,) with optax.ctc_loss (blank id 0)."""
+    t = logits.shape[1]
+    logit_paddings = (jnp.arange(t)[None, :] >= seq_lengths[:, None]).astype(jnp.float32)
+    label_paddings = (jnp.arange(labels.shape[1])[None, :] >= label_lengths[:, None]).astype(
+        jnp.float32
+    )
+    return optax.ctc_loss(
+        logits.astype(jnp.float32), logit_paddings, labels, label_paddings, blank_id=BLANK
+    )
+
+
+# --------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------
+
+
+class SpeechModel(nnx.Module):
+    """Features (B, T, F) -> recurrent core -> pooling ("mean", "last") -> dropout -> linear
+    (B, classes); or with pooling="none", a linear read-out at every frame (B, T, classes)."""
+
+    def __init__(
+        self,
+        model_config: Any,
+        in_features: int,
+        num_outputs: int,
+        *,
+        pooling: str = "mean",
+        head_dropout: float = 0.0,
+        rngs: nnx.Rngs,
+    ):
+        if pooling not in ("mean", "last", "none"):
+            raise ValueError(f"pooling={pooling!r}: expected 'mean', 'last' or 'none'.")
+        self.core = make_core(model_config, in_features, rngs=rngs)
+        self.pooling = pooling
+        self.hidden_size = int(model_config.hidden_size)
+        self.bidirectional = bool(model_config.bidirectional)
+        width = self.hidden_size * (2 if self.bidirectional else 1)
+        self.dropout = nnx.Dropout(head_dropout, rngs=rngs)
+        self.head = nnx.Linear(width, num_outputs, rngs=rngs)
+
+    def __call__(
+        self,
+        x: jax.Array,
+        seq_lengths: jax.Array,
+        *,
+        return_gates: bool = False,
+        hidden_perturbation: jax.Array | None = None,
+    ) -> tuple[jax.Array, Any]:
+        """Outputs (float32) and the core's gates (None unless return_gates)."""
+        kwargs: dict[str, Any] = {}
+        if hidden_perturbation is not None:
+            kwargs["hidden_perturbation"] = hidden_perturbation
+        if return_gates:
+            y, _, gates = self.core(x, seq_lengths=seq_lengths, return_gates=True, **kwargs)
+        else:
+            y, _ = self.core(x, seq_lengths=seq_lengths, **kwargs)
+            gates = None
+        t = y.shape[1]
+        mask = (jnp.arange(t)[None, :] < seq_lengths[:, None]).astype(y.dtype)[..., None]
+        y = y * mask  # the core zeroes padding already; this keeps the head exact regardless
+        if self.pooling == "none":
+            return self.head(self.dropout(y)).astype(jnp.float32), gates
+        if self.pooling == "mean":
+            denom = jnp.maximum(seq_lengths, 1).astype(jnp.float32)[:, None]
+            feats = jnp.sum(y.astype(jnp.float32), axis=1) / denom
+        else:  # last: forward state at the last valid frame (+ backward state at frame 0)
+            last = jnp.clip(seq_lengths - 1, 0, t - 1)
+            at_last = jnp.take_along_axis(y, last[:, None, None], axis=1)[:, 0]
+            if self.bidirectional:
+                h = self.hidden_size
+                feats = jnp.concatenate([at_last[:, :h], y[:, 0, h:]], axis=-1)
+            else:
+                feats = at_last
+        return self.head(self.dropout(feats)).astype(jnp.float32), gates
+
+
+# --------------------------------------------------------------------------------------
+# Shared speech task machinery
+# --------------------------------------------------------------------------------------
+
+
+class _SpeechTask(Task):
+    """Feature loading, splits, batching and evaluation shared by the speech tasks.
+
+    Subclasses build `self._splits[split] = {"feats": [(T, F)], "names": [...], ...labels}`
+    in `_load` and define the loss and eval metrics.
+    """
+
+    num_outputs: int
+    pooling: str
+
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        seed: int = 0,
+        data_dir: str | None = None,
+        cache_dir: str | None = None,
+        features: str = "logmel",
+        n_mels: int = 40,
+        n_mfcc: int = 13,
+        deltas: bool = False,
+        n_fft: int = 256,
+        win_length: int = 200,
+        hop_length: int = 80,
+        normalisation: str = "utterance",
+        frame_stack: int = 1,
+        speakers: Sequence[str] | None = None,
+        num_indices: int = 50,
+        heldout_speaker: str | None = None,
+        test_indices: Sequence[int] = (0, 5),
+        val_indices: Sequence[int] = (5, 10),
+        bucket_batches: int = 20,
+        pad_multiple: int = 32,
+        eval_batch_size: int = 100,
+        freq_masks: int = 0,
+        freq_width: int = 8,
+        time_masks: int = 0,
+        time_width: int = 10,
+        head_dropout: float = 0.0,
+        num_media: int = 4,
+        download: bool = True,
+    ):
+        super().__init__(batch_size=batch_size, seed=seed, data_dir=data_dir)
+        self.feature_config = audio.FeatureConfig(
+            kind=features,
+            n_mels=n_mels,
+            n_mfcc=n_mfcc,
+            deltas=deltas,
+            n_fft=n_fft,
+            win_length=win_length,
+            hop_length=hop_length,
+        )
+        if normalisation not in ("utterance", "global", "none"):
+            raise ValueError(f"normalisation={normalisation!r}: expected utterance|global|none.")
+        self.cache_dir = cache_dir
+        self.normalisation = normalisation
+        self.frame_stack = max(int(frame_stack), 1)
+        self.speakers = tuple(speakers) if speakers else SPEAKERS
+        self.num_indices = int(num_indices)
+        self.heldout_speaker = heldout_speaker or None
+        self.test_indices = tuple(test_indices)
+        self.val_indices = tuple(val_indices)
+        self.bucket_batches = int(bucket_batches)
+        self.pad_multiple = int(pad_multiple)
+        self.eval_batch_size = int(eval_batch_size)
+        self.augment = {
+            "freq_masks": int(freq_masks),
+            "freq_width": int(freq_width),
+            "time_masks": int(time_masks),
+            "time_width": int(time_width),
+        }
+        self.head_dropout = float(head_dropout)
+        self.num_media = int(num_media)
+        self.download = bool(download)
+        self.cache_files: dict[str, Path | None] = {}
+        self.cache_hits: dict[str, bool] = {}
+        self._splits: dict[str, dict[str, Any]] | None = None
+        self._epoch: tuple[int, list[np.ndarray]] | None = None
+        self._eval_fn: Callable | None = None
+
+    # ---- data ----------------------------------------------------------------------
+    @property
+    def in_features(self) -> int:
+        return self.feature_config.num_features * self.frame_stack
+
+    def clip_splits(self) -> dict[str, list[str]]:
+        return fsdd_split(
+            self.speakers,
+            self.num_indices,
+            heldout_speaker=self.heldout_speaker,
+            test_indices=self.test_indices,
+            val_indices=self.val_indices,
+        )
+
+    def _features(self, name: str, recipe: Any, compute: Callable[[], list[np.ndarray]]):
+        feats, path, hit = audio.cached_features(
+            self.cache_dir, name, self.feature_config, recipe, compute
+        )
+        self.cache_files[name] = path
+        self.cache_hits[name] = hit
+        return feats
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        raise NotImplementedError
+
+    def _finish_splits(self, splits: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Normalises (stats from train) and stacks frames; records lengths."""
+        stats = (
+            audio.global_stats(splits["train"]["raw"]) if self.normalisation == "global" else None
+        )
+        for data in splits.values():
+            feats = audio.normalise(data.pop("raw"), self.normalisation, stats)
+            data["feats"] = [audio.stack_frames(f, self.frame_stack) for f in feats]
+            data["lengths"] = np.array([f.shape[0] for f in data["feats"]], np.int32)
+        return splits
+
+    @property
+    def splits(self) -> dict[str, dict[str, Any]]:
+        if self._splits is None:
+            self._splits = self._load()
+        return self._splits
+
+    def _split(self, split: str) -> dict[str, Any]:
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"unknown split {split!r}; expected 'train', 'val' or 'test'.")
+        return self.splits[split]
+
+    def _labels(self, data: dict[str, Any], idx: np.ndarray) -> Batch:
+        raise NotImplementedError
+
+    def make_batch(self, split: str, idx: np.ndarray) -> Batch:
+        """The padded batch of utterances `idx` of `split` (no augmentation)."""
+        data = self._split(split)
+        x, lengths = audio.pad_batch([data["feats"][i] for i in idx], self.pad_multiple)
+        return {"x": x, "seq_lengths": lengths, **self._labels(data, np.asarray(idx))}
+
+    def steps_per_epoch(self) -> int:
+        return len(self._split("train")["feats"]) // self.batch_size
+
+    def train_batch(self, step: int) -> Batch:
+        epoch, pos = divmod(int(step), self.steps_per_epoch())
+        if self._epoch is None or self._epoch[0] != epoch:
+            rng = np.random.default_rng([self.seed, 0, epoch])
+            lengths = self._split("train")["lengths"]
+            self._epoch = (
+                epoch,
+                audio.epoch_batches(lengths, self.batch_size, rng, self.bucket_batches),
+            )
+        batch = self.make_batch("train", self._epoch[1][pos])
+        if self.augment["freq_masks"] or self.augment["time_masks"]:
+            rng = np.random.default_rng([self.seed, 1, int(step)])
+            batch["x"] = self._augment(batch["x"], batch["seq_lengths"], rng)
+        return batch
+
+    def _augment(self, x: np.ndarray, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """SpecAugment on the un-stacked frames (masks align with 10 ms frames)."""
+        k, f = self.frame_stack, self.feature_config.num_features
+        b, t, _ = x.shape
+        flat = x.reshape(b, t * k, f)
+        out = audio.spec_augment(flat, lengths * k, rng, **self.augment)
+        return out.reshape(b, t, k * f)
+
+    # ---- model ---------------------------------------------------------------------
+    def make_model(self, model_config: Any, *, rngs: nnx.Rngs) -> nnx.Module:
+        return SpeechModel(
+            model_config,
+            self.in_features,
+            self.num_outputs,
+            pooling=self.pooling,
+            head_dropout=self.head_dropout,
+            rngs=rngs,
+        )
+
+    def forward(self, model: nnx.Module, batch: Batch, **kwargs) -> tuple[jax.Array, Any]:
+        return model(
+            jnp.asarray(batch["x"], jnp.float32), jnp.asarray(batch["seq_lengths"]), **kwargs
+        )
+
+    def _objective(self, logits: jax.Array, batch: Batch) -> tuple[jax.Array, dict[str, Any]]:
+        """Mean loss and extra train metrics from the model outputs."""
+        raise NotImplementedError
+
+    def loss(
+        self,
+        model: nnx.Module,
+        batch: Batch,
+        carry: Any = None,
+        *,
+        return_gates: bool = False,
+        hidden_perturbation: jax.Array | None = None,
+    ) -> tuple[jax.Array, dict[str, Any]]:
+        logits, gates = self.forward(
+            model, batch, return_gates=return_gates, hidden_perturbation=hidden_perturbation
+        )
+        value, metrics = self._objective(logits, batch)
+        return value, {"metrics": metrics, "carry": carry, "gates": gates}
+
+    # ---- evaluation ----------------------------------------------------------------
+    def _eval_outputs(self, model: nnx.Module, batch: Batch) -> dict[str, jax.Array]:
+        raise NotImplementedError
+
+    def predict(self, model: nnx.Module, split: str) -> dict[str, np.ndarray]:
+        """Per-utterance outputs of `_eval_outputs` over a whole split, in split order,
+        from fixed-size batches sorted by length (short padding, few shapes)."""
+        eval_fn = self._jitted_eval()
+        data = self._split(split)
+        n = len(data["feats"])
+        order = np.argsort(data["lengths"], kind="stable")
+        size = min(self.eval_batch_size, n)
+        parts: dict[str, list[np.ndarray]] = {}
+        for start in range(0, n, size):
+            idx = order[start : start + size]
+            m = len(idx)
+            if m < size:  # pad with copies of a real utterance: one batch shape
+                idx = np.concatenate([idx, np.full(size - m, idx[0])])
+            out = eval_fn(model, self.make_batch(split, idx))
+            for k, v in out.items():
+                parts.setdefault(k, []).append(np.asarray(v)[:m])
+        result = {}
+        for k, v in parts.items():
+            if v[0].ndim >= 2:  # per-frame outputs: padded widths differ between batches
+                width = max(a.shape[1] for a in v)
+                v = [
+                    np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2))
+                    for a in v
+                ]
+            merged = np.concatenate(v)
+            unsorted = np.empty_like(merged)
+            unsorted[order] = merged
+            result[k] = unsorted
+        return result
+
+    def _jitted_eval(self) -> Callable:
+        if self._eval_fn is None:
+            self._eval_fn = nnx.jit(self._eval_outputs)
+        return self._eval_fn
+
+    def evaluate(self, model: nnx.Module, split: str) -> Metrics:
+        model.eval()
+        try:
+            return self._metrics(split, self.predict(model, split))
+        finally:
+            model.train()
+
+    def _metrics(self, split: str, out: dict[str, np.ndarray]) -> Metrics:
+        raise NotImplementedError
+
+    def _media_indices(self, split: str) -> np.ndarray:
+        n = len(self._split(split)["feats"])
+        return np.linspace(0, n - 1, min(self.num_media, n)).astype(int)
+
+    def _spectrogram(self, split: str, i: int) -> np.ndarray:
+        """(F, T) model input of utterance i, frames un-stacked, for plotting."""
+        f = self._split(split)["feats"][i]
+        return f.reshape(-1, self.feature_config.num_features).T
+
+
+def _figure(width: float, height: float, rows: int = 1):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(rows, 1, squeeze=False)[:, 0]
+    return fig, axes
+
+
+# --------------------------------------------------------------------------------------
+# Isolated digits
+# --------------------------------------------------------------------------------------
+
+
+class FSDDTask(_SpeechTask):
+    """FSDD isolated-word classification (see the module docstring)."""
+
+    monitor = "val/acc"
+    monitor_mode = "max"
+    num_outputs = NUM_DIGITS
+
+    def __init__(self, *, pooling: str = "mean", **kwargs):
+        self.pooling = pooling
+        super().__init__(**kwargs)
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        names = self.clip_splits()
+        every = sorted(n for ns in names.values() for n in ns)
+        paths = resolve_fsdd(self.data_dir, every, download=self.download)
+        by_name = dict(zip(every, paths, strict=True))
+        sr = self.feature_config.sample_rate
+        feats = self._features(
+            "fsdd",
+            audio.file_recipe(paths),
+            lambda: [
+                audio.compute_features(audio.load_wav(p, sr), self.feature_config) for p in paths
+            ],
+        )
+        feat_of = dict(zip(every, feats, strict=True))
+        splits = {}
+        for split, ns in names.items():
+            splits[split] = {
+                "names": ns,
+                "paths": [by_name[n] for n in ns],
+                "raw": [feat_of[n] for n in ns],
+                "y": np.array([parse_clip_name(n)[0] for n in ns], np.int32),
+            }
+        return self._finish_splits(splits)
+
+    def _labels(self, data: dict[str, Any], idx: np.ndarray) -> Batch:
+        return {"y": data["y"][idx]}
+
+    def _objective(self, logits: jax.Array, batch: Batch) -> tuple[jax.Array, dict[str, Any]]:
+        y = jnp.asarray(batch["y"])
+        value = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+        acc = jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32))
+        return value, {"acc": acc}
+
+    def _eval_outputs(self, model: nnx.Module, batch: Batch) -> dict[str, jax.Array]:
+        logits, _ = self.forward(model, batch)
+        return {"logits": logits}
+
+    def _metrics(self, split: str, out: dict[str, np.ndarray]) -> Metrics:
+        y = self._split(split)["y"]
+        logits = out["logits"]
+        nll = -np.take_along_axis(jax.nn.log_softmax(logits, -1), y[:, None], 1)[:, 0]
+        return {"loss": float(np.mean(nll)), "acc": float(np.mean(logits.argmax(-1) == y))}
+
+    def media(self, model: nnx.Module, split: str) -> dict[str, Any]:
+        model.eval()
+        try:
+            idx = self._media_indices(split)
+            logits = np.asarray(self._jitted_eval()(model, self.make_batch(split, idx))["logits"])
+        finally:
+            model.train()
+        probs = np.asarray(jax.nn.softmax(logits, -1))
+        data = self._split(split)
+        figs = {}
+        for j, i in enumerate(idx):
+            fig, (ax,) = _figure(5, 2.6)
+            ax.imshow(self._spectrogram(split, i), origin="lower", aspect="auto", cmap="magma")
+            pred = int(probs[j].argmax())
+            ax.set_title(
+                f"{data['names'][i]}: true {int(data['y'][i])}, predicted {pred} "
+                f"(p={probs[j, pred]:.2f})"
+            )
+            ax.set_xlabel("frame (10 ms)")
+            ax.set_ylabel(self.feature_config.kind)
+            figs[f"{split}_spectrogram_{j}"] = fig
+        return figs
+
+
+# --------------------------------------------------------------------------------------
+# Connected digits with CTC
+# --------------------------------------------------------------------------------------
+
+
+class ConnectedDigitsTask(_SpeechTask):
+    """Connected FSDD digits, BiLSTM + CTC (see the module docstring)."""
+
+    monitor = "val/der"
+    monitor_mode = "min"
+    num_outputs = NUM_DIGITS + 1
+    pooling = "none"
+
+    def __init__(
+        self,
+        *,
+        num_train: int = 6000,
+        num_val: int = 500,
+        num_test: int = 1000,
+        min_digits: int = 2,
+        max_digits: int = 5,
+        gap_ms: Sequence[float] = (50.0, 300.0),
+        edge_ms: float = 100.0,
+        silence_noise: float = 1e-3,
+        data_seed: int = 1234,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not 1 <= min_digits <= max_digits:
+            raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}.")
+        self.sizes = {"train": int(num_train), "val": int(num_val), "test": int(num_test)}
+        self.min_digits = int(min_digits)
+        self.max_digits = int(max_digits)
+        self.gap_ms = tuple(float(g) for g in gap_ms)
+        self.edge_ms = float(edge_ms)
+        self.silence_noise = float(silence_noise)
+        self.data_seed = int(data_seed)
+
+    def _load(self) -> dict[str, dict[str, Any]]:
+        names = self.clip_splits()
+        sr = self.feature_config.sample_rate
+        splits = {}
+        for s_id, split in enumerate(("train", "val", "test")):
+            clips = names[split]
+            rng = np.random.default_rng([self.data_seed, s_id])
+            recipes = connected_recipes(
+                clips,
+                self.sizes[split],
+                rng,
+                min_digits=self.min_digits,
+                max_digits=self.max_digits,
+                gap_ms=self.gap_ms,
+                edge_ms=self.edge_ms,
+                sample_rate=sr,
+            )
+            paths = resolve_fsdd(self.data_dir, clips, download=self.download)
+
+            def compute(paths=paths, clips=clips, recipes=recipes):
+                waves = {n: audio.load_wav(p, sr) for n, p in zip(clips, paths, strict=True)}
+                return [
+                    audio.compute_features(
+                        render_connected(r, waves, self.silence_noise), self.feature_config
+                    )
+                    for r in recipes
+                ]
+
+            recipe_key = {
+                "files": audio.file_recipe(paths),
+                "utterances": recipes,
+                "silence_noise": self.silence_noise,
+            }
+            raw = self._features(f"fsdd_connected_{split}", recipe_key, compute)
+            digits = [[parse_clip_name(c)[0] for c in r["clips"]] for r in recipes]
+            labels = np.zeros((len(recipes), self.max_digits), np.int32)
+            for i, d in enumerate(digits):
+                labels[i, : len(d)] = np.asarray(d) + 1
+            splits[split] = {
+                "names": [" ".join(Path(c).stem for c in r["clips"]) for r in recipes],
+                "recipes": recipes,
+                "digits": digits,
+                "raw": raw,
+                "labels": labels,
+                "label_lengths": np.array([len(d) for d in digits], np.int32),
+            }
+        return self._finish_splits(splits)
+
+    def _labels(self, data: dict[str, Any], idx: np.ndarray) -> Batch:
+        return {"labels": data["labels"][idx], "label_lengths": data["label_lengths"][idx]}
+
+    def _per_utterance_loss(self, logits: jax.Array, batch: Batch) -> jax.Array:
+        return ctc_loss(
+            logits,
+            jnp.asarray(batch["seq_lengths"]),
+            jnp.asarray(batch["labels"]),
+            jnp.asarray(batch["label_lengths"]),
+        )
+
+    def _objective(self, logits: jax.Array, batch: Batch) -> tuple[jax.Array, dict[str, Any]]:
+        return self._per_utterance_loss(logits, batch).mean(), {}
+
+    def _eval_outputs(self, model: nnx.Module, batch: Batch) -> dict[str, jax.Array]:
+        logits, _ = self.forward(model, batch)
+        per_utt = self._per_utterance_loss(logits, batch)
+        return {"loss": per_utt, "path": jnp.argmax(logits, -1).astype(jnp.int32)}
+
+    def decode(self, out: dict[str, np.ndarray], lengths: np.ndarray) -> list[list[int]]:
+        """Greedy CTC decoding of `predict` outputs: digit lists."""
+        return [
+            [p - 1 for p in ctc_greedy_decode(out["path"][i], lengths[i])]
+            for i in range(len(lengths))
+        ]
+
+    def _metrics(self, split: str, out: dict[str, np.ndarray]) -> Metrics:
+        data = self._split(split)
+        hyps = self.decode(out, data["lengths"])
+        refs = data["digits"]
+        return {
+            "loss": float(np.mean(out["loss"])),
+            "der": error_rate(refs, hyps),
+            "ser": float(np.mean([r != h for r, h in zip(refs, hyps, strict=True)])),
+        }
+
+    def media(self, model: nnx.Module, split: str) -> dict[str, Any]:
+        model.eval()
+        try:
+            idx = self._media_indices(split)
+            logits, _ = nnx.jit(self.forward)(model, self.make_batch(split, idx))
+            logits = np.asarray(logits)
+        finally:
+            model.train()
+        data = self._split(split)
+        probs = np.asarray(jax.nn.softmax(logits, -1))
+        figs = {}
+        for j, i in enumerate(idx):
+            n = int(data["lengths"][i])
+            hyp = [p - 1 for p in ctc_greedy_decode(probs[j].argmax(-1), n)]
+            ref = data["digits"][i]
+            fig, (ax, ax2) = _figure(7, 4, rows=2)
+            ax.imshow(self._spectrogram(split, i), origin="lower", aspect="auto", cmap="magma")
+            ax.set_title(
+                f"true {''.join(map(str, ref))}   predicted {''.join(map(str, hyp))}   "
+                f"(edits {edit_distance(ref, hyp)})"
+            )
+            ax.set_ylabel(self.feature_config.kind)
+            frames = np.arange(n) * self.frame_stack
+            ax2.plot(frames, probs[j, :n, BLANK], color="0.7", lw=1, label="blank")
+            for d in range(NUM_DIGITS):
+                ax2.plot(frames, probs[j, :n, d + 1], lw=1.2, label=str(d))
+            ax2.set_xlim(0, n * self.frame_stack)
+            ax2.set_ylim(0, 1.02)
+            ax2.set_xlabel("frame (10 ms)")
+            ax2.set_ylabel("CTC posterior")
+            ax2.legend(ncol=11, fontsize=6, loc="upper right")
+            figs[f"{split}_ctc_{j}"] = fig
+        return figs
+
+
+__all__ = [
+    "ConnectedDigitsTask",
+    "FSDDTask",
+    "SpeechModel",
+    "connected_recipes",
+    "ctc_greedy_decode",
+    "ctc_loss",
+    "edit_distance",
+    "error_rate",
+    "fsdd_split",
+    "render_connected",
+]
