@@ -254,3 +254,42 @@ def test_8_device_indivisible_batch_names_batch_size_and_devices(eight_devices):
     err = eight_devices["error"]
     assert err is not None
     assert "batch size 10" in err and "8 devices" in err and "multiple of 8" in err
+
+
+# ---------------------------------------------------------------- the trainer, 1 vs 8 devices
+
+
+@pytest.mark.slow  # two CLI trainings; the equality itself is checked above in the default suite
+def test_training_run_on_8_devices_logs_the_losses_of_the_1_device_run(tmp_path):
+    """The same `lstm-jax` command on 1 and on 8 host CPU devices: the trainer shards each
+    batch over the data mesh and replicates the parameters; the logged train and validation
+    losses agree to 1e-5."""
+    from cli_runner import run_cli
+
+    overrides = [
+        "task=adding", "task.seq_len=6", "model.hidden_size=16", "trainer.batch_size=16",
+        "trainer.max_steps=6", "trainer.log_every=1", "trainer.eval_every=3",
+        "trainer.checkpoint_every=3", "task.val_size=64", "task.test_size=64",
+        "task.eval_batch_size=32", "logger=none", "logger.diagnostics_every=3",
+        "trainer.progress_bar=false",
+    ]
+    logs = {}
+    for devices in (1, 8):
+        run_dir = tmp_path / f"devices_{devices}"
+        env = {"JAX_PLATFORMS": "cpu",
+               "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+        run_cli(*overrides, f"hydra.run.dir={run_dir}", cwd=tmp_path, env=env, timeout=300)
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["device_count"] == devices
+        logs[devices] = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+    def series(records, key):
+        return [(r["step"], r[key]) for r in records if key in r]
+
+    for key in ("train/loss", "val/mse", "test/mse", "grad_norm/global"):
+        one, eight = series(logs[1], key), series(logs[8], key)
+        assert one and [s for s, _ in one] == [s for s, _ in eight], key
+        np.testing.assert_allclose([v for _, v in eight], [v for _, v in one],
+                                   rtol=1e-5, atol=1e-6, err_msg=key)
+    losses = [v for _, v in series(logs[1], "train/loss")]
+    assert len(set(losses)) > 1  # the parameters did change
