@@ -60,6 +60,8 @@ class Run:
     series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # (monitor, mode) of finished runs of the same sweep, for a run without summary.json
+    monitor_hint: tuple[str, str] | None = None
 
     @property
     def done(self) -> bool:
@@ -70,6 +72,8 @@ class Run:
         monitor = self.summary.get("monitor")
         if isinstance(monitor, str):
             return monitor
+        if self.monitor_hint and self.monitor_hint[0] in self.series:
+            return self.monitor_hint[0]
         for name in ("val/loss", *sorted(k for k in self.series if k.startswith("val/"))):
             if name in self.series:
                 return name
@@ -80,6 +84,8 @@ class Run:
         mode = self.summary.get("monitor_mode")
         if mode in ("min", "max"):
             return mode
+        if self.monitor_hint and self.monitor_hint[0] == self.monitor:
+            return self.monitor_hint[1]
         return goal(self.monitor or "") or "min"
 
     def final(self, metric: str) -> float | None:
@@ -318,6 +324,11 @@ def build_table(
     sort: str | None = None,
 ) -> Table:
     params, fixed = swept_parameters(runs)
+    finished = {(r.monitor, r.monitor_mode) for r in runs if r.done and r.monitor}
+    if len(finished) == 1:
+        for run in runs:
+            if not run.done:
+                run.monitor_hint = next(iter(finished))
     names = sorted(set().union(*(r.series for r in runs)), key=_metric_order)
     test_names = sorted({k for r in runs for k in (r.summary.get("test") or {})
                          if _is_number((r.summary.get("test") or {}).get(k))})

@@ -203,3 +203,14 @@ def test_console_script_runs(sweep: Path):
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 1 + 1 + 2 + 12  # counts, fixed, header, rule, rows
     assert not (sweep / "compare").exists()
+
+
+def test_incomplete_run_takes_the_monitor_of_the_finished_ones(tmp_path: Path):
+    _write_run(tmp_path / "0", "lstm", 10)
+    _write_run(tmp_path / "1", "gru", 10, finished=False)
+    summary = json.loads((tmp_path / "0" / "summary.json").read_text())
+    summary.update(monitor="val/acc", monitor_mode="max", best={"val/acc": 1.0, "step": 20})
+    (tmp_path / "0" / "summary.json").write_text(json.dumps(summary))
+    table = build_table(find_runs([tmp_path]))
+    assert [c for c in table.columns if c.startswith("best")] == ["best val/acc", "best step"]
+    assert table.rows[1]["best val/acc"] == 0.2 and table.rows[1]["best step"] == 10
