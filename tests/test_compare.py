@@ -207,7 +207,7 @@ def test_console_script_runs(sweep: Path):
 
 def test_incomplete_run_takes_the_monitor_of_the_finished_ones(tmp_path: Path):
     _write_run(tmp_path / "0", "lstm", 10)
-    _write_run(tmp_path / "1", "gru", 10, finished=False)
+    _write_run(tmp_path / "1", "gru", 200, finished=False)
     summary = json.loads((tmp_path / "0" / "summary.json").read_text())
     summary.update(monitor="val/acc", monitor_mode="max", best={"val/acc": 1.0, "step": 20})
     (tmp_path / "0" / "summary.json").write_text(json.dumps(summary))
