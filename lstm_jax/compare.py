@@ -483,10 +483,14 @@ def plot_metric_vs_param(table: Table, y: str, x: str, group: str | None, path: 
     numeric_x = all(_is_number(v) for v in xs_all)
     position = (lambda v: v) if numeric_x else {v: i for i, v in enumerate(xs_all)}.__getitem__
     fig, ax = plt.subplots(figsize=(6, 4))
-    for key in sorted(points, key=_sortable):
+    binary = y == "solved" or y.endswith("/solved")
+    keys = sorted(points, key=_sortable)
+    for i, key in enumerate(keys):
         by_x = points[key]
         xs = sorted(by_x, key=_sortable)
         means = [sum(by_x[v]) / len(by_x[v]) for v in xs]
+        if binary:  # lines of several groups at 0 or 1 would hide each other
+            means = [m + 0.025 * (i - (len(keys) - 1) / 2) for m in means]
         label = f"{group.rsplit('.', 1)[-1]}={_fmt(key)}" if group else None
         line, = ax.plot([position(v) for v in xs], means, marker="o", label=label)
         if any(len(by_x[v]) > 1 for v in xs):
@@ -502,8 +506,8 @@ def plot_metric_vs_param(table: Table, y: str, x: str, group: str | None, path: 
         ax.set_xticks(range(len(xs_all)))
         ax.set_xticklabels([_fmt(v) for v in xs_all])
     values = [v for g in points.values() for vs in g.values() for v in vs]
-    if y == "solved" or y.endswith("/solved"):
-        ax.set_ylim(-0.05, 1.05)
+    if binary:
+        ax.set_ylim(-0.1, 1.1)
         ax.set_yticks([0, 1])
         ax.set_yticklabels(["no", "yes"])
     elif min(values) > 0 and max(values) / min(values) > 100:
