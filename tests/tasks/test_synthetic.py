@@ -204,3 +204,42 @@ def test_a_few_adam_steps_reduce_adding_loss():
     for _ in range(30):
         step(model, opt, batch)
     assert float(task.loss(model, batch)[0]) < 0.5 * first
+
+
+# ---- configs ----------------------------------------------------------------------------
+
+
+def compose_train(*overrides):
+    import os
+
+    from hydra import compose, initialize_config_dir
+
+    import lstm_jax.cli  # noqa: F401  (registers the config resolvers)
+
+    configs = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
+    with initialize_config_dir(config_dir=os.path.abspath(configs), version_base=None):
+        return compose("train", overrides=[*overrides, "paths.data_dir=/tmp"])
+
+
+@pytest.mark.parametrize(
+    "experiment, cls, seq_len",
+    [("adding_T100", AddingTask, 100), ("adding_T400", AddingTask, 400),
+     ("copy_T200", CopyTask, 200), ("copy_T500_chrono", CopyTask, 500)],
+)
+def test_experiment_presets_compose_and_build_the_task(experiment, cls, seq_len):
+    import hydra
+
+    cfg = compose_train(f"experiment={experiment}")
+    assert cfg.experiment_name == experiment
+    task = hydra.utils.instantiate(cfg.task)
+    assert isinstance(task, cls) and task.seq_len == seq_len
+    assert task.batch_size == cfg.trainer.batch_size and task.seed == cfg.seed
+    if experiment == "copy_T500_chrono":
+        assert cfg.model.chrono_max_steps == 750
+
+
+def test_selective_copy_config_composes():
+    import hydra
+
+    task = hydra.utils.instantiate(compose_train("task=selective_copy").task)
+    assert isinstance(task, SelectiveCopyTask) and task.train_batch(0)["x"].shape[1] == 110
