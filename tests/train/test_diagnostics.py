@@ -18,6 +18,7 @@ from lstm_jax.nn import GRU, LSTM
 from lstm_jax.tasks.base import Task
 from lstm_jax.train.diagnostics import (
     grad_norms,
+    lower_upper_median,
     make_diagnostics_step,
     param_paths,
     to_host,
@@ -185,7 +186,7 @@ def test_gate_statistics_match_numpy_on_valid_positions(lstm_case):
                 assert np.isnan(per_t[t])
         tau = -1.0 / np.log(f[mask].astype(np.float64))
         np.testing.assert_allclose(out[f"gates/{layer}/forget_tau_median"], np.median(tau),
-                                   rtol=1e-2)
+                                   rtol=1e-5)
         tau_hist = out[f"gates/{layer}/forget_tau"]
         assert tau_hist["counts"].sum() == n_valid
         np.testing.assert_allclose(tau_hist["edges"][[0, -1]], [0.1, 1e4], rtol=1e-5)
@@ -255,3 +256,16 @@ def test_grad_norms_on_plain_dict_and_task_without_gates():
     graphdef, params, rest, batch = setup(task)
     with pytest.raises(ValueError, match="return_gates"):
         make_diagnostics_step(task, graphdef)(params, rest, batch, None)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 1000, 4097])
+def test_median_without_sort_is_exact(n):
+    rng = np.random.default_rng(n)
+    x = rng.uniform(0.0, 1.0, size=n).astype(np.float32)
+    x[: n // 3] = x[0]  # ties
+    w = (rng.uniform(size=n) < 0.6).astype(np.int32)
+    w[-1] = 1
+    lo, hi = lower_upper_median(jnp.asarray(x), jnp.asarray(w))
+    v = np.sort(x[w > 0])
+    assert float(lo) == v[(len(v) - 1) // 2] and float(hi) == v[len(v) // 2]
+    assert np.isnan(lower_upper_median(jnp.asarray(x), jnp.zeros(n, jnp.int32))[0])
