@@ -1,0 +1,398 @@
+"""Scan kernels for the recurrent cells: a hand-written backward (``jax.custom_vjp``) and a
+plain autodiff reference with the same signature.
+
+Every kernel runs ONE layer over time for N directions at once (N = 1, or 2 for a
+bidirectional layer whose reverse half was already reversed within each sequence's length),
+so both directions share one ``lax.scan`` and one batched matmul per step.
+
+Shapes (time-major inside the scan; G = number of gate blocks: LSTM 4, GRU 3, RNN 1):
+    xw     (T, N, B, G*H)  input projection of all steps plus the input bias (computed by
+                           the caller as one large matmul outside the loop)
+    w_hh   (N, H, G*H)     recurrent weights, gate blocks side by side
+    h0, c0 (N, B, H)       initial state
+    mask   (T, B) float32  1 where t < seq_length[b]; ``None`` means every step is valid
+    pert   (T, N, B, H)    added to h_t inside the recurrence; ``None`` means no perturbation
+Returns y (T, N, B, H) (zero where mask is 0), the final carry (frozen past each length, so it
+is the state at the true length), and, with ``return_gates``, the post-activation gates
+(T, N, B, G*H), zero where mask is 0.
+
+Why a custom backward: autodiff of ``lax.scan`` computes the W_hh gradient as one small
+(H, B) x (B, G*H) matmul per step inside the reverse loop and carries it in the loop state.
+Here the reverse loop only propagates (dh, dc) and emits the pre-activation gradients dz_t;
+dW_hh for all steps is then one (H, T*B) x (T*B, G*H) matmul, and the input-projection
+gradients are left to autodiff of the caller's single projection matmul (also large).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+F32 = jnp.float32
+
+
+def _mm(a, w, cdt):
+    """(N, B, K) x (N, K, M) -> (N, B, M) in the compute dtype, accumulated in float32."""
+    return jnp.einsum("nbk,nkm->nbm", a.astype(cdt), w, preferred_element_type=F32)
+
+
+def _shift(first, seq):
+    """[first, seq[0], ..., seq[T-2]]: the value before each step, (T, ...)."""
+    return jnp.concatenate([first[None].astype(seq.dtype), seq[:-1]], axis=0)
+
+
+def _weight_grad(h_prev, dz, cdt, dtype):
+    """sum_t h_{t-1}^T dz_t for all steps as one matmul: (T,N,B,H),(T,N,B,M) -> (N,H,M)."""
+    return jnp.einsum(
+        "tnbh,tnbm->nhm", h_prev.astype(cdt), dz.astype(cdt), preferred_element_type=F32
+    ).astype(dtype)
+
+
+def _masks(mask):
+    """(T, B) float mask -> broadcastable (T, 1, B, 1) bool and float views, or Nones."""
+    if mask is None:
+        return None, None
+    mf = mask.astype(F32)[:, None, :, None]
+    return mf > 0, mf
+
+
+def _freeze(m, new, old):
+    """Carry update: the new value where the step is valid, else the old one unchanged."""
+    return new if m is None else jnp.where(m, new, old)
+
+
+def _zero_pad(m, v):
+    return v if m is None else jnp.where(m, v, jnp.zeros_like(v))
+
+
+# --------------------------------------------------------------------------------------------
+# Cell equations, shared by the reference scan and the custom forward.
+
+
+def _lstm_step(xw_t, h, c, w, cdt):
+    """PyTorch gate order i, f, g, o; returns h_new, c_new and the activated gates (N,B,4H)."""
+    hs = h.shape[-1]
+    z = xw_t + _mm(h, w, cdt)
+    i = jax.nn.sigmoid(z[..., :hs])
+    f = jax.nn.sigmoid(z[..., hs : 2 * hs])
+    g = jnp.tanh(z[..., 2 * hs : 3 * hs])
+    o = jax.nn.sigmoid(z[..., 3 * hs :])
+    c_new = f * c + i * g
+    h_new = o * jnp.tanh(c_new)
+    return h_new, c_new, jnp.concatenate([i, f, g, o], axis=-1)
+
+
+def _gru_step(xw_t, h, w, b_hn, cdt):
+    """PyTorch GRU: r, z, n with b_hn inside r * (W_hn h + b_hn); xw_t holds b_ir+b_hr,
+    b_iz+b_hz, b_in. Returns h_new, the activated gates (N,B,3H) and W_hn h + b_hn."""
+    hs = h.shape[-1]
+    hw = _mm(h, w, cdt)
+    hw_n = hw[..., 2 * hs :] + b_hn[:, None, :]
+    r = jax.nn.sigmoid(xw_t[..., :hs] + hw[..., :hs])
+    z = jax.nn.sigmoid(xw_t[..., hs : 2 * hs] + hw[..., hs : 2 * hs])
+    n = jnp.tanh(xw_t[..., 2 * hs :] + r * hw_n)
+    h_new = n + z * (h - n)
+    return h_new, jnp.concatenate([r, z, n], axis=-1), hw_n
+
+
+def _rnn_step(xw_t, h, w, cdt):
+    a = jnp.tanh(xw_t + _mm(h, w, cdt))
+    return a, a
+
+
+def _pert_add(h_new, p_t):
+    return h_new if p_t is None else h_new + p_t
+
+
+# --------------------------------------------------------------------------------------------
+# Reference scans: plain lax.scan, differentiated by JAX. Simple and obviously correct; the
+# tests check the custom backward against them.
+
+
+def lstm_scan_reference(xw, w_hh, h0, c0, mask=None, pert=None, *, return_gates=False,
+                        compute_dtype=None, unroll=1):
+    cdt = compute_dtype or F32
+    w = w_hh.astype(cdt)
+    mb, _ = _masks(mask)
+
+    def step(carry, inp):
+        h, c = carry
+        xw_t, m, p_t = inp
+        h_new, c_new, act = _lstm_step(xw_t, h, c, w, cdt)
+        h_new = _pert_add(h_new, p_t)
+        out = (_zero_pad(m, h_new), _zero_pad(m, act) if return_gates else None)
+        return (_freeze(m, h_new, h), _freeze(m, c_new, c)), out
+
+    (hT, cT), (y, gates) = jax.lax.scan(
+        step, (h0.astype(F32), c0.astype(F32)), (xw, mb, pert), unroll=unroll
+    )
+    return y, hT, cT, gates
+
+
+def gru_scan_reference(xw, w_hh, b_hn, h0, mask=None, pert=None, *, return_gates=False,
+                       compute_dtype=None, unroll=1):
+    cdt = compute_dtype or F32
+    w = w_hh.astype(cdt)
+    mb, _ = _masks(mask)
+
+    def step(h, inp):
+        xw_t, m, p_t = inp
+        h_new, act, _ = _gru_step(xw_t, h, w, b_hn, cdt)
+        h_new = _pert_add(h_new, p_t)
+        out = (_zero_pad(m, h_new), _zero_pad(m, act) if return_gates else None)
+        return _freeze(m, h_new, h), out
+
+    hT, (y, gates) = jax.lax.scan(step, h0.astype(F32), (xw, mb, pert), unroll=unroll)
+    return y, hT, gates
+
+
+def rnn_scan_reference(xw, w_hh, h0, mask=None, pert=None, *, return_gates=False,
+                       compute_dtype=None, unroll=1):
+    cdt = compute_dtype or F32
+    w = w_hh.astype(cdt)
+    mb, _ = _masks(mask)
+
+    def step(h, inp):
+        xw_t, m, p_t = inp
+        h_new, act = _rnn_step(xw_t, h, w, cdt)
+        h_new = _pert_add(h_new, p_t)
+        out = (_zero_pad(m, h_new), _zero_pad(m, act) if return_gates else None)
+        return _freeze(m, h_new, h), out
+
+    hT, (y, gates) = jax.lax.scan(step, h0.astype(F32), (xw, mb, pert), unroll=unroll)
+    return y, hT, gates
+
+
+# --------------------------------------------------------------------------------------------
+# Custom-VJP kernels. Built per static configuration (gates requested, compute dtype, unroll),
+# so that a flag that is off costs nothing: no extra scan outputs, no extra backward inputs.
+
+
+def _zeros_or_none(x):
+    return None if x is None else jnp.zeros_like(x)
+
+
+def _bwd_masks(mask):
+    _, mf = _masks(mask)
+    return mf
+
+
+@functools.cache
+def _lstm_kernel(return_gates, has_pert, cdt, unroll):
+    def fwd(xw, w_hh, h0, c0, mask, pert):
+        w = w_hh.astype(cdt)
+        mb, _ = _masks(mask)
+
+        def step(carry, inp):
+            h, c = carry
+            xw_t, m, p_t = inp
+            h_new, c_new, act = _lstm_step(xw_t, h, c, w, cdt)
+            h_new = _pert_add(h_new, p_t)
+            gates = _zero_pad(m, act) if (return_gates and m is not None) else None
+            # Residuals: activated gates and c_{t-1}; c_t is recomputed in the backward
+            # (one fused multiply-add) instead of being stored.
+            return (_freeze(m, h_new, h), _freeze(m, c_new, c)), (
+                _zero_pad(m, h_new), act, c, gates)
+
+        (hT, cT), (y, act, c_prev, gates) = jax.lax.scan(
+            step, (h0.astype(F32), c0.astype(F32)), (xw, mb, pert), unroll=unroll
+        )
+        if return_gates and mask is None:
+            gates = act
+        out = (y, hT, cT, gates if return_gates else None)
+        return out, (act, c_prev, y, h0, w_hh, mask)
+
+    def bwd(res, cts):
+        act, c_prev, y, h0, w_hh, mask = res
+        dy, dhT, dcT, dgates = cts
+        hs = h0.shape[-1]
+        w_t = jnp.swapaxes(w_hh, 1, 2).astype(cdt)  # (N, 4H, H), transposed once
+        mf = _bwd_masks(mask)
+
+        def step(carry, inp):
+            dh, dc = carry
+            dy_t, a, cp, m, dg_t = inp
+            i, f, g, o = (a[..., k * hs : (k + 1) * hs] for k in range(4))
+            dhn = dy_t + dh if m is None else (dy_t + dh) * m
+            tc = jnp.tanh(f * cp + i * g)
+            dcn = dhn * o * (1.0 - tc * tc) + (dc if m is None else dc * m)
+            di, df, dgg, do = dcn * g, dcn * cp, dcn * i, dhn * tc
+            if dg_t is not None:
+                if m is not None:
+                    dg_t = dg_t * m
+                di = di + dg_t[..., :hs]
+                df = df + dg_t[..., hs : 2 * hs]
+                dgg = dgg + dg_t[..., 2 * hs : 3 * hs]
+                do = do + dg_t[..., 3 * hs :]
+            dz = jnp.concatenate(
+                [di * i * (1.0 - i), df * f * (1.0 - f), dgg * (1.0 - g * g), do * o * (1.0 - o)],
+                axis=-1,
+            )
+            dh_prev = _mm(dz, w_t, cdt)
+            dc_prev = dcn * f
+            if m is not None:
+                dh_prev = dh_prev + dh * (1.0 - m)
+                dc_prev = dc_prev + dc * (1.0 - m)
+            return (dh_prev, dc_prev), (dz, dhn if has_pert else None)
+
+        (dh0, dc0), (dz, dpert) = jax.lax.scan(
+            step, (dhT.astype(F32), dcT.astype(F32)), (dy, act, c_prev, mf, dgates),
+            reverse=True, unroll=unroll,
+        )
+        # For every valid step t the carry h_{t-1} equals y_{t-1} (valid steps are a prefix);
+        # dz is zero at padded steps, so shifting y gives h_{t-1} wherever it matters.
+        dw = _weight_grad(_shift(h0, y), dz, cdt, w_hh.dtype)
+        return (dz, dw, dh0.astype(h0.dtype), dc0, _zeros_or_none(mask), dpert)
+
+    @jax.custom_vjp
+    def kernel(xw, w_hh, h0, c0, mask, pert):
+        return fwd(xw, w_hh, h0, c0, mask, pert)[0]
+
+    kernel.defvjp(fwd, bwd)
+    return kernel
+
+
+@functools.cache
+def _gru_kernel(return_gates, has_pert, cdt, unroll):
+    def fwd(xw, w_hh, b_hn, h0, mask, pert):
+        w = w_hh.astype(cdt)
+        mb, _ = _masks(mask)
+
+        def step(h, inp):
+            xw_t, m, p_t = inp
+            h_new, act, hw_n = _gru_step(xw_t, h, w, b_hn, cdt)
+            h_new = _pert_add(h_new, p_t)
+            gates = _zero_pad(m, act) if (return_gates and m is not None) else None
+            return _freeze(m, h_new, h), (_zero_pad(m, h_new), act, hw_n, gates)
+
+        hT, (y, act, hw_n, gates) = jax.lax.scan(
+            step, h0.astype(F32), (xw, mb, pert), unroll=unroll
+        )
+        if return_gates and mask is None:
+            gates = act
+        out = (y, hT, gates if return_gates else None)
+        return out, (act, hw_n, y, h0, w_hh, b_hn, mask)
+
+    def bwd(res, cts):
+        act, hw_n, y, h0, w_hh, b_hn, mask = res
+        dy, dhT, dgates = cts
+        hs = h0.shape[-1]
+        w_t = jnp.swapaxes(w_hh, 1, 2).astype(cdt)
+        mf = _bwd_masks(mask)
+        h_prev = _shift(h0, y)
+
+        def step(dh, inp):
+            dy_t, a, hwn, hp, m, dg_t = inp
+            r, z, n = (a[..., k * hs : (k + 1) * hs] for k in range(3))
+            dhn = dy_t + dh if m is None else (dy_t + dh) * m
+            dn, dzg, dh_direct = dhn * (1.0 - z), dhn * (hp - n), dhn * z
+            dr = None
+            if dg_t is not None:
+                if m is not None:
+                    dg_t = dg_t * m
+                dr = dg_t[..., :hs]
+                dzg = dzg + dg_t[..., hs : 2 * hs]
+                dn = dn + dg_t[..., 2 * hs :]
+            dn_pre = dn * (1.0 - n * n)
+            dr = dn_pre * hwn if dr is None else dr + dn_pre * hwn
+            dhw = jnp.concatenate(
+                [dr * r * (1.0 - r), dzg * z * (1.0 - z), dn_pre * r], axis=-1
+            )
+            dh_prev = _mm(dhw, w_t, cdt) + dh_direct
+            if m is not None:
+                dh_prev = dh_prev + dh * (1.0 - m)
+            return dh_prev, (dhw, dn_pre, dhn if has_pert else None)
+
+        dh0, (dhw, dn_pre, dpert) = jax.lax.scan(
+            step, dhT.astype(F32), (dy, act, hw_n, h_prev, mf, dgates),
+            reverse=True, unroll=unroll,
+        )
+        dw = _weight_grad(h_prev, dhw, cdt, w_hh.dtype)
+        db_hn = jnp.sum(dhw[..., 2 * hs :], axis=(0, 2)).astype(b_hn.dtype)
+        dxw = jnp.concatenate([dhw[..., : 2 * hs], dn_pre], axis=-1)
+        return (dxw, dw, db_hn, dh0.astype(h0.dtype), _zeros_or_none(mask), dpert)
+
+    @jax.custom_vjp
+    def kernel(xw, w_hh, b_hn, h0, mask, pert):
+        return fwd(xw, w_hh, b_hn, h0, mask, pert)[0]
+
+    kernel.defvjp(fwd, bwd)
+    return kernel
+
+
+@functools.cache
+def _rnn_kernel(return_gates, has_pert, cdt, unroll):
+    def fwd(xw, w_hh, h0, mask, pert):
+        w = w_hh.astype(cdt)
+        mb, _ = _masks(mask)
+
+        def step(h, inp):
+            xw_t, m, p_t = inp
+            a, _ = _rnn_step(xw_t, h, w, cdt)
+            h_new = _pert_add(a, p_t)
+            gates = _zero_pad(m, a) if (return_gates and m is not None) else None
+            return _freeze(m, h_new, h), (_zero_pad(m, h_new), a, gates)
+
+        hT, (y, act, gates) = jax.lax.scan(step, h0.astype(F32), (xw, mb, pert), unroll=unroll)
+        if return_gates and mask is None:
+            gates = act
+        out = (y, hT, gates if return_gates else None)
+        return out, (act, y, h0, w_hh, mask)
+
+    def bwd(res, cts):
+        act, y, h0, w_hh, mask = res
+        dy, dhT, dgates = cts
+        w_t = jnp.swapaxes(w_hh, 1, 2).astype(cdt)
+        mf = _bwd_masks(mask)
+
+        def step(dh, inp):
+            dy_t, a, m, dg_t = inp
+            dhn = dy_t + dh if m is None else (dy_t + dh) * m
+            da = dhn
+            if dg_t is not None:
+                da = da + (dg_t if m is None else dg_t * m)
+            da = da * (1.0 - a * a)
+            dh_prev = _mm(da, w_t, cdt)
+            if m is not None:
+                dh_prev = dh_prev + dh * (1.0 - m)
+            return dh_prev, (da, dhn if has_pert else None)
+
+        dh0, (da, dpert) = jax.lax.scan(
+            step, dhT.astype(F32), (dy, act, mf, dgates), reverse=True, unroll=unroll
+        )
+        dw = _weight_grad(_shift(h0, y), da, cdt, w_hh.dtype)
+        return (da, dw, dh0.astype(h0.dtype), _zeros_or_none(mask), dpert)
+
+    @jax.custom_vjp
+    def kernel(xw, w_hh, h0, mask, pert):
+        return fwd(xw, w_hh, h0, mask, pert)[0]
+
+    kernel.defvjp(fwd, bwd)
+    return kernel
+
+
+def _cdt(compute_dtype):
+    return jnp.dtype(compute_dtype or F32)
+
+
+def lstm_scan(xw, w_hh, h0, c0, mask=None, pert=None, *, return_gates=False,
+              compute_dtype=None, unroll=1):
+    """LSTM over time with the hand-written backward. Returns (y, hT, cT, gates | None)."""
+    k = _lstm_kernel(bool(return_gates), pert is not None, _cdt(compute_dtype), int(unroll))
+    return k(xw, w_hh, h0, c0, mask, pert)
+
+
+def gru_scan(xw, w_hh, b_hn, h0, mask=None, pert=None, *, return_gates=False,
+             compute_dtype=None, unroll=1):
+    """GRU over time with the hand-written backward; b_hn: (N, H). Returns (y, hT, gates)."""
+    k = _gru_kernel(bool(return_gates), pert is not None, _cdt(compute_dtype), int(unroll))
+    return k(xw, w_hh, b_hn, h0, mask, pert)
+
+
+def rnn_scan(xw, w_hh, h0, mask=None, pert=None, *, return_gates=False,
+             compute_dtype=None, unroll=1):
+    """tanh RNN over time with the hand-written backward. Returns (y, hT, gates | None)."""
+    k = _rnn_kernel(bool(return_gates), pert is not None, _cdt(compute_dtype), int(unroll))
+    return k(xw, w_hh, h0, mask, pert)
