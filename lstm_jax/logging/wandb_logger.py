@@ -2,7 +2,9 @@
 
 - Mode: `logger.wandb.mode` when set; else the WANDB_MODE environment variable; else
   "online" when an API key is configured (WANDB_API_KEY, or a netrc entry for the W&B
-  host), otherwise "offline". It never prompts and never needs an account.
+  host), otherwise "offline". It never prompts and never needs an account; when "online"
+  was chosen only because a key exists and the server cannot be reached, the run falls
+  back to offline (after W&B's init timeout) instead of failing.
 - The run files sit in `run_dir/wandb/`; the run id is kept in `run_dir/wandb_run_id.txt`
   and reused (resume="allow") when the run is resumed.
 - The x-axis of every chart is the training step, the metric "step" (not W&B's internal
@@ -122,7 +124,8 @@ class WandbLogger:
         resume: bool = False,
         monitor: str | None = None,
         monitor_mode: str | None = None,
-        line_plots: bool = True,
+        line_plots: tuple[str, ...] = ("grad_norm/dh_t",),
+        init_timeout: float | None = None,
     ):
         import wandb
 
@@ -131,25 +134,39 @@ class WandbLogger:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.mode = resolve_mode(wcfg.get("mode"))
-        self.line_plots = line_plots
+        auto_mode = not wcfg.get("mode") and not os.environ.get("WANDB_MODE")
+        self.line_plots = tuple(line_plots)
         id_file = self.run_dir / RUN_ID_FILE
         run_id = id_file.read_text().strip() if resume and id_file.exists() else ""
         run_id = run_id or new_run_id()
         id_file.write_text(run_id + "\n")
-        self.run = wandb.init(
-            project=wcfg.get("project"),
-            entity=wcfg.get("entity"),
-            group=wcfg.get("group"),
-            job_type=wcfg.get("job_type"),
-            tags=list(wcfg.get("tags") or []) or None,
-            name=wcfg.get("name") or default_run_name(cfg),
-            dir=str(self.run_dir),
-            config=_config_dict(cfg),
-            mode=self.mode,
-            id=run_id,
-            resume="allow" if resume else None,
-            reinit="finish_previous",
-        )
+        init_kwargs = {
+            "project": wcfg.get("project"),
+            "entity": wcfg.get("entity"),
+            "group": wcfg.get("group"),
+            "job_type": wcfg.get("job_type"),
+            "tags": list(wcfg.get("tags") or []) or None,
+            "name": wcfg.get("name") or default_run_name(cfg),
+            "dir": str(self.run_dir),
+            "config": _config_dict(cfg),
+            "id": run_id,
+            "resume": "allow" if resume else None,
+            "reinit": "finish_previous",
+        }
+        if init_timeout is not None:
+            init_kwargs["settings"] = wandb.Settings(init_timeout=init_timeout)
+        try:
+            self.run = wandb.init(mode=self.mode, **init_kwargs)
+        except wandb.errors.Error as e:
+            if not (auto_mode and self.mode == "online"):
+                raise
+            # Online only because a key was found: the server is out of reach. Keep the run
+            # offline (`wandb sync` uploads it later) rather than lose the training run.
+            log.warning("W&B online init failed (%s); logging offline to %s/wandb instead",
+                        str(e).splitlines()[0], self.run_dir)
+            self.mode = "offline"
+            wandb.teardown()  # the failed run keeps its id registered in W&B's service
+            self.run = wandb.init(mode="offline", **init_kwargs)
         self.run_id = run_id
         self.run.define_metric("step", hidden=True)
         self.run.define_metric("*", step_metric="step")
@@ -203,10 +220,11 @@ class WandbLogger:
             out[key] = self._histogram(value["counts"], value["edges"])
         elif kind == V.PROFILE:
             # A profile over t (e.g. ||dL/dh_t||) as a histogram over time steps (W&B's
-            # histogram panel then shows how it evolves), plus a line plot of its shape.
+            # histogram panel then shows how it evolves), plus for the keys in `line_plots`
+            # a line plot of its shape (a small table file per logged step).
             vals, edges = V.block_mean(value, MAX_HIST_BINS)
             out[key] = self._histogram(vals, edges)
-            if self.line_plots:
+            if key in self.line_plots:
                 pts, tedges = V.block_mean(value, MAX_LINE_POINTS)
                 t = 0.5 * (tedges[:-1] + tedges[1:] - 1)
                 table = wandb.Table(data=[[float(a), float(b)] for a, b in zip(t, pts)],

@@ -209,3 +209,15 @@ def test_monitor_reports_its_best(tmp_path, cfg_factory):
     run = read_wandb_run(tmp_path)
     assert run["summary"]["val/score"] == {"max": 0.9, "last": 0.4}
     assert run["summary"]["val/weird"] == 5.0  # no goal known: the last value
+
+
+def test_unreachable_server_with_a_key_falls_back_to_offline(tmp_path, cfg_factory, monkeypatch):
+    """Online only because a key exists, but no server: the run is kept, offline."""
+    monkeypatch.delenv("WANDB_MODE")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    logger = WandbLogger(cfg_factory(), tmp_path, init_timeout=2)
+    assert logger.mode == "offline"
+    logger.log({"train/loss": 0.5}, step=1)
+    logger.finish()
+    assert [r["train/loss"] for r in read_wandb_run(tmp_path)["history"]] == [0.5]
