@@ -73,7 +73,11 @@ class OutputDirCheck(Callback):
 
 
 def _run(cfg: DictConfig) -> float:
+    from lstm_jax import distributed
     from lstm_jax.train.trainer import NonFiniteLossError, train
+
+    # A job launched by submitit on a cluster enters here, not through main().
+    distributed.maybe_initialize_distributed()
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     # Hydra logs INFO to the run's log file; orbax and JAX's backend probing would bury
