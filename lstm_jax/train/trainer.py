@@ -13,7 +13,6 @@ exactly the batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import logging
 import math
 import time
@@ -282,10 +281,8 @@ class Trainer:
         summary = self._summarize(checkpointer, loggers, step, best_value, best_step,
                                   train_time, diagnostics_time, stopped_early)
         checkpointer.close()
-        loggers.log_summary(summary)
+        loggers.log_summary(summary)  # writes summary.json beside metrics.jsonl
         loggers.finish()
-        if is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
     def _check_finite(self, losses: np.ndarray, step: int, checkpointer: Checkpointer) -> None:
@@ -313,9 +310,9 @@ class Trainer:
                 params = checkpointer.restore("best", self.state)[0]["params"]
             test = self._evaluate("test", params)
             loggers.log(test, step)
+        # Figures go to W&B and, through metrics.jsonl's logger, to run_dir/media/.
         media = self.task.media(self.eval_model(), "test")
-        if media:
-            self._save_media(media, loggers, step)
+        loggers.log({f"media/{name}": figure for name, figure in media.items()}, step)
         final.update(test)
         return {
             "monitor": self.monitor,
@@ -330,25 +327,6 @@ class Trainer:
             "device_kind": jax.devices()[0].device_kind,
             "device_count": jax.device_count(),
         }
-
-    def _save_media(self, media: dict[str, Any], loggers, step: int) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        media_dir = self.run_dir / "media"
-        media_dir.mkdir(exist_ok=True)
-        for name, item in media.items():
-            path = media_dir / f"{name.replace('/', '_')}.png"
-            if hasattr(item, "savefig"):
-                item.savefig(path, dpi=100, bbox_inches="tight")
-            else:
-                plt.imsave(path, np.asarray(item))
-        loggers.log({f"media/{name}": item for name, item in media.items()}, step)
-        for item in media.values():
-            if hasattr(item, "savefig"):
-                plt.close(item)
 
 
 def train(cfg: DictConfig, run_dir: Path) -> float:
