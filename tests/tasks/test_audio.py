@@ -1,0 +1,135 @@
+"""Audio front end: feature shapes, the on-disk cache, normalisation and batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from lstm_jax.tasks import audio
+
+SR = 8000
+
+
+def tone(freq: float, seconds: float, sr: int = SR) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "kwargs, width",
+    [
+        ({}, 40),
+        ({"kind": "mfcc"}, 13),
+        ({"kind": "mfcc", "deltas": True}, 39),
+        ({"n_mels": 20}, 20),
+    ],
+)
+def test_feature_shapes(kwargs, width):
+    cfg = audio.FeatureConfig(**kwargs)
+    wave = tone(440, 0.37)
+    feats = audio.compute_features(wave, cfg)
+    assert feats.dtype == np.float32
+    assert (
+        feats.shape == (1 + len(wave) // 80, width) == (cfg.num_frames(len(wave)), cfg.num_features)
+    )
+    assert np.all(np.isfinite(feats))
+
+
+def test_logmel_peaks_at_the_tone_frequency():
+    cfg = audio.FeatureConfig()
+    low = audio.compute_features(tone(300, 0.2), cfg).mean(0)
+    high = audio.compute_features(tone(2500, 0.2), cfg).mean(0)
+    assert low.argmax() < high.argmax()
+
+
+def test_load_wav_resamples_and_mixes_channels(tmp_path):
+    stereo = np.stack([tone(440, 0.5, 16000), tone(440, 0.5, 16000)], axis=1)
+    sf.write(tmp_path / "a.wav", stereo, 16000)
+    wave = audio.load_wav(tmp_path / "a.wav", SR)
+    assert wave.ndim == 1 and wave.dtype == np.float32
+    assert abs(len(wave) - 4000) <= 2
+
+
+def test_cache_second_run_skips_extraction(tmp_path):
+    cfg = audio.FeatureConfig()
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return [
+            audio.compute_features(tone(f, 0.1 + 0.05 * i), cfg) for i, f in enumerate([300, 900])
+        ]
+
+    first, path, hit = audio.cached_features(tmp_path, "set", cfg, ["a", "b"], compute)
+    assert not hit and path.is_file() and path.parent == tmp_path and len(calls) == 1
+    second, path2, hit2 = audio.cached_features(tmp_path, "set", cfg, ["a", "b"], compute)
+    assert hit2 and path2 == path and len(calls) == 1
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+    # another recipe or other parameters: a new key, computed again
+    _, path3, hit3 = audio.cached_features(tmp_path, "set", cfg, ["a", "c"], compute)
+    _, path4, hit4 = audio.cached_features(
+        tmp_path, "set", audio.FeatureConfig(n_mels=20), ["a", "b"], compute
+    )
+    assert not hit3 and not hit4 and len({path, path3, path4}) == 3 and len(calls) == 3
+    # cache off
+    _, none_path, _ = audio.cached_features("none", "set", cfg, ["a", "b"], compute)
+    assert none_path is None and len(calls) == 4
+
+
+def test_normalise_modes():
+    rng = np.random.default_rng(0)
+    feats = [rng.normal(5, 3, (n, 4)).astype(np.float32) for n in (20, 35)]
+    for f in audio.normalise(feats, "utterance"):
+        np.testing.assert_allclose(f.mean(0), 0, atol=1e-5)
+        np.testing.assert_allclose(f.std(0), 1, atol=1e-3)
+    stats = audio.global_stats(feats)
+    joined = np.concatenate(audio.normalise(feats, "global", stats))
+    np.testing.assert_allclose(joined.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(joined.std(0), 1, atol=1e-3)
+    np.testing.assert_array_equal(audio.normalise(feats, "none")[0], feats[0])
+    with pytest.raises(ValueError):
+        audio.normalise(feats, "global")
+
+
+def test_pad_batch_and_stack_frames():
+    feats = [np.ones((n, 3), np.float32) * (i + 1) for i, n in enumerate((5, 17, 9))]
+    x, lengths = audio.pad_batch(feats, pad_multiple=8)
+    assert x.shape == (3, 24, 3) and lengths.tolist() == [5, 17, 9]
+    assert np.all(x[0, 5:] == 0) and np.all(x[1, :17] == 2)
+    stacked = audio.stack_frames(np.arange(10, dtype=np.float32).reshape(5, 2), 2)
+    assert stacked.shape == (3, 4)
+    np.testing.assert_array_equal(stacked[0], [0, 1, 2, 3])
+    np.testing.assert_array_equal(stacked[2], [8, 9, 0, 0])
+
+
+def test_epoch_batches_cover_once_and_bucket_by_length():
+    rng_len = np.random.default_rng(1)
+    lengths = rng_len.integers(10, 200, size=400)
+    plain = audio.epoch_batches(lengths, 16, np.random.default_rng(0), 0)
+    bucketed = audio.epoch_batches(lengths, 16, np.random.default_rng(0), 5)
+    again = audio.epoch_batches(lengths, 16, np.random.default_rng(0), 5)
+    for batches in (plain, bucketed):
+        idx = np.concatenate(batches)
+        assert len(batches) == 25 and len(np.unique(idx)) == 400
+    assert all(np.array_equal(a, b) for a, b in zip(bucketed, again, strict=True))
+
+    def padding(batches):
+        return sum(int(lengths[b].max() * len(b) - lengths[b].sum()) for b in batches)
+
+    assert padding(bucketed) < 0.3 * padding(plain)
+
+
+def test_spec_augment_masks_within_lengths():
+    x = np.ones((4, 50, 10), np.float32)
+    lengths = np.array([50, 40, 30, 20])
+    out = audio.spec_augment(
+        x, lengths, np.random.default_rng(0), freq_masks=2, freq_width=3, time_masks=2, time_width=5
+    )
+    assert np.all(x == 1)  # input untouched
+    assert (out == 0).any() and (out == 1).any()
+    # time masks never start beyond the valid part
+    for i, n in enumerate(lengths):
+        zero_frames = np.where((out[i] == 0).all(-1))[0]
+        assert np.all(zero_frames < n)

@@ -1,0 +1,353 @@
+"""Speech tasks: FSDD splits, batches, padding invariance, CTC loss and decoding, edit
+distance. The data are tiny generated WAVs ("digit" d = a tone at 300 + 250 d Hz); the one
+test that reads the real FSDD skips when it is absent."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import soundfile as sf
+from flax import nnx
+from omegaconf import OmegaConf
+
+from lstm_jax.tasks import speech
+
+SR = 8000
+SPEAKERS = ["anna", "bob"]
+NUM_INDICES = 4  # takes 0: test, 1: val, 2-3: train
+
+
+def model_config(**overrides):
+    cfg = {
+        "cell": "lstm",
+        "hidden_size": 8,
+        "num_layers": 1,
+        "bidirectional": True,
+        "dropout": 0.0,
+        "forget_bias": 1.0,
+        "chrono_max_steps": None,
+        "dtype": "float32",
+    }
+    cfg.update(overrides)
+    return OmegaConf.create(cfg)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    rec = root / "fsdd" / "recordings"
+    rec.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for s, speaker in enumerate(SPEAKERS):
+        for digit in range(10):
+            for index in range(NUM_INDICES):
+                n = int(SR * (0.08 + 0.03 * ((digit + index + s) % 4)))
+                t = np.arange(n) / SR
+                freq = (300 + 250 * digit) * (1 + 0.03 * s)
+                wave = 0.3 * np.sin(2 * np.pi * freq * t) * np.hanning(n)
+                wave += 0.003 * rng.standard_normal(n)
+                sf.write(rec / f"{digit}_{speaker}_{index}.wav", wave.astype(np.float32), SR)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """One feature cache for the module (the cache tests use their own)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def task_kwargs(data_dir, cache_dir, **overrides):
+    kwargs = {
+        "batch_size": 8,
+        "seed": 0,
+        "data_dir": str(data_dir),
+        "cache_dir": str(cache_dir),
+        "speakers": SPEAKERS,
+        "num_indices": NUM_INDICES,
+        "test_indices": [0, 1],
+        "val_indices": [1, 2],
+        "pad_multiple": 8,
+        "eval_batch_size": 16,
+        "download": False,
+    }
+    kwargs.update(overrides)
+    return kwargs
+
+
+# ---- splits ------------------------------------------------------------------------------
+
+
+def test_official_and_speaker_heldout_splits():
+    official = speech.fsdd_split(speech.SPEAKERS, 50)
+    assert {k: len(v) for k, v in official.items()} == {"train": 2400, "val": 300, "test": 300}
+    assert all(speech.parse_clip_name(n)[2] < 5 for n in official["test"])
+    held = speech.fsdd_split(speech.SPEAKERS, 50, heldout_speaker="theo")
+    assert {k: len(v) for k, v in held.items()} == {"train": 2250, "val": 250, "test": 500}
+    assert {speech.parse_clip_name(n)[1] for n in held["test"]} == {"theo"}
+    assert "theo" not in {speech.parse_clip_name(n)[1] for n in held["train"] + held["val"]}
+    for split in (official, held):
+        names = split["train"] + split["val"] + split["test"]
+        assert len(set(names)) == 3000
+    with pytest.raises(ValueError):
+        speech.fsdd_split(speech.SPEAKERS, 50, heldout_speaker="nobody")
+
+
+def test_missing_data_names_the_file(tmp_path):
+    task = speech.FSDDTask(**task_kwargs(tmp_path / "nowhere", tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"fsdd/recordings/0_anna_0.wav.*paths.data_dir"):
+        task.train_batch(0)
+
+
+# ---- batches and cache ---------------------------------------------------------------------
+
+
+def test_fsdd_batches_are_deterministic_and_cached(data_dir, tmp_path):
+    task = speech.FSDDTask(**task_kwargs(data_dir, tmp_path, freq_masks=1, time_masks=1))
+    b0, b0_again, b1 = task.train_batch(0), task.train_batch(0), task.train_batch(1)
+    assert b0["x"].shape[0] == 8 and b0["x"].shape[2] == 40 and b0["x"].shape[1] % 8 == 0
+    assert b0["seq_lengths"].dtype == np.int32 and b0["y"].dtype == np.int32
+    for k in b0:
+        np.testing.assert_array_equal(b0[k], b0_again[k])
+    assert not np.array_equal(b0["x"], b1["x"])
+    assert task.cache_hits == {"fsdd": False}
+    sizes = {s: len(task.splits[s]["feats"]) for s in ("train", "val", "test")}
+    assert sizes == {"train": 40, "val": 20, "test": 20}
+    # a fresh task (a second run) reads the cache and replays the same batches
+    again = speech.FSDDTask(**task_kwargs(data_dir, tmp_path, freq_masks=1, time_masks=1))
+    np.testing.assert_array_equal(again.train_batch(1)["x"], b1["x"])
+    assert again.cache_hits == {"fsdd": True}
+    # one epoch visits every training utterance once
+    steps = task.steps_per_epoch()
+    names = task.splits["train"]["names"]
+    seen = []
+    for step in range(steps):
+        x = task.train_batch(step)
+        seen += [tuple(v) for v in x["y"]] if x["y"].ndim > 1 else x["y"].tolist()
+    assert len(seen) == steps * 8 <= len(names)
+
+
+def test_speaker_heldout_task_tests_on_the_held_out_voice(data_dir, cache):
+    task = speech.FSDDTask(**task_kwargs(data_dir, cache, heldout_speaker="bob"))
+    assert {speech.parse_clip_name(n)[1] for n in task.splits["test"]["names"]} == {"bob"}
+    assert len(task.splits["test"]["names"]) == 10 * NUM_INDICES
+    assert {speech.parse_clip_name(n)[1] for n in task.splits["train"]["names"]} == {"anna"}
+
+
+# ---- padding invariance -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "pooling, bidirectional", [("mean", True), ("last", True), ("last", False)]
+)
+def test_padding_never_changes_a_prediction(data_dir, cache, pooling, bidirectional):
+    task = speech.FSDDTask(**task_kwargs(data_dir, cache, pooling=pooling))
+    model = task.make_model(model_config(bidirectional=bidirectional), rngs=nnx.Rngs(0))
+    model.eval()
+    lengths = task.splits["test"]["lengths"]
+    short = int(np.argmin(lengths))
+    others = np.argsort(lengths)[-3:]
+    alone = task.make_batch("test", np.array([short]))
+    padded = task.make_batch("test", np.concatenate([others, [short]]))
+    assert padded["x"].shape[1] > alone["x"].shape[1]
+    logits_alone, _ = task.forward(model, alone)
+    logits_padded, _ = task.forward(model, padded)
+    np.testing.assert_allclose(logits_padded[-1], logits_alone[0], rtol=1e-5, atol=1e-5)
+    # garbage in the padding changes nothing either
+    noisy = dict(padded)
+    x = padded["x"].copy()
+    x[-1, lengths[short] :] = 7.0
+    noisy["x"] = x
+    np.testing.assert_allclose(task.forward(model, noisy)[0][-1], logits_alone[0], atol=1e-5)
+
+
+def test_ctc_frame_outputs_ignore_padding(data_dir, cache):
+    task = speech.ConnectedDigitsTask(
+        **task_kwargs(data_dir, cache, num_train=16, num_val=4, num_test=4, frame_stack=2)
+    )
+    model = task.make_model(model_config(), rngs=nnx.Rngs(0))
+    model.eval()
+    lengths = task.splits["test"]["lengths"]
+    i, j = int(np.argmin(lengths)), int(np.argmax(lengths))
+    n = int(lengths[i])
+    alone, _ = task.forward(model, task.make_batch("test", np.array([i])))
+    both, _ = task.forward(model, task.make_batch("test", np.array([j, i])))
+    np.testing.assert_allclose(both[1, :n], alone[0, :n], atol=1e-5)
+
+
+# ---- CTC -----------------------------------------------------------------------------------
+
+
+def brute_force_ctc_nll(log_probs: np.ndarray, label: list[int], blank: int = 0) -> float:
+    """-log sum over all frame paths that collapse to `label`."""
+    t, k = log_probs.shape
+    total = -np.inf
+    for path in itertools.product(range(k), repeat=t):
+        if speech.ctc_greedy_decode(np.array(path), blank=blank) == label:
+            total = np.logaddexp(total, sum(log_probs[s, p] for s, p in enumerate(path)))
+    return -float(total)
+
+
+def test_ctc_loss_matches_brute_force_on_hand_made_cases():
+    rng = np.random.default_rng(0)
+    cases = [([1], 3), ([1, 2], 4), ([2, 2], 4), ([1, 2, 1], 5)]
+    k = 3
+    logits = rng.normal(size=(len(cases), 5, k)).astype(np.float32)
+    seq_lengths = np.array([t for _, t in cases], np.int32)
+    labels = np.zeros((len(cases), 3), np.int32)
+    label_lengths = np.array([len(lab) for lab, _ in cases], np.int32)
+    for i, (lab, _) in enumerate(cases):
+        labels[i, : len(lab)] = lab
+    logits[0, 3:] = 99.0  # padding frames must not matter
+    got = np.asarray(
+        speech.ctc_loss(jnp.asarray(logits), seq_lengths, jnp.asarray(labels), label_lengths)
+    )
+    for i, (lab, t) in enumerate(cases):
+        log_probs = np.asarray(jax.nn.log_softmax(logits[i, :t], -1))
+        np.testing.assert_allclose(got[i], brute_force_ctc_nll(log_probs, lab), rtol=1e-4)
+
+
+def test_ctc_loss_of_a_confident_correct_path_is_near_zero():
+    path = [0, 3, 3, 0, 3, 1, 0]  # decodes to [3, 3, 1]
+    logits = np.full((1, 7, 4), -20.0, np.float32)
+    logits[0, np.arange(7), path] = 20.0
+    loss = speech.ctc_loss(
+        jnp.asarray(logits), np.array([7]), jnp.asarray([[3, 3, 1]]), np.array([3])
+    )
+    assert float(loss[0]) < 1e-3
+    wrong = speech.ctc_loss(
+        jnp.asarray(logits), np.array([7]), jnp.asarray([[3, 1, 0]]), np.array([2])
+    )
+    assert float(wrong[0]) > 10
+
+
+def test_greedy_decoding():
+    assert speech.ctc_greedy_decode(np.array([0, 1, 1, 0, 1, 2, 2, 0])) == [1, 1, 2]
+    assert speech.ctc_greedy_decode(np.array([3, 3, 3])) == [3]
+    assert speech.ctc_greedy_decode(np.array([0, 0])) == []
+    assert speech.ctc_greedy_decode(np.array([1, 0, 2, 9, 9]), length=3) == [1, 2]
+
+
+def test_edit_distance_and_error_rate():
+    assert speech.edit_distance([], []) == 0
+    assert speech.edit_distance([1, 2, 3], [1, 2, 3]) == 0
+    assert speech.edit_distance([1, 2, 3], [1, 3]) == 1  # deletion
+    assert speech.edit_distance([1, 3], [1, 2, 3]) == 1  # insertion
+    assert speech.edit_distance([1, 2, 3], [1, 4, 3]) == 1  # substitution
+    assert speech.edit_distance("kitten", "sitting") == 3
+    assert speech.edit_distance([], [5, 5]) == 2
+    assert speech.error_rate([[1, 2], [3, 4, 5]], [[1, 2], [3, 5]]) == pytest.approx(1 / 5)
+
+
+def test_connected_recipes_and_rendering():
+    names = [f"{d}_anna_0.wav" for d in range(10)]
+    rng = np.random.default_rng(3)
+    recipes = speech.connected_recipes(names, 50, rng, min_digits=2, max_digits=5)
+    assert {len(r["clips"]) for r in recipes} <= {2, 3, 4, 5}
+    assert all(len(r["gaps"]) == len(r["clips"]) + 1 for r in recipes)
+    assert all(400 <= g <= 2400 for r in recipes for g in r["gaps"][1:-1])  # 50-300 ms
+    waves = {n: np.ones(100, np.float32) for n in names}
+    wave = speech.render_connected(recipes[0], waves, 1e-3)
+    assert len(wave) == 100 * len(recipes[0]["clips"]) + sum(recipes[0]["gaps"])
+    np.testing.assert_array_equal(wave, speech.render_connected(recipes[0], waves, 1e-3))
+
+
+def test_connected_task_labels_and_cache(data_dir, tmp_path):
+    kwargs = task_kwargs(data_dir, tmp_path, num_train=24, num_val=6, num_test=6, frame_stack=2)
+    task = speech.ConnectedDigitsTask(**kwargs)
+    batch = task.train_batch(0)
+    assert batch["x"].shape[2] == 80 and batch["labels"].shape == (8, 5)
+    for lab, n in zip(batch["labels"], batch["label_lengths"], strict=True):
+        assert 2 <= n <= 5 and np.all(lab[:n] >= 1) and np.all(lab[n:] == 0)
+    # test utterances are made of test clips only (take 0)
+    for recipe in task.splits["test"]["recipes"]:
+        assert all(speech.parse_clip_name(c)[2] == 0 for c in recipe["clips"])
+    assert not any(task.cache_hits.values())
+    again = speech.ConnectedDigitsTask(**kwargs)
+    _ = again.splits
+    assert all(again.cache_hits.values())
+    np.testing.assert_array_equal(again.train_batch(0)["x"], batch["x"])
+
+
+# ---- training, evaluation and media ----------------------------------------------------------
+
+
+def _fit(task, model, steps, lr=1e-2):
+    import optax
+
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    opt = optax.adam(lr)
+    opt_state = opt.init(params)
+
+    @jax.jit
+    def step(params, opt_state, batch):
+        def loss_fn(p):
+            return task.loss(nnx.merge(graphdef, p, rest), batch)[0]
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    losses = []
+    for s in range(steps):
+        params, opt_state, loss = step(params, opt_state, task.train_batch(s))
+        losses.append(float(loss))
+    return nnx.merge(graphdef, params, rest), losses
+
+
+def test_fsdd_task_learns_the_tones_and_makes_figures(data_dir, cache):
+    # global normalisation: per-utterance CMVN would erase a steady tone's spectrum
+    task = speech.FSDDTask(**task_kwargs(data_dir, cache, pad_multiple=32, normalisation="global"))
+    model = task.make_model(model_config(hidden_size=16), rngs=nnx.Rngs(0))
+    before = task.evaluate(model, "test")
+    assert set(before) == {"loss", "acc"}
+    model, losses = _fit(task, model, 40)
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    after = task.evaluate(model, "test")
+    assert after["acc"] >= 0.8 and after["loss"] < before["loss"]
+    figs = task.media(model, "test")
+    assert len(figs) == 4 and all(hasattr(f, "savefig") for f in figs.values())
+    assert "predicted" in next(iter(figs.values())).axes[0].get_title()
+
+
+def test_connected_task_evaluate_and_media(data_dir, cache):
+    task = speech.ConnectedDigitsTask(
+        **task_kwargs(data_dir, cache, num_train=16, num_val=4, num_test=5, frame_stack=2)
+    )
+    model = task.make_model(model_config(), rngs=nnx.Rngs(0))
+    metrics = task.evaluate(model, "val")
+    assert set(metrics) == {"loss", "der", "ser"}
+    assert metrics["loss"] > 0 and 0 <= metrics["ser"] <= 1 and metrics["der"] >= 0
+    # decode() and the metric agree with a by-hand computation
+    out = task.predict(model, "test")
+    hyps = task.decode(out, task.splits["test"]["lengths"])
+    ref = speech.error_rate(task.splits["test"]["digits"], hyps)
+    assert task.evaluate(model, "test")["der"] == pytest.approx(ref)
+    figs = task.media(model, "test")
+    assert len(figs) == 4 and "true" in next(iter(figs.values())).axes[0].get_title()
+
+
+# ---- the real dataset (skipped when absent) ---------------------------------------------------
+
+REAL = Path(os.environ.get("LSTM_JAX_DATA", "/work/shared/datasets"))
+
+
+@pytest.mark.skipif(not (REAL / "fsdd" / "recordings").is_dir(), reason="FSDD not present")
+def test_real_fsdd_files_and_features():
+    splits = speech.fsdd_split(speech.SPEAKERS, 50)
+    names = splits["test"][:3]
+    paths = speech.resolve_fsdd(str(REAL), names, download=False)
+    from lstm_jax.tasks import audio
+
+    cfg = audio.FeatureConfig()
+    for p in paths:
+        wave = audio.load_wav(p, 8000)
+        feats = audio.compute_features(wave, cfg)
+        assert feats.shape == (cfg.num_frames(len(wave)), 40)
+    sums = speech._read_sums(str(REAL))
+    assert len(sums) == 3000 and all(n in sums for n in names)
