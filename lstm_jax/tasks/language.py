@@ -84,11 +84,19 @@ class LanguageModel(nnx.Module):
         self.vocab_size = vocab_size
         self.tie_weights = tie_weights
         self.variational = bool(variational_dropout)
+        # N(0, 1) as torch.nn.Embedding (inputs of the scale of one-hot vectors); tied to the
+        # output layer, U(-0.1, 0.1) as the PyTorch word-LM example, so that the initial
+        # logits h @ E^T stay small.
         self.embed = nnx.Embed(
-            vocab_size, embed_size, embedding_init=nnx.initializers.uniform(0.2), rngs=rngs
+            vocab_size,
+            embed_size,
+            embedding_init=nnx.initializers.uniform(0.2)
+            if tie_weights
+            else nnx.initializers.normal(1.0),
+            rngs=rngs,
         )
-        # uniform(0.2) draws from [0, 0.2); shift to [-0.1, 0.1) as the PyTorch word LM example
-        self.embed.embedding.value = self.embed.embedding.value - 0.1
+        if tie_weights:  # uniform(0.2) draws from [0, 0.2)
+            self.embed.embedding.value = self.embed.embedding.value - 0.1
         bcast = (1,) if self.variational else ()
         self.drop_in = nnx.Dropout(dropout, broadcast_dims=bcast, rngs=rngs)
         self.drop_out = nnx.Dropout(dropout, broadcast_dims=bcast, rngs=rngs)
@@ -119,8 +127,11 @@ class LanguageModel(nnx.Module):
     # --- state helpers ---------------------------------------------------------------------
 
     def zero_state(self, batch_size: int):
-        z = jnp.zeros((self.num_layers, batch_size, self.hidden_size), jnp.float32)
-        return (z, z) if self.cell == "lstm" else z
+        # separate buffers for h and c: the trainer donates the carry to its jitted step
+        shape = (self.num_layers, batch_size, self.hidden_size)
+        if self.cell == "lstm":
+            return jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32)
+        return jnp.zeros(shape, jnp.float32)
 
     def _layer_state(self, state, k):
         return None if state is None else jax.tree.map(lambda s: s[k : k + 1], state)
@@ -239,7 +250,7 @@ class LanguageModelTask(Task):
         self.variational_dropout = bool(variational_dropout)
         self.init_scale = init_scale
         self.eval_batch_size = int(eval_batch_size)
-        self.eval_seq_len = int(eval_seq_len or max(self.seq_len, 64))
+        self.eval_seq_len = int(eval_seq_len or max(self.seq_len, 256))
         self._streams, self.steps_per_epoch = text_data.train_streams(
             corpus["train"], batch_size, self.seq_len
         )

@@ -363,3 +363,61 @@ def test_generate_is_seeded_and_greedy_at_zero_temperature(char_file):
         logits, state = run_model(model, jnp.asarray([[ids[-1]]]), state)
     assert greedy == task.vocab.decode(ids)
     assert set(task.generate(model, "", 40, temperature=0.7, top_k=3)) <= set(task.vocab.tokens)
+
+
+# --- presets end to end ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "preset",
+    [
+        "ptb_zaremba_small",
+        pytest.param(
+            "ptb_zaremba_medium",
+            marks=pytest.mark.xfail(
+                reason="trainer: dropout in a model raises flax TraceContextError (RngCount "
+                "mutated inside jax.value_and_grad of a merged model); fix pending in "
+                "lstm_jax/train/trainer.py",
+                strict=False,
+            ),
+        ),
+    ],
+)
+def test_ptb_presets_run_end_to_end_on_a_generated_corpus(tmp_path, preset):
+    """The Zaremba presets, unchanged except for the number of steps, train, evaluate (val
+    and test as whole sequences) and write perplexities on a PTB-format corpus in the data
+    root."""
+    import json
+
+    from cli_runner import run_cli
+
+    write_ptb_corpus(tmp_path / "data")
+    run_dir = tmp_path / "run"
+    run_cli(
+        f"experiment={preset}",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={run_dir}",
+        "trainer.max_steps=2",
+        "trainer.eval_every=1",
+        "trainer.log_every=1",
+        "trainer.checkpoint_every=2",
+        "logger=none",
+        cwd=tmp_path,
+    )
+    cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
+    t = {"ptb_zaremba_small": 20, "ptb_zaremba_medium": 35}[preset]
+    assert cfg.task.seq_len == t and cfg.trainer.batch_size == 20 and cfg.model.num_layers == 2
+    assert cfg.optim.name == "sgd" and cfg.optim.momentum == 0.0
+    # lr 1 and clip 5 on the time-summed cost == lr T and clip 5/T on the per-token mean
+    assert cfg.optim.lr == t and math.isclose(cfg.optim.clip_grad_norm * t, 5.0)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    vals = [r for r in rows if "val/ppl" in r]
+    tests = [r for r in rows if "test/ppl" in r]
+    assert [r["step"] for r in vals] == [1, 2] and len(tests) == 1
+    for r in vals + tests:
+        split = "val" if "val/ppl" in r else "test"
+        assert math.isclose(r[f"{split}/ppl"], math.exp(r[f"{split}/loss"]), rel_tol=1e-6)
+        assert 1.0 < r[f"{split}/ppl"] < 200.0  # about the 42-word vocabulary, not diverged
+    assert all(math.isfinite(r["train/loss"]) for r in rows if "train/loss" in r)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 2 and "test/ppl" in summary["test"]
