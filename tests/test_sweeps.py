@@ -75,7 +75,8 @@ def test_multirun_makes_one_wandb_run_per_job_in_one_group(horizon_sweep: Path):
     runs = [read_wandb_run(horizon_sweep / str(job)) for job in range(4)]
     assert len({r["run_id"] for r in runs}) == 4
     groups = {r["group"] for r in runs}
-    assert len(groups) == 1 and groups.pop().startswith("memory_horizon")
+    # One group per sweep: the experiment and the sweep dir's name.
+    assert groups == {f"memory_horizon/{horizon_sweep.name}"}
     names = [r["name"] for r in runs]
     assert "model.cell=rnn" in names[0] and "task.seq_len=5" in names[0]
     assert "model.cell=lstm" in names[3] and "task.seq_len=8" in names[3]

@@ -94,6 +94,22 @@ def default_run_name(cfg: Any) -> str:
     return f"{name}:{','.join(kept)}"[:128] if kept else name
 
 
+def default_group(cfg: Any) -> str:
+    """experiment_name; in a sweep, plus the sweep dir's name, so that the jobs of one sweep
+    form one W&B group and a later sweep of the same experiment another."""
+    name = str(cfg.get("experiment_name") or "run")
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except Exception:  # noqa: BLE001 - not inside a Hydra app
+        return name
+    if hc.mode == RunMode.MULTIRUN:
+        return f"{name}/{Path(hc.sweep.dir).name}"
+    return name
+
+
 def metric_goal(key: str) -> str | None:
     """"min" or "max" for a val/test metric name judged by its last part, else None."""
     last = key.rsplit("/", 1)[-1].lower()
@@ -143,7 +159,7 @@ class WandbLogger:
         init_kwargs = {
             "project": wcfg.get("project"),
             "entity": wcfg.get("entity"),
-            "group": wcfg.get("group"),
+            "group": wcfg.get("group") or default_group(cfg),
             "job_type": wcfg.get("job_type"),
             "tags": list(wcfg.get("tags") or []) or None,
             "name": wcfg.get("name") or default_run_name(cfg),
