@@ -99,7 +99,7 @@ class Forecaster(nnx.Module):
         self.horizon = horizon
         self.revin = RevIN(in_channels, affine=revin_affine) if revin else None
 
-    def forward(self, x, x_mark, y_mark, return_gates, hidden_perturbation):
+    def forward(self, x, x_mark, y_mark, return_gates, hidden_perturbation, dropout_key):
         raise NotImplementedError
 
     def __call__(
@@ -110,12 +110,16 @@ class Forecaster(nnx.Module):
         *,
         return_gates: bool = False,
         hidden_perturbation: jax.Array | None = None,
+        dropout_key: jax.Array | None = None,
     ) -> tuple[jax.Array, Any]:
-        """(forecast (B, H, C_out), gates of the main core or None)."""
+        """(forecast (B, H, C_out), gates of the main core or None).
+
+        `dropout_key`: the key of the head dropout masks in training (the task derives it
+        from (seed, step), so masks replay on resume); None draws from the module's stream."""
         stats = None
         if self.revin is not None:
             x, stats = self.revin.normalize(x)
-        y, gates = self.forward(x, x_mark, y_mark, return_gates, hidden_perturbation)
+        y, gates = self.forward(x, x_mark, y_mark, return_gates, hidden_perturbation, dropout_key)
         if stats is not None:
             y = self.revin.denormalize(y, stats, self.outputs)
         return y, gates
@@ -152,7 +156,7 @@ class DirectForecaster(Forecaster):
         self.dropout = nnx.Dropout(head_dropout, rngs=rngs)
         self.head = nnx.Linear(width, horizon * n_out, rngs=rngs)
 
-    def forward(self, x, x_mark, y_mark, return_gates, hidden_perturbation):
+    def forward(self, x, x_mark, y_mark, return_gates, hidden_perturbation, dropout_key):
         b, t, _c = x.shape
         if self.channel_independent:
             x = x[..., list(self.outputs)]  # only the forecast columns are read (all of them in M)
@@ -165,7 +169,7 @@ class DirectForecaster(Forecaster):
         y, _, gates = run_core(
             self.core, x, return_gates=return_gates, hidden_perturbation=hidden_perturbation
         )
-        out = self.head(self.dropout(y[:, -1]))
+        out = self.head(self.dropout(y[:, -1], rngs=dropout_key))
         if self.channel_independent:
             out = out.reshape(b, -1, self.horizon).transpose(0, 2, 1)
         else:
@@ -202,7 +206,7 @@ class Seq2SeqForecaster(Forecaster):
         self.dropout = nnx.Dropout(head_dropout, rngs=rngs)
         self.head = nnx.Linear(width, len(outputs), rngs=rngs)
 
-    def forward(self, x, x_mark, y_mark, return_gates, hidden_perturbation):
+    def forward(self, x, x_mark, y_mark, return_gates, hidden_perturbation, dropout_key):
         b = x.shape[0]
         if self.num_marks:
             x = jnp.concatenate([x, x_mark.astype(x.dtype)], axis=-1)
@@ -213,7 +217,7 @@ class Seq2SeqForecaster(Forecaster):
         if self.num_marks:
             dec_in = jnp.concatenate([dec_in, y_mark.astype(dec_in.dtype)], axis=-1)
         y, _, _ = run_core(self.decoder, dec_in, initial_state=state)
-        return self.head(self.dropout(y)), gates
+        return self.head(self.dropout(y, rngs=dropout_key)), gates
 
 
 class SegmentForecaster(Forecaster):
@@ -256,7 +260,7 @@ class SegmentForecaster(Forecaster):
         self.dropout = nnx.Dropout(head_dropout, rngs=rngs)
         self.head = nnx.Linear(width, segment_len, rngs=rngs)
 
-    def forward(self, x, x_mark, y_mark, return_gates, hidden_perturbation):
+    def forward(self, x, x_mark, y_mark, return_gates, hidden_perturbation, dropout_key):
         b, _t, _ = x.shape
         x = x[..., list(self.outputs)]  # the series that are forecast (all columns in M)
         c = x.shape[-1]
@@ -273,7 +277,7 @@ class SegmentForecaster(Forecaster):
         dec_in = jnp.broadcast_to(dec_in[None], (b, c, m, d)).reshape(b * c * m, 1, d)
         dec_state = jax.tree.map(lambda s: jnp.repeat(s, m, axis=1), state)
         y, _, _ = run_core(self.core, dec_in.astype(emb.dtype), initial_state=dec_state)
-        out = self.head(self.dropout(y[:, 0]))  # (B*C*m, w)
+        out = self.head(self.dropout(y[:, 0], rngs=dropout_key))  # (B*C*m, w)
         out = out.reshape(b, c, m * w)[:, :, : self.horizon]
         return jnp.transpose(out, (0, 2, 1)), gates
 

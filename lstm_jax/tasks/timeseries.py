@@ -441,7 +441,11 @@ class TimeSeriesForecast(Task):
         idx = perm[pos * self.batch_size : (pos + 1) * self.batch_size]
         if len(idx) < self.batch_size:  # fewer windows than one batch: repeat them
             idx = np.resize(perm, self.batch_size)
-        return self.splits["train"].batch(idx)
+        batch = self.splits["train"].batch(idx)
+        # the step, per example (batch-first, so the batch shards like any other array):
+        # dropout masks are drawn from (seed, step) and replay exactly on resume
+        batch["step"] = np.full((self.batch_size,), step, np.int32)
+        return batch
 
     def eval_batches(self, split: str):
         """Fixed-size batches over every window of `split` in order; the last one is padded
@@ -464,8 +468,15 @@ class TimeSeriesForecast(Task):
         return model(batch["x"], batch.get("x_mark"), batch.get("y_mark"), **kwargs)
 
     def loss(self, model, batch, carry=None, *, return_gates=False, hidden_perturbation=None):
+        key = None
+        if "step" in batch:
+            key = jax.random.fold_in(jax.random.key(self.seed), jnp.asarray(batch["step"])[0])
         pred, gates = self._predict(
-            model, batch, return_gates=return_gates, hidden_perturbation=hidden_perturbation
+            model,
+            batch,
+            return_gates=return_gates,
+            hidden_perturbation=hidden_perturbation,
+            dropout_key=key,
         )
         err = pred - jnp.asarray(batch["y"], pred.dtype)
         mse = jnp.mean(jnp.square(err))

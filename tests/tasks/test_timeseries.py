@@ -1,0 +1,426 @@
+"""Time-series loader, protocol, metrics and forecasters (lstm_jax.tasks.timeseries)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from omegaconf import OmegaConf
+
+from lstm_jax.tasks import timeseries as ts
+from lstm_jax.tasks.timeseries import TimeSeriesForecast
+
+ETTH1_ROWS = 14400  # rows the ETTh1 protocol uses
+DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+
+
+def write_csv(path: Path, n_rows: int, *, scale_after: int | None = None) -> Path:
+    """Hourly CSV whose cells encode their row: column k of row r holds r + k / 10 (times
+    100 after row `scale_after`, to change val/test values without touching train)."""
+    dates = np.datetime64("2016-07-01T00:00:00") + np.arange(n_rows) * np.timedelta64(1, "h")
+    rows = np.arange(n_rows, dtype=np.float64)
+    lines = ["date,a,b,OT"]
+    for r, d in zip(rows, dates):
+        f = 100.0 if scale_after is not None and r >= scale_after else 1.0
+        vals = [f * (r + k / 10) for k in range(3)]
+        lines.append(str(d).replace("T", " ") + "," + ",".join(f"{v:.1f}" for v in vals))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def ett_like(tmp_path_factory) -> Path:
+    return write_csv(tmp_path_factory.mktemp("ts") / "ett_like.csv", ETTH1_ROWS + 30)
+
+
+def make_task(path, **kw) -> TimeSeriesForecast:
+    args = {
+        "batch_size": 32,
+        "seed": 0,
+        "path": str(path),
+        "split": "etth",
+        "input_len": 96,
+        "horizon": 24,
+    }
+    args.update(kw)
+    return TimeSeriesForecast(**args)
+
+
+def rows_of(task: TimeSeriesForecast, arr: np.ndarray, col: int) -> np.ndarray:
+    """Undo the scaler for input column `col` and read back the row number of each cell."""
+    raw = task.scaler.inverse_transform(arr, [col])
+    return np.rint(raw - col / 10).astype(int)
+
+
+# -------------------------------------------------------------------------------- loader
+
+
+def test_read_csv_and_modes(tmp_path):
+    path = write_csv(tmp_path / "x.csv", 50)
+    table = ts.read_csv(path)
+    assert table.columns == ["a", "b", "OT"]
+    assert table.values.shape == (50, 3)
+    assert table.dates[1] - table.dates[0] == np.timedelta64(3600, "s")
+    np.testing.assert_allclose(table.values[7], [7.0, 7.1, 7.2])
+
+    data, names, outs = ts.select_columns(table, "S", "OT")
+    assert names == ["OT"] and outs == [0] and data.shape == (50, 1)
+    data, names, outs = ts.select_columns(table, "M", "OT")
+    assert names == ["a", "b", "OT"] and outs == [0, 1, 2]
+    data, names, outs = ts.select_columns(table, "MS", "OT")
+    assert outs == [2]
+    np.testing.assert_allclose(data[:, outs[0]], table.values[:, 2])
+    with pytest.raises(ValueError, match="target"):
+        ts.select_columns(table, "M", "nope")
+    with pytest.raises(ValueError, match="features"):
+        ts.select_columns(table, "X", "OT")
+
+
+def test_read_csv_errors_name_the_cell(tmp_path):
+    p = tmp_path / "bad.csv"
+    p.write_text("date,a\n2016-01-01 00:00:00,1.0\n2016-01-01 01:00:00,oops\n")
+    with pytest.raises(ValueError, match=r"row 2, column 'a'"):
+        ts.read_csv(p)
+    with pytest.raises(ValueError, match="date column"):
+        ts.read_csv(p, date_column="time")
+
+
+def test_time_features_known_dates():
+    dates = np.array(["2016-07-01 00:00:00", "2016-07-03 23:00:00"], dtype="datetime64[s]")
+    f = ts.time_features(dates, "h")  # hour, weekday, day of month, day of year
+    # 2016-07-01 was a Friday (weekday 4), day 1 of the month, day 183 of a leap year
+    np.testing.assert_allclose(f[0], [-0.5, 4 / 6 - 0.5, -0.5, 182 / 365 - 0.5], atol=1e-6)
+    np.testing.assert_allclose(f[1], [0.5, 6 / 6 - 0.5, 2 / 30 - 0.5, 184 / 365 - 0.5], atol=1e-6)
+    assert f.dtype == np.float32 and np.all(np.abs(f) <= 0.5)
+
+
+# ------------------------------------------------------------------------------ protocol
+
+
+@pytest.mark.parametrize("L,H", [(96, 24), (336, 96), (96, 720)])
+def test_etth_window_counts_equal_the_protocol(ett_like, L, H):
+    task = make_task(ett_like, input_len=L, horizon=H)
+    assert task.borders == {
+        "train": (0, 8640),
+        "val": (8640 - L, 11520),
+        "test": (11520 - L, 14400),
+    }
+    assert task.num_windows("train") == 8640 - L - H + 1
+    assert task.num_windows("val") == 2880 - H + 1
+    assert task.num_windows("test") == 2880 - H + 1
+    # rows past 14400 (the CSV has 30 more) are never read
+    assert sum(1 for _ in task.eval_batches("test")) == -(-(2880 - H + 1) // 256)
+
+
+def test_ratio_split_counts(tmp_path):
+    path = write_csv(tmp_path / "r.csv", 1000)
+    task = TimeSeriesForecast(batch_size=8, path=str(path), input_len=48, horizon=12)
+    assert task.borders == {"train": (0, 700), "val": (652, 800), "test": (752, 1000)}
+    assert task.num_windows("train") == 700 - 48 - 12 + 1
+    assert task.num_windows("val") == 100 - 12 + 1
+    assert task.num_windows("test") == 200 - 12 + 1
+
+
+def test_no_val_or_test_window_reaches_training(ett_like):
+    L, H = 96, 24
+    task = make_task(ett_like, input_len=L, horizon=H, batch_size=64)
+    seen = []
+    for step in range(task.steps_per_epoch):
+        b = task.train_batch(step)
+        assert b["x"].shape == (64, L, 3) and b["y"].shape == (64, H, 3)
+        x_rows, y_rows = rows_of(task, b["x"][..., 0], 0), rows_of(task, b["y"][..., 0], 0)
+        assert x_rows.max() < 8640 and y_rows.max() < 8640
+        np.testing.assert_array_equal(y_rows[:, 0], x_rows[:, -1] + 1)  # contiguous window
+        seen.append(x_rows[:, 0])
+    starts = np.concatenate(seen)
+    assert len(np.unique(starts)) == len(starts)  # an epoch draws each window at most once
+    assert len(starts) == task.steps_per_epoch * 64 > task.num_windows("train") - 64
+
+    # targets of val / test windows lie in their own split; every split row is a target
+    for split, (lo, hi) in {"val": (8640, 11520), "test": (11520, 14400)}.items():
+        ys = [rows_of(task, b["y"][b["weight"] > 0][..., 2], 2) for b in task.eval_batches(split)]
+        ys = np.concatenate(ys)
+        assert ys.min() == lo and ys.max() == hi - 1
+        assert len(ys) == task.num_windows(split)
+
+
+def test_scaler_fit_on_training_rows_only(tmp_path, ett_like):
+    base = make_task(ett_like)
+    raw = ts.read_csv(ett_like).values
+    np.testing.assert_allclose(base.scaler.mean, raw[:8640].mean(0))
+    np.testing.assert_allclose(base.scaler.std, raw[:8640].std(0))
+    # multiply every val/test value by 100: the scaler and the training batches are unchanged
+    shifted = make_task(write_csv(tmp_path / "shifted.csv", ETTH1_ROWS, scale_after=8640))
+    np.testing.assert_allclose(shifted.scaler.mean, base.scaler.mean)
+    np.testing.assert_allclose(shifted.scaler.std, base.scaler.std)
+    for step in (0, 5, 300):
+        for k in ("x", "y"):
+            np.testing.assert_array_equal(shifted.train_batch(step)[k], base.train_batch(step)[k])
+    assert not np.allclose(shifted.splits["test"].data, base.splits["test"].data)
+
+
+def test_train_batches_are_a_pure_function_of_seed_and_step(ett_like):
+    a, b = make_task(ett_like, seed=3), make_task(ett_like, seed=3)
+    c = make_task(ett_like, seed=4)
+    for step in (7, 0, 7, 1000):  # out of order, revisited, later epoch
+        np.testing.assert_array_equal(a.train_batch(step)["x"], b.train_batch(step)["x"])
+    assert not np.array_equal(a.train_batch(0)["x"], c.train_batch(0)["x"])
+    spe = a.steps_per_epoch
+    assert not np.array_equal(a.train_batch(0)["x"], a.train_batch(spe)["x"])  # reshuffled
+
+
+def test_modes_shapes_and_time_features(ett_like):
+    for mode, c_out in (("S", 1), ("M", 3), ("MS", 1)):
+        task = make_task(ett_like, features=mode, time_features=True, batch_size=4)
+        b = task.train_batch(0)
+        assert b["x"].shape == (4, 96, 1 if mode == "S" else 3)
+        assert b["y"].shape == (4, 24, c_out)
+        assert b["x_mark"].shape == (4, 96, 4) and b["y_mark"].shape == (4, 24, 4)
+        # the last output is the OT column (its cells end in .2)
+        raw = task.scaler.inverse_transform(b["y"][..., -1], [task.columns.index("OT")])
+        np.testing.assert_allclose(raw - 0.2, np.rint(raw - 0.2), atol=1e-3)
+
+
+# ------------------------------------------------------------------------------- metrics
+
+
+class Persistence(nnx.Module):
+    """Forecasts the last input value of each output column for every horizon step."""
+
+    def __init__(self, outputs, horizon):
+        self.outputs, self.horizon = tuple(outputs), horizon
+
+    def __call__(self, x, x_mark=None, y_mark=None, **kwargs):
+        last = x[:, -1:, :][..., jnp.asarray(self.outputs)]
+        return jnp.repeat(last, self.horizon, axis=1), None
+
+
+@pytest.mark.parametrize("mode", ["M", "S"])
+def test_metrics_equal_a_hand_computation(tmp_path, mode):
+    rng = np.random.default_rng(0)
+    n, L, H = 120, 8, 4
+    dates = np.datetime64("2020-01-01T00:00:00") + np.arange(n) * np.timedelta64(1, "h")
+    vals = rng.normal(size=(n, 2)).cumsum(0)
+    lines = ["date,u,OT"] + [
+        f"{str(d).replace('T', ' ')},{float(u)!r},{float(o)!r}" for d, (u, o) in zip(dates, vals)
+    ]
+    (tmp_path / "h.csv").write_text("\n".join(lines) + "\n")
+    # eval_batch_size 5 does not divide the window counts: the padded batch must not count
+    task = TimeSeriesForecast(
+        batch_size=4,
+        path=str(tmp_path / "h.csv"),
+        features=mode,
+        input_len=L,
+        horizon=H,
+        eval_batch_size=5,
+        loss="mae",
+    )
+    model = Persistence(task.outputs, H)
+
+    # by hand: standardise with the train rows [0, 84), every window of the test rows
+    cols = [0, 1] if mode == "M" else [1]
+    train_end, n_test = int(n * 0.7), int(n * 0.2)
+    mean, std = vals[:train_end, cols].mean(0), vals[:train_end, cols].std(0)
+    z = (vals[:, cols] - mean) / std
+    start = n - n_test - L
+    se, ae, count = 0.0, 0.0, 0
+    for i in range(start, n - L - H + 1):
+        truth = z[i + L : i + L + H]
+        pred = np.repeat(z[i + L - 1 : i + L], H, axis=0)
+        se += np.sum((pred - truth) ** 2)
+        ae += np.sum(np.abs(pred - truth))
+        count += truth.size
+    assert task.num_windows("test") == n - start - L - H + 1 == n_test - H + 1
+    got = task.evaluate(model, "test")
+    assert got["mse"] == pytest.approx(se / count, rel=1e-5)
+    assert got["mae"] == pytest.approx(ae / count, rel=1e-5)
+    assert got["loss"] == got["mae"]
+
+    # the training loss on one batch is the same mean over its windows
+    batch = task.train_batch(0)
+    loss, aux = task.loss(model, batch)
+    pred = np.repeat(batch["x"][:, -1:, task.outputs], H, axis=1)
+    assert float(aux["metrics"]["mse"]) == pytest.approx(np.mean((pred - batch["y"]) ** 2), 1e-5)
+    assert float(loss) == pytest.approx(np.mean(np.abs(pred - batch["y"])), rel=1e-5)
+    assert aux["carry"] is None and aux["gates"] is None
+
+
+# ------------------------------------------------------------------------------- models
+
+
+def model_config(**kw):
+    cfg = {
+        "cell": "lstm",
+        "hidden_size": 16,
+        "num_layers": 1,
+        "bidirectional": False,
+        "dropout": 0.0,
+        "forget_bias": 1.0,
+        "chrono_max_steps": None,
+        "dtype": "float32",
+    }
+    cfg.update(kw)
+    return OmegaConf.create(cfg)
+
+
+def test_revin_round_trip():
+    revin = ts_forecasters().RevIN(3)
+    revin.weight[...] = jnp.array([2.0, 0.5, 1.0])
+    revin.bias[...] = jnp.array([0.1, -1.0, 0.0])
+    x = jax.random.normal(jax.random.key(0), (4, 10, 3)) * 5 + 3
+    z, stats = revin.normalize(x)
+    np.testing.assert_allclose(revin.denormalize(z, stats, [0, 1, 2]), x, atol=1e-4)
+    np.testing.assert_allclose(revin.denormalize(z[..., [2]], stats, [2]), x[..., [2]], atol=1e-4)
+    # before the affine map each window and channel has mean 0 and std 1
+    plain = ts_forecasters().RevIN(3, affine=False)
+    z, _ = plain.normalize(x)
+    np.testing.assert_allclose(z.mean(1), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std(1), 1, atol=1e-3)
+
+
+def ts_forecasters():
+    from lstm_jax.tasks import forecasters
+
+    return forecasters
+
+
+@pytest.mark.parametrize(
+    "variant,mode,extra",
+    [
+        ("segment", "M", {"head_dropout": 0.2}),
+        ("segment", "MS", {"model": {"cell": "gru"}}),
+        ("direct", "M", {"channel_independent": True, "time_features": True, "head_dropout": 0.2}),
+        ("seq2seq", "M", {"time_features": True}),
+    ],
+)
+def test_forecasters_shapes_gates_and_learning(tmp_path, variant, mode, extra):
+    path = write_csv(tmp_path / "m.csv", 400)
+    extra = dict(extra)
+    mcfg = model_config(**extra.pop("model", {}))
+    task = TimeSeriesForecast(
+        batch_size=8,
+        path=str(path),
+        features=mode,
+        input_len=48,
+        horizon=20,
+        forecaster=variant,
+        segment_len=12,
+        **extra,
+    )
+    model = task.make_model(mcfg, rngs=nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    batch = {k: jnp.asarray(v) for k, v in task.train_batch(0).items()}
+
+    def loss_of(params, batch, pert=None, return_gates=False):
+        # as the trainer does: merge inside the traced function (fresh variables)
+        m = nnx.merge(graphdef, params, jax.tree.map(lambda a: a, rest))
+        return task.loss(m, batch, return_gates=return_gates, hidden_perturbation=pert)
+
+    @jax.jit
+    def probe(params, batch):
+        loss, aux = loss_of(params, batch, return_gates=True)
+        gate = next(iter(aux["gates"]["layer_0"].values()))
+        pert = jnp.zeros(gate.shape[:2] + (16,))
+        loss_p, grad_p = jax.value_and_grad(lambda p: loss_of(params, batch, p)[0])(pert)
+        fresh = nnx.merge(graphdef, params, jax.tree.map(lambda a: a, rest))
+        pred, _ = fresh(batch["x"], batch.get("x_mark"), batch.get("y_mark"))
+        return loss, aux, loss_p, grad_p, pred
+
+    loss, aux, loss_p, grad_p, pred = probe(params, batch)
+    assert aux["gates"] is not None and "layer_0" in aux["gates"]
+    assert pred.shape == batch["y"].shape
+    # dL/dh_t through hidden_perturbation: a zero perturbation leaves the loss unchanged
+    assert float(loss_p) == pytest.approx(float(loss), rel=1e-6)
+    assert float(jnp.abs(grad_p).sum()) > 0
+
+    # a few Adam steps (head dropout on, masks from (seed, step)) reduce the batch's loss
+    import optax
+
+    opt = optax.adam(1e-2)
+
+    @jax.jit
+    def step(params, opt_state, batch):
+        value, grads = jax.value_and_grad(lambda p: loss_of(p, batch)[0])(params)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, value
+
+    opt_state = opt.init(params)
+    losses = []
+    for _ in range(10):
+        params, opt_state, value = step(params, opt_state, batch)
+        losses.append(float(value))
+    assert losses[-1] < losses[0]
+    model = nnx.merge(graphdef, params, rest)
+
+    metrics = task.evaluate(model, "val")
+    assert set(metrics) == {"loss", "mse", "mae"} and np.isfinite(metrics["mse"])
+    figs = task.media(model, "test")
+    assert list(figs) == ["forecast_test"]
+    assert len(figs["forecast_test"].axes) == 3
+
+
+def test_evaluate_leaves_the_model_in_train_mode(tmp_path):
+    path = write_csv(tmp_path / "d.csv", 300)
+    task = TimeSeriesForecast(
+        batch_size=8,
+        path=str(path),
+        input_len=24,
+        horizon=12,
+        segment_len=12,
+        head_dropout=0.5,
+    )
+    model = task.make_model(model_config(), rngs=nnx.Rngs(0))
+    a = task.evaluate(model, "val")
+    assert a == task.evaluate(model, "val")  # deterministic: dropout off in evaluation
+    assert model.dropout.deterministic is False  # the caller's model is not switched
+
+
+def test_segment_forecaster_rejects_ragged_input(tmp_path):
+    path = write_csv(tmp_path / "s.csv", 300)
+    task = TimeSeriesForecast(batch_size=8, path=str(path), input_len=30, horizon=12)
+    with pytest.raises(ValueError, match="multiple of segment_len"):
+        task.make_model(model_config(), rngs=nnx.Rngs(0))
+
+
+def test_missing_data_file_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="ETTh1.csv"):
+        TimeSeriesForecast(batch_size=8, data_dir=str(tmp_path / "empty"), dataset="etth1")
+
+
+# ------------------------------------------------------------------------- real ETTh1
+
+
+@pytest.mark.skipif(not (DATA_ROOT / "ett" / "ETTh1.csv").is_file(), reason="ETTh1 absent")
+def test_real_etth1_protocol():
+    task = TimeSeriesForecast(batch_size=32, data_dir=str(DATA_ROOT), input_len=336, horizon=96)
+    assert task.columns == ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
+    assert (task.num_windows("train"), task.num_windows("val"), task.num_windows("test")) == (
+        8209,
+        2785,
+        2785,
+    )
+    raw = ts.read_csv(task.file).values
+    np.testing.assert_allclose(task.scaler.mean, raw[:8640].mean(0))
+
+
+def test_dropout_masks_follow_seed_and_step(tmp_path):
+    path = write_csv(tmp_path / "k.csv", 300)
+    task = TimeSeriesForecast(
+        batch_size=8,
+        path=str(path),
+        input_len=24,
+        horizon=12,
+        segment_len=12,
+        head_dropout=0.5,
+    )
+    model = task.make_model(model_config(), rngs=nnx.Rngs(0))
+    b0, b1 = task.train_batch(0), task.train_batch(1)
+    np.testing.assert_array_equal(b1["step"], np.ones(8, np.int32))
+    b1 = dict(b0, step=b1["step"])  # same windows, next step
+    loss = jax.jit(lambda b: task.loss(model, b)[0])
+    l0, l0b, l1 = (float(loss(b)) for b in (b0, b0, b1))
+    assert l0 == l0b and l0 != l1
