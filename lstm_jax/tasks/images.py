@@ -31,7 +31,9 @@ from lstm_jax.data import resolve_data_file
 from lstm_jax.tasks.base import Batch
 from lstm_jax.tasks.synthetic import TRAIN, ArrayTask
 
-FASHION_MNIST_URL = "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"
+FASHION_MNIST_URL = (
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"
+)
 FASHION_MNIST_FILES = {
     "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
     "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
@@ -67,13 +69,17 @@ def load_fashion_mnist(data_dir: str | None, split: str) -> tuple[np.ndarray, np
     for kind in ("images-idx3", "labels-idx1"):
         name = f"{split}-{kind}-ubyte.gz"
         path = resolve_data_file(
-            data_dir, f"fashion-mnist/{name}", url=FASHION_MNIST_URL + name,
+            data_dir,
+            f"fashion-mnist/{name}",
+            url=FASHION_MNIST_URL + name,
             sha256=FASHION_MNIST_FILES[name],
         )
         arrays.append(read_idx(path))
     images, labels = arrays
     if images.shape[0] != labels.shape[0]:
-        raise ValueError(f"fashion-mnist {split}: {images.shape[0]} images, {labels.shape[0]} labels.")
+        raise ValueError(
+            f"fashion-mnist {split}: {images.shape[0]} images, {labels.shape[0]} labels."
+        )
     return images, labels.astype(np.int32)
 
 
@@ -112,7 +118,8 @@ class SequentialImageTask(ArrayTask):
             raise ValueError(f"val_size={val_size} must be in (0, {images.shape[0]}).")
         self._order = (
             np.random.default_rng(permutation_seed).permutation(images[0].size)
-            if self.permute else None
+            if self.permute
+            else None
         )
         n_train = images.shape[0] - int(val_size)
         self._train = (self._sequences(images[:n_train]), labels[:n_train])

@@ -421,8 +421,9 @@ class CopyTask(_RecallTask):
     monitor = "val/loss"
     monitor_mode = "min"
 
-    def __init__(self, *, seq_len: int = 100, num_symbols: int = 10, num_categories: int = 8,
-                 **kwargs):
+    def __init__(
+        self, *, seq_len: int = 100, num_symbols: int = 10, num_categories: int = 8, **kwargs
+    ):
         super().__init__(seq_len=seq_len, num_categories=num_categories, **kwargs)
         self.num_symbols = self._num_recalled = int(num_symbols)
 
@@ -448,8 +449,9 @@ class SelectiveCopyTask(_RecallTask):
     monitor = "val/loss"
     monitor_mode = "min"
 
-    def __init__(self, *, seq_len: int = 100, num_tokens: int = 10, num_categories: int = 8,
-                 **kwargs):
+    def __init__(
+        self, *, seq_len: int = 100, num_tokens: int = 10, num_categories: int = 8, **kwargs
+    ):
         super().__init__(seq_len=seq_len, num_categories=num_categories, **kwargs)
         self.num_tokens = self._num_recalled = int(num_tokens)
 

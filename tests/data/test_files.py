@@ -26,8 +26,11 @@ def test_missing_file_error_names_file_source_and_setting(tmp_path, monkeypatch)
     monkeypatch.delenv(DATA_ENV, raising=False)
     with pytest.raises(FileNotFoundError) as e:
         resolve_data_file(
-            tmp_path, "fashion-mnist/t10k-labels-idx1-ubyte.gz",
-            url="http://127.0.0.1:9/nothing.gz", sha256="ab" * 32, setting="paths.data_dir",
+            tmp_path,
+            "fashion-mnist/t10k-labels-idx1-ubyte.gz",
+            url="http://127.0.0.1:9/nothing.gz",
+            sha256="ab" * 32,
+            setting="paths.data_dir",
             timeout=2,
         )
     msg = str(e.value)

@@ -17,7 +17,8 @@ N_TRAIN, N_TEST = 40, 12
 
 def write_idx(path: Path, array: np.ndarray) -> None:
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape)
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
     with gzip.open(path, "wb") as f:
         f.write(header + array.astype(np.uint8).tobytes())
 
@@ -37,8 +38,16 @@ def data_root(tmp_path):
 
 
 def model_config(**kw):
-    base = {"cell": "lstm", "hidden_size": 8, "num_layers": 1, "bidirectional": False, "dropout": 0.0,
-                "forget_bias": 1.0, "chrono_max_steps": None, "dtype": "float32"}
+    base = {
+        "cell": "lstm",
+        "hidden_size": 8,
+        "num_layers": 1,
+        "bidirectional": False,
+        "dropout": 0.0,
+        "forget_bias": 1.0,
+        "chrono_max_steps": None,
+        "dtype": "float32",
+    }
     return OmegaConf.create({**base, **kw})
 
 
@@ -78,8 +87,14 @@ def test_epoch_visits_each_training_image_once(data_root):
 
 def test_pixel_modes(data_root):
     plain = SequentialImageTask(batch_size=4, data_dir=str(data_root), val_size=10, mode="pixel")
-    perm = SequentialImageTask(batch_size=4, data_dir=str(data_root), val_size=10, mode="pixel",
-                               permute=True, permutation_seed=3)
+    perm = SequentialImageTask(
+        batch_size=4,
+        data_dir=str(data_root),
+        val_size=10,
+        mode="pixel",
+        permute=True,
+        permutation_seed=3,
+    )
     a, b = plain.train_batch(0)["x"], perm.train_batch(0)["x"]
     assert a.shape == b.shape == (4, 784, 1)
     assert not np.array_equal(a, b)
@@ -90,8 +105,9 @@ def test_pixel_modes(data_root):
 
 
 def test_model_loss_and_evaluate(data_root):
-    task = SequentialImageTask(batch_size=4, data_dir=str(data_root), val_size=10,
-                               eval_batch_size=4)
+    task = SequentialImageTask(
+        batch_size=4, data_dir=str(data_root), val_size=10, eval_batch_size=4
+    )
     model = task.make_model(model_config(), rngs=nnx.Rngs(0))
     loss, aux = task.loss(model, task.train_batch(0))
     assert np.isfinite(float(loss)) and 0 <= float(aux["metrics"]["acc"]) <= 1
@@ -116,8 +132,10 @@ def test_missing_file_error_names_file_and_setting(tmp_path, monkeypatch):
 REAL = Path(os.environ.get(DATA_ENV, "/work/shared/datasets"))
 
 
-@pytest.mark.skipif(not (REAL / "fashion-mnist/t10k-labels-idx1-ubyte.gz").is_file(),
-                    reason="real Fashion-MNIST not present")
+@pytest.mark.skipif(
+    not (REAL / "fashion-mnist/t10k-labels-idx1-ubyte.gz").is_file(),
+    reason="real Fashion-MNIST not present",
+)
 def test_real_fashion_mnist_shapes():
     task = SequentialImageTask(batch_size=16, data_dir=str(REAL))
     assert task._train[0].shape == (55000, 28, 28)

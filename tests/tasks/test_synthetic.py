@@ -19,8 +19,14 @@ from lstm_jax.tasks.synthetic import (
 )
 
 MODEL = {
-    "cell": "lstm", "hidden_size": 8, "num_layers": 1, "bidirectional": False, "dropout": 0.0,
-    "forget_bias": 1.0, "chrono_max_steps": None, "dtype": "float32",
+    "cell": "lstm",
+    "hidden_size": 8,
+    "num_layers": 1,
+    "bidirectional": False,
+    "dropout": 0.0,
+    "forget_bias": 1.0,
+    "chrono_max_steps": None,
+    "dtype": "float32",
 }
 
 
@@ -73,8 +79,9 @@ def test_train_batch_is_a_pure_function_of_seed_and_step(cls):
     for k in a.train_batch(5):
         np.testing.assert_array_equal(a.train_batch(5)[k], b.train_batch(5)[k])
     assert not np.array_equal(a.train_batch(5)["x"], a.train_batch(6)["x"])
-    assert not np.array_equal(a.train_batch(5)["x"], cls(seq_len=12, batch_size=4, seed=4)
-                              .train_batch(5)["x"])
+    assert not np.array_equal(
+        a.train_batch(5)["x"], cls(seq_len=12, batch_size=4, seed=4).train_batch(5)["x"]
+    )
 
 
 def test_eval_sets_fixed_distinct_and_independent_of_training_seed():
@@ -92,7 +99,8 @@ def test_eval_sets_fixed_distinct_and_independent_of_training_seed():
 
 def test_baselines_match_hand_computation():
     assert CopyTask(seq_len=100, batch_size=2).baseline_loss == pytest.approx(
-        10 * math.log(8) / 120)
+        10 * math.log(8) / 120
+    )
     assert CopyTask(seq_len=500, batch_size=2).baseline_loss == pytest.approx(0.03999, abs=1e-5)
     assert SelectiveCopyTask(seq_len=50, batch_size=2).baseline_loss == pytest.approx(math.log(8))
     # adding: predicting 1 gives Var(U1 + U2) = 1/6
@@ -121,8 +129,11 @@ def test_perfect_predictors_have_zero_loss():
     assert float(loss) == 0.0 and float(aux["mse"]) == 0.0
     for task in (CopyTask(seq_len=10, batch_size=8), SelectiveCopyTask(seq_len=20, batch_size=8)):
         b = task.train_batch(0)
-        y = b["y"] if isinstance(task, CopyTask) else np.concatenate(
-            [np.zeros((8, 20), np.int32), b["y"]], axis=1)
+        y = (
+            b["y"]
+            if isinstance(task, CopyTask)
+            else np.concatenate([np.zeros((8, 20), np.int32), b["y"]], axis=1)
+        )
         logits = 50.0 * jax.nn.one_hot(y, task.out_features)
         loss, aux = task._forward_loss(logits, jnp.asarray(b["y"]))
         assert float(loss) < 1e-6 and float(aux["acc"]) == 1.0
@@ -137,10 +148,16 @@ def test_perfect_predictors_have_zero_loss():
 @pytest.mark.parametrize(
     "task, cfg, out_shape",
     [
-        (CopyTask(seq_len=5, batch_size=4, val_size=6, test_size=5, eval_batch_size=4),
-         {"cell": "gru"}, (4, 25, 9)),
-        (SelectiveCopyTask(seq_len=12, num_tokens=3, batch_size=4, val_size=6, test_size=5),
-         {"cell": "rnn", "num_layers": 2}, (4, 15, 9)),
+        (
+            CopyTask(seq_len=5, batch_size=4, val_size=6, test_size=5, eval_batch_size=4),
+            {"cell": "gru"},
+            (4, 25, 9),
+        ),
+        (
+            SelectiveCopyTask(seq_len=12, num_tokens=3, batch_size=4, val_size=6, test_size=5),
+            {"cell": "rnn", "num_layers": 2},
+            (4, 15, 9),
+        ),
     ],
 )
 def test_token_tasks_with_each_cell(task, cfg, out_shape):
@@ -223,8 +240,12 @@ def compose_train(*overrides):
 
 @pytest.mark.parametrize(
     "experiment, cls, seq_len",
-    [("adding_T100", AddingTask, 100), ("adding_T400", AddingTask, 400),
-     ("copy_T200", CopyTask, 200), ("copy_T500_chrono", CopyTask, 500)],
+    [
+        ("adding_T100", AddingTask, 100),
+        ("adding_T400", AddingTask, 400),
+        ("copy_T200", CopyTask, 200),
+        ("copy_T500_chrono", CopyTask, 500),
+    ],
 )
 def test_experiment_presets_compose_and_build_the_task(experiment, cls, seq_len):
     import hydra
