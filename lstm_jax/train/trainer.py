@@ -46,13 +46,6 @@ def _check_trainer_config(trainer_config: Any) -> None:
         value = trainer_config[key]
         if not isinstance(value, int) or value <= 0:
             raise ValueError(f"trainer.{key}={value!r} must be a positive integer.")
-    if trainer_config.checkpoint_every % trainer_config.log_every:
-        # The logged train loss is the mean over the steps since the last log line; a
-        # resumed run must start at a log boundary for its curve to equal the original's.
-        raise ValueError(
-            f"trainer.checkpoint_every={trainer_config.checkpoint_every} must be a multiple "
-            f"of trainer.log_every={trainer_config.log_every}."
-        )
 
 
 def _better(value: float, best: float | None, mode: str) -> bool:
@@ -150,6 +143,9 @@ class Trainer:
         checkpointer = Checkpointer(self.run_dir / "checkpoints", keep=tc.keep_checkpoints)
         step, best_value, best_step, evals_without_improvement = 0, None, None, 0
         elapsed_before = 0.0
+        # Train metrics of the steps since the last log line (their mean is logged); a
+        # checkpoint carries them so that a resumed run logs the same means.
+        window_metrics: list[dict[str, Any]] = []
         if tc.resume and checkpointer.latest_step("last") is not None:
             self.state, meta = checkpointer.restore("last", self.state)
             self.state = distributed.replicate(self.state, self.mesh)
@@ -157,6 +153,7 @@ class Trainer:
             best_value, best_step = meta["best_value"], meta["best_step"]
             evals_without_improvement = meta["evals_without_improvement"]
             elapsed_before = meta["wall_time_s"]
+            window_metrics = meta["pending_train_metrics"]
             log.info("Resuming from step %d (%s)", step, checkpointer.path("last"))
         elif tc.resume:
             log.info("trainer.resume=true but no checkpoint in %s: starting at step 0",
@@ -178,10 +175,12 @@ class Trainer:
                 "evals_without_improvement": evals_without_improvement,
                 "monitor": self.monitor,
                 "wall_time_s": elapsed_before + time.perf_counter() - start_time,
+                "pending_train_metrics": [
+                    {k: float(v) for k, v in m.items()} for m in jax.device_get(window_metrics)
+                ],
             }
 
         postfix: dict[str, str] = {}
-        window_metrics: list[dict[str, Any]] = []
         window_tokens, window_start = 0, time.perf_counter()
         first_step_of_run = True
         progress = tqdm(
@@ -222,7 +221,7 @@ class Trainer:
                     losses = np.array([m["train/loss"] for m in host])
                     self._check_finite(losses, step, checkpointer)
                     now = time.perf_counter()
-                    record = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+                    record = {k: float(np.mean([float(m[k]) for m in host])) for k in host[0]}
                     record["train/lr"] = float(self.learning_rate(step))
                     if window_steps_timed:
                         step_time = (now - window_start) / window_steps_timed

@@ -110,7 +110,9 @@ def test_killed_run_resumes_to_the_same_parameters_and_curve(tmp_path):
         "model.dropout=0.0",
         "trainer.max_steps=60",
         "trainer.eval_every=10",
-        "trainer.log_every=5",
+        # Checkpoints fall mid-way between log lines: the resumed run must still log the
+        # same window means.
+        "trainer.log_every=3",
         "trainer.checkpoint_every=10",
         "logger=none",
         "logger.diagnostics_every=null",
