@@ -15,6 +15,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
@@ -86,7 +87,12 @@ def _run(cfg: DictConfig) -> float:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return train(cfg, run_dir)
-    except (NonFiniteLossError, *_USER_ERRORS) as error:
+    except (NonFiniteLossError, InstantiationException, *_USER_ERRORS) as error:
+        if isinstance(error, InstantiationException):
+            # hydra.utils.instantiate wraps what the task's constructor raised.
+            if not isinstance(error.__cause__, _USER_ERRORS):
+                raise
+            error = error.__cause__
         message = error.args[0] if error.args else repr(error)
         log.error("%s: %s", type(error).__name__, message)
         _fail(message)

@@ -173,6 +173,21 @@ def test_nan_loss_stops_with_the_step_and_the_last_good_checkpoint(tmp_path):
     assert sorted(p.name for p in (run_dir / "checkpoints" / "last").iterdir()) == ["4"]
 
 
+def test_missing_data_file_names_the_file_the_source_and_the_setting(tmp_path):
+    empty_root = tmp_path / "data"
+    empty_root.mkdir()
+    result = run_cli(
+        "task=seq_fashion_mnist", f"paths.data_dir={empty_root}", "logger=none",
+        cwd=tmp_path, check=False,
+    )
+    assert result.returncode == 1
+    message = result.stderr
+    assert "lstm-jax: error:" in message
+    assert "fashion-mnist/train-images-idx3-ubyte.gz" in message
+    assert "paths.data_dir" in message and "LSTM_JAX_DATA" in message
+    assert "Traceback" not in message
+
+
 def test_unwritable_output_dir_is_a_clear_error(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()
