@@ -10,7 +10,14 @@ on the embedding output and before the softmax; the rate between layers is the c
 `model.dropout`. With `variational_dropout: true` every one of these masks is drawn once per
 sequence and shared by all time steps (Gal & Ghahramani 2016, without the recurrent masks);
 the stack is then built from single-layer cores so that the between-layer mask can be
-applied. Otherwise one multi-layer core call does the whole stack (the fast path).
+applied (also when `model.dropout` > 0, so that every mask comes from the task's key). With
+no between-layer dropout and no variational masks, one multi-layer core call does the whole
+stack (the fast path).
+
+Dropout masks in training are drawn from a key derived from (seed, step): `train_batch`
+carries the step (`batch["step"]`, per row so that it shards like the rest), so a resumed run
+replays exactly the masks of an uninterrupted one, and no RNG state is mutated inside the
+trainer's jitted step.
 
 Training (truncated BPTT, as the classic PTB setups): the training tokens are laid out as B
 contiguous streams (B = batch_size); step s reads window s mod W of each stream (W windows an
@@ -100,7 +107,8 @@ class LanguageModel(nnx.Module):
         bcast = (1,) if self.variational else ()
         self.drop_in = nnx.Dropout(dropout, broadcast_dims=bcast, rngs=rngs)
         self.drop_out = nnx.Dropout(dropout, broadcast_dims=bcast, rngs=rngs)
-        if self.variational:
+        self.stacked = self.variational or float(cfg.get("dropout", 0.0)) > 0.0
+        if self.stacked:
             one = dict(cfg, num_layers=1, dropout=0.0)
             one = OmegaConf.create(one)
             self.layers = nnx.List(
@@ -110,7 +118,7 @@ class LanguageModel(nnx.Module):
                 ]
             )
             self.drop_mid = nnx.Dropout(
-                float(cfg.get("dropout", 0.0)), broadcast_dims=(1,), rngs=rngs
+                float(cfg.get("dropout", 0.0)), broadcast_dims=bcast, rngs=rngs
             )
             self.core = None
         else:
@@ -150,10 +158,14 @@ class LanguageModel(nnx.Module):
         *,
         return_gates: bool = False,
         hidden_perturbation: jax.Array | None = None,
+        dropout_key: jax.Array | None = None,
     ):
-        x = self.drop_in(self.embed(tokens))
+        def keys(i):  # the mask key of dropout site i (None: the module's own RNG stream)
+            return None if dropout_key is None else jax.random.fold_in(dropout_key, i)
+
+        x = self.drop_in(self.embed(tokens), rngs=keys(0))
         gates = None
-        if not self.variational:
+        if not self.stacked:
             kwargs = {}
             if hidden_perturbation is not None:
                 kwargs["hidden_perturbation"] = hidden_perturbation
@@ -166,7 +178,7 @@ class LanguageModel(nnx.Module):
             y = x
             for k, layer in enumerate(self.layers):
                 if k > 0:
-                    y = self.drop_mid(y)
+                    y = self.drop_mid(y, rngs=keys(1 + k))
                 kwargs = {}
                 if hidden_perturbation is not None and k == self.num_layers - 1:
                     kwargs["hidden_perturbation"] = hidden_perturbation
@@ -178,7 +190,7 @@ class LanguageModel(nnx.Module):
                     y, s = layer(y, None, s0, **kwargs)
                 states.append(s)
             state = jax.tree.map(lambda *s: jnp.concatenate(s, axis=0), *states)
-        logits = self.project(self.drop_out(y))
+        logits = self.project(self.drop_out(y, rngs=keys(1 + self.num_layers)))
         return logits, state, gates
 
 
@@ -278,7 +290,10 @@ class LanguageModelTask(Task):
 
     def train_batch(self, step: int) -> Batch:
         _, k = self.epoch_and_window(step)
-        return text_data.stream_window(self._streams, k, self.seq_len)
+        batch = text_data.stream_window(self._streams, k, self.seq_len)
+        # the step, per row: dropout masks are drawn from (seed, step), see the module doc
+        batch["step"] = np.full((self.batch_size,), step, np.int32)
+        return batch
 
     def initial_carry(self, model: LanguageModel) -> Any:
         return model.zero_state(self.batch_size)
@@ -304,11 +319,15 @@ class LanguageModelTask(Task):
     ):
         if carry is not None:
             carry = jax.lax.stop_gradient(carry)
+        key = None
+        if "step" in batch:
+            key = jax.random.fold_in(jax.random.key(self.seed), jnp.asarray(batch["step"])[0])
         logits, state, gates = model(
             batch["inputs"],
             carry,
             return_gates=return_gates,
             hidden_perturbation=hidden_perturbation,
+            dropout_key=key,
         )
         nll = optax.softmax_cross_entropy_with_integer_labels(
             logits.astype(jnp.float32), batch["targets"]
