@@ -1,0 +1,91 @@
+"""lstm-jax-sample: argument parsing, and text generated from a trained run's checkpoint."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from cli_runner import run_cli
+
+from lstm_jax import sample as sample_cli
+
+
+def test_parse_args_defaults_and_values():
+    run_dir, opts = sample_cli.parse_args(["RUN"])
+    assert run_dir == "RUN"
+    assert opts == {
+        "prompt": "",
+        "length": 500,
+        "temperature": 0.8,
+        "top_k": None,
+        "seed": 0,
+        "which": "best",
+    }
+    _, opts = sample_cli.parse_args(
+        ["RUN", "prompt=ROMEO:\\n", "length=7", "temperature=0", "top_k=5", "which=last"]
+    )
+    assert opts["prompt"] == "ROMEO:\n" and opts["length"] == 7 and opts["top_k"] == 5
+    assert opts["temperature"] == 0.0 and opts["which"] == "last"
+
+
+@pytest.mark.parametrize("bad", ["lenght=5", "length=abc", "which=first", "length=0", "x"])
+def test_parse_args_rejects_bad_arguments(bad):
+    with pytest.raises(SystemExit) as e:
+        sample_cli.parse_args(["RUN", bad])
+    assert "error" in str(e.value)
+
+
+@pytest.fixture(scope="module")
+def char_run(tmp_path_factory):
+    """A tiny character LM trained for a few steps by the real CLI."""
+    from lstm_jax.train import checkpoint
+
+    if not hasattr(checkpoint, "load_run"):
+        pytest.skip(
+            "lstm_jax.train.checkpoint.load_run (the trainer's run loader) is not there yet"
+        )
+    root = tmp_path_factory.mktemp("sample")
+    rng = np.random.default_rng(0)
+    text = "".join(rng.choice(list("abcd efg\n"), size=4000))
+    (root / "text.txt").write_text(text)
+    run_dir = root / "run"
+    run_cli(
+        "task=char_lm",
+        f"task.path={root / 'text.txt'}",
+        "task.seq_len=16",
+        "model.hidden_size=16",
+        "trainer.batch_size=4",
+        "trainer.max_steps=4",
+        "trainer.eval_every=2",
+        "trainer.log_every=2",
+        "trainer.checkpoint_every=2",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+        cwd=root,
+    )
+    return run_dir
+
+
+def test_sample_generates_from_a_checkpoint(char_run):
+    a = sample_cli.sample(str(char_run), prompt="ab", length=40, temperature=1.0, seed=1)
+    b = sample_cli.sample(str(char_run), prompt="ab", length=40, temperature=1.0, seed=1)
+    assert a == b and a.startswith("ab") and len(a) == 42
+    assert set(a) <= set("abcd efg\n")
+    last = sample_cli.sample(str(char_run), prompt="", length=10, temperature=0.0, which="last")
+    assert len(last) == 10
+
+
+def test_sample_console_script(char_run, capsys):
+    sample_cli.main([str(char_run), "prompt=a", "length=12", "temperature=0.5"])
+    out = capsys.readouterr().out
+    assert out.startswith("a") and len(out.rstrip("\n")) >= 1
+    # an unknown prompt character is a clear error, not a stack trace
+    result = subprocess.run(
+        [sys.executable, "-m", "lstm_jax.sample", str(char_run), "prompt=XYZ", "length=3"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1 and "not in the vocabulary" in result.stderr
