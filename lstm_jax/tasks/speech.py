@@ -572,6 +572,9 @@ class _SpeechTask(Task):
 
 
 def _figure(width: float, height: float, rows: int = 1):
+    """A stand-alone Figure (not registered with pyplot, so nothing leaks between calls)."""
+    # wandb.Image(fig) looks up matplotlib.pyplot, which must therefore be imported.
+    import matplotlib.pyplot  # noqa: F401
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), layout="constrained")
