@@ -29,7 +29,7 @@ def recurrent_weights(key, num_dirs, gates, hidden, dtype=jnp.float32):
     """(N, H, G*H): each (H, H) gate block an independent orthogonal matrix."""
     keys = jax.random.split(key, num_dirs * gates)
     ortho = jax.nn.initializers.orthogonal()
-    blocks = jnp.stack([ortho(k, (hidden, hidden), dtype) for k in keys])
+    blocks = jax.vmap(lambda k: ortho(k, (hidden, hidden), dtype))(keys)  # one batched QR
     # (N*G, H, H) -> (N, H, G*H): gate blocks side by side on the output axis.
     blocks = blocks.reshape(num_dirs, gates, hidden, hidden)
     return jnp.transpose(blocks, (0, 2, 1, 3)).reshape(num_dirs, hidden, gates * hidden)

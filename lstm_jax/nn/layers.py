@@ -175,14 +175,11 @@ class _Recurrent(nnx.Module):
             p = getattr(self, f"layer_{k}")
             w_ih = p.w_ih[...]
             gh = w_ih.shape[-1]
-            w = w_ih.reshape(w_ih.shape[0], n * gh)
-            if cdt is not None:
-                h, w = h.astype(cdt), w.astype(cdt)
-            # The input projection of every step and direction: one matmul outside the loop.
-            xw = jnp.einsum("tbd,dg->tbg", h, w, preferred_element_type=F32)
             bias = self._input_bias(p)
-            if bias is not None:
-                xw = xw + bias.reshape(n * gh).astype(F32)
+            # The input projection of every step and direction: one matmul outside the loop.
+            xw = scan.input_projection(
+                h, w_ih.reshape(w_ih.shape[0], n * gh),
+                None if bias is None else bias.reshape(n * gh), compute_dtype=cdt)
             xw = _to_dirs(xw.reshape(t, b, n, gh), n, rev)
             pert = None
             if hidden_perturbation is not None and k == self.num_layers - 1:

@@ -34,8 +34,8 @@ F32 = jnp.float32
 
 
 def _mm(a, w, cdt):
-    """(N, B, K) x (N, K, M) -> (N, B, M) in the compute dtype, accumulated in float32."""
-    return jnp.einsum("nbk,nkm->nbm", a.astype(cdt), w, preferred_element_type=F32)
+    """([N,] B, K) x ([N,] K, M) -> ([N,] B, M) in the compute dtype, accumulated in float32."""
+    return jnp.matmul(a.astype(cdt), w, preferred_element_type=F32)
 
 
 def _shift(first, seq):
@@ -44,17 +44,22 @@ def _shift(first, seq):
 
 
 def _weight_grad(h_prev, dz, cdt, dtype):
-    """sum_t h_{t-1}^T dz_t for all steps as one matmul: (T,N,B,H),(T,N,B,M) -> (N,H,M)."""
-    return jnp.einsum(
-        "tnbh,tnbm->nhm", h_prev.astype(cdt), dz.astype(cdt), preferred_element_type=F32
-    ).astype(dtype)
+    """sum_t h_{t-1}^T dz_t for all steps as one matmul: (T,[N,]B,H),(T,[N,]B,M) -> ([N,]H,M)."""
+    h_prev, dz = h_prev.astype(cdt), dz.astype(cdt)
+    if h_prev.ndim == 3:
+        # One direction: (T*B, H)^T (T*B, M) as a plain 2-D matmul.
+        h = h_prev.shape[-1]
+        flat = jax.lax.dot_general(h_prev.reshape(-1, h), dz.reshape(-1, dz.shape[-1]),
+                                   (((0,), (0,)), ((), ())), preferred_element_type=F32)
+        return flat.astype(dtype)
+    return jnp.einsum("tnbh,tnbm->nhm", h_prev, dz, preferred_element_type=F32).astype(dtype)
 
 
-def _masks(mask):
-    """(T, B) float mask -> broadcastable (T, 1, B, 1) bool and float views, or Nones."""
+def _masks(mask, ndim):
+    """(T, B) float mask -> bool and float views broadcastable against (T, [N,] B, H)."""
     if mask is None:
         return None, None
-    mf = mask.astype(F32)[:, None, :, None]
+    mf = mask.astype(F32)[:, None, :, None] if ndim == 4 else mask.astype(F32)[:, :, None]
     return mf > 0, mf
 
 
@@ -89,7 +94,7 @@ def _gru_step(xw_t, h, w, b_hn, cdt):
     b_iz+b_hz, b_in. Returns h_new, the activated gates (N,B,3H) and W_hn h + b_hn."""
     hs = h.shape[-1]
     hw = _mm(h, w, cdt)
-    hw_n = hw[..., 2 * hs :] + b_hn[:, None, :]
+    hw_n = hw[..., 2 * hs :] + b_hn[..., None, :]
     r = jax.nn.sigmoid(xw_t[..., :hs] + hw[..., :hs])
     z = jax.nn.sigmoid(xw_t[..., hs : 2 * hs] + hw[..., hs : 2 * hs])
     n = jnp.tanh(xw_t[..., 2 * hs :] + r * hw_n)
@@ -115,7 +120,7 @@ def lstm_scan_reference(xw, w_hh, h0, c0, mask=None, pert=None, *, return_gates=
                         compute_dtype=None, unroll=1):
     cdt = compute_dtype or F32
     w = w_hh.astype(cdt)
-    mb, _ = _masks(mask)
+    mb, _ = _masks(mask, xw.ndim)
 
     def step(carry, inp):
         h, c = carry
@@ -135,7 +140,7 @@ def gru_scan_reference(xw, w_hh, b_hn, h0, mask=None, pert=None, *, return_gates
                        compute_dtype=None, unroll=1):
     cdt = compute_dtype or F32
     w = w_hh.astype(cdt)
-    mb, _ = _masks(mask)
+    mb, _ = _masks(mask, xw.ndim)
 
     def step(h, inp):
         xw_t, m, p_t = inp
@@ -152,7 +157,7 @@ def rnn_scan_reference(xw, w_hh, h0, mask=None, pert=None, *, return_gates=False
                        compute_dtype=None, unroll=1):
     cdt = compute_dtype or F32
     w = w_hh.astype(cdt)
-    mb, _ = _masks(mask)
+    mb, _ = _masks(mask, xw.ndim)
 
     def step(h, inp):
         xw_t, m, p_t = inp
@@ -174,16 +179,15 @@ def _zeros_or_none(x):
     return None if x is None else jnp.zeros_like(x)
 
 
-def _bwd_masks(mask):
-    _, mf = _masks(mask)
-    return mf
+def _bwd_masks(mask, ndim):
+    return _masks(mask, ndim)[1]
 
 
 @functools.cache
 def _lstm_kernel(return_gates, has_pert, cdt, unroll):
     def fwd(xw, w_hh, h0, c0, mask, pert):
         w = w_hh.astype(cdt)
-        mb, _ = _masks(mask)
+        mb, _ = _masks(mask, xw.ndim)
 
         def step(carry, inp):
             h, c = carry
@@ -208,8 +212,8 @@ def _lstm_kernel(return_gates, has_pert, cdt, unroll):
         act, c_prev, y, h0, w_hh, mask = res
         dy, dhT, dcT, dgates = cts
         hs = h0.shape[-1]
-        w_t = jnp.swapaxes(w_hh, 1, 2).astype(cdt)  # (N, 4H, H), transposed once
-        mf = _bwd_masks(mask)
+        w_t = jnp.swapaxes(w_hh, -1, -2).astype(cdt)  # (N, 4H, H), transposed once
+        mf = _bwd_masks(mask, act.ndim)
 
         def step(carry, inp):
             dh, dc = carry
@@ -258,7 +262,7 @@ def _lstm_kernel(return_gates, has_pert, cdt, unroll):
 def _gru_kernel(return_gates, has_pert, cdt, unroll):
     def fwd(xw, w_hh, b_hn, h0, mask, pert):
         w = w_hh.astype(cdt)
-        mb, _ = _masks(mask)
+        mb, _ = _masks(mask, xw.ndim)
 
         def step(h, inp):
             xw_t, m, p_t = inp
@@ -279,8 +283,8 @@ def _gru_kernel(return_gates, has_pert, cdt, unroll):
         act, hw_n, y, h0, w_hh, b_hn, mask = res
         dy, dhT, dgates = cts
         hs = h0.shape[-1]
-        w_t = jnp.swapaxes(w_hh, 1, 2).astype(cdt)
-        mf = _bwd_masks(mask)
+        w_t = jnp.swapaxes(w_hh, -1, -2).astype(cdt)
+        mf = _bwd_masks(mask, act.ndim)
         h_prev = _shift(h0, y)
 
         def step(dh, inp):
@@ -310,7 +314,7 @@ def _gru_kernel(return_gates, has_pert, cdt, unroll):
             reverse=True, unroll=unroll,
         )
         dw = _weight_grad(h_prev, dhw, cdt, w_hh.dtype)
-        db_hn = jnp.sum(dhw[..., 2 * hs :], axis=(0, 2)).astype(b_hn.dtype)
+        db_hn = jnp.sum(dhw[..., 2 * hs :], axis=(0, act.ndim - 2)).astype(b_hn.dtype)
         dxw = jnp.concatenate([dhw[..., : 2 * hs], dn_pre], axis=-1)
         return (dxw, dw, db_hn, dh0.astype(h0.dtype), _zeros_or_none(mask), dpert)
 
@@ -326,7 +330,7 @@ def _gru_kernel(return_gates, has_pert, cdt, unroll):
 def _rnn_kernel(return_gates, has_pert, cdt, unroll):
     def fwd(xw, w_hh, h0, mask, pert):
         w = w_hh.astype(cdt)
-        mb, _ = _masks(mask)
+        mb, _ = _masks(mask, xw.ndim)
 
         def step(h, inp):
             xw_t, m, p_t = inp
@@ -344,8 +348,8 @@ def _rnn_kernel(return_gates, has_pert, cdt, unroll):
     def bwd(res, cts):
         act, y, h0, w_hh, mask = res
         dy, dhT, dgates = cts
-        w_t = jnp.swapaxes(w_hh, 1, 2).astype(cdt)
-        mf = _bwd_masks(mask)
+        w_t = jnp.swapaxes(w_hh, -1, -2).astype(cdt)
+        mf = _bwd_masks(mask, act.ndim)
 
         def step(dh, inp):
             dy_t, a, m, dg_t = inp
@@ -373,6 +377,17 @@ def _rnn_kernel(return_gates, has_pert, cdt, unroll):
     return kernel
 
 
+def _squeeze(*arrays):
+    """Drop the size-1 direction axis (axis 1 of (T, N, ...) arrays, axis 0 of the others):
+    the one-direction kernels then run plain 2-D matmuls, and XLA-CPU no longer copies the
+    (T, 1, B, G*H) input into a canonical layout (measured)."""
+    return [None if a is None else a[:, 0] if a.ndim == 4 else a[0] for a in arrays]
+
+
+def _unsqueeze(outputs):
+    return tuple(None if a is None else a[:, None] if a.ndim == 3 else a[None] for a in outputs)
+
+
 def _cdt(compute_dtype):
     return jnp.dtype(compute_dtype or F32)
 
@@ -381,6 +396,8 @@ def lstm_scan(xw, w_hh, h0, c0, mask=None, pert=None, *, return_gates=False,
               compute_dtype=None, unroll=1):
     """LSTM over time with the hand-written backward. Returns (y, hT, cT, gates | None)."""
     k = _lstm_kernel(bool(return_gates), pert is not None, _cdt(compute_dtype), int(unroll))
+    if xw.shape[1] == 1:
+        return _unsqueeze(k(*_squeeze(xw, w_hh, h0, c0), mask, _squeeze(pert)[0]))
     return k(xw, w_hh, h0, c0, mask, pert)
 
 
@@ -388,6 +405,8 @@ def gru_scan(xw, w_hh, b_hn, h0, mask=None, pert=None, *, return_gates=False,
              compute_dtype=None, unroll=1):
     """GRU over time with the hand-written backward; b_hn: (N, H). Returns (y, hT, gates)."""
     k = _gru_kernel(bool(return_gates), pert is not None, _cdt(compute_dtype), int(unroll))
+    if xw.shape[1] == 1:
+        return _unsqueeze(k(*_squeeze(xw, w_hh, b_hn, h0), mask, _squeeze(pert)[0]))
     return k(xw, w_hh, b_hn, h0, mask, pert)
 
 
@@ -395,4 +414,46 @@ def rnn_scan(xw, w_hh, h0, mask=None, pert=None, *, return_gates=False,
              compute_dtype=None, unroll=1):
     """tanh RNN over time with the hand-written backward. Returns (y, hT, gates | None)."""
     k = _rnn_kernel(bool(return_gates), pert is not None, _cdt(compute_dtype), int(unroll))
+    if xw.shape[1] == 1:
+        return _unsqueeze(k(*_squeeze(xw, w_hh, h0), mask, _squeeze(pert)[0]))
     return k(xw, w_hh, h0, mask, pert)
+
+
+# --------------------------------------------------------------------------------------------
+# The input projection of all steps (outside the scan), with its gradients as plain 2-D
+# matmuls over the flattened (T*B) axis. Autodiff of the 3-D einsum made XLA-CPU transpose
+# dz into an odd layout and run dW_ih as a doubly transposed dot off its fast matmul path.
+
+
+@functools.cache
+def _projection(cdt):
+    def fwd(x, w, b):
+        t, bsz, d = x.shape
+        xw = jnp.dot(x.reshape(t * bsz, d).astype(cdt), w.astype(cdt),
+                     preferred_element_type=F32)
+        if b is not None:
+            xw = xw + b.astype(F32)
+        return xw.reshape(t, bsz, -1), (x, w, b is not None)
+
+    def bwd(res, dxw):
+        x, w, has_bias = res
+        t, bsz, d = x.shape
+        x2 = x.reshape(t * bsz, d).astype(cdt)
+        g2 = dxw.reshape(t * bsz, -1)
+        dw = jax.lax.dot_general(x2, g2.astype(cdt), (((0,), (0,)), ((), ())),
+                                 preferred_element_type=F32).astype(w.dtype)
+        dx = jnp.dot(g2.astype(cdt), w.astype(cdt).T, preferred_element_type=F32)
+        db = jnp.sum(g2, axis=0).astype(w.dtype) if has_bias else None
+        return dx.reshape(x.shape).astype(x.dtype), dw, db
+
+    @jax.custom_vjp
+    def project(x, w, b):
+        return fwd(x, w, b)[0]
+
+    project.defvjp(lambda x, w, b: fwd(x, w, b), bwd)
+    return project
+
+
+def input_projection(x, w, b=None, *, compute_dtype=None):
+    """x (T, B, D) @ w (D, M) + b (M,) -> (T, B, M) float32, matmuls in the compute dtype."""
+    return _projection(_cdt(compute_dtype))(x, w, b)
