@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -17,19 +16,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from lstm_jax.config import CONFIG_DIR
 
 log = logging.getLogger("lstm_jax")
-
-
-def _user_cache(subdir: str) -> str:
-    """~/.cache/lstm_jax/<subdir> (or under $XDG_CACHE_HOME)."""
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(root, "lstm_jax", subdir)
-
-
-if not OmegaConf.has_resolver("user_cache"):
-    OmegaConf.register_new_resolver("user_cache", _user_cache)
 
 
 # Errors a user can fix (a missing file, a bad value, a diverged run): printed as one clear
@@ -96,10 +87,6 @@ def _run(cfg: DictConfig) -> float:
         message = error.args[0] if error.args else repr(error)
         log.error("%s: %s", type(error).__name__, message)
         _fail(message)
-
-
-# The configs live at the top of the repository (an editable install keeps them there).
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

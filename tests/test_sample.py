@@ -40,12 +40,6 @@ def test_parse_args_rejects_bad_arguments(bad):
 @pytest.fixture(scope="module")
 def char_run(tmp_path_factory):
     """A tiny character LM trained for a few steps by the real CLI."""
-    from lstm_jax.train import checkpoint
-
-    if not hasattr(checkpoint, "load_run"):
-        pytest.skip(
-            "lstm_jax.train.checkpoint.load_run (the trainer's run loader) is not there yet"
-        )
     root = tmp_path_factory.mktemp("sample")
     rng = np.random.default_rng(0)
     text = "".join(rng.choice(list("abcd efg\n"), size=4000))

@@ -247,6 +247,9 @@ class WandbLogger:
                                     columns=["t", "value"])
                 out[f"{key}_line"] = wandb.plot.line(table, "t", "value", title=f"{key} (step {step})")
         elif kind == V.IMAGE:
+            if V.is_figure(value):
+                # wandb.Image renders a Figure through pyplot, which it does not import.
+                import matplotlib.pyplot  # noqa: F401
             out[key] = wandb.Image(value)
         elif kind == V.SAMPLES:
             arr = np.asarray(value, dtype=np.float64).ravel()

@@ -18,13 +18,13 @@ def make_core(model_config: Any, in_features: int, *, rngs: nnx.Rngs) -> nnx.Mod
     cell = model_config.cell
     if cell not in CELLS:
         raise ValueError(f"model.cell={cell!r} is not a known cell; choose one of {sorted(CELLS)}.")
-    kwargs = dict(
-        num_layers=model_config.num_layers,
-        bidirectional=model_config.bidirectional,
-        dropout=model_config.dropout,
-        dtype=None if model_config.dtype in (None, "float32") else jnp.dtype(model_config.dtype),
-        rngs=rngs,
-    )
+    kwargs = {
+        "num_layers": model_config.num_layers,
+        "bidirectional": model_config.bidirectional,
+        "dropout": model_config.dropout,
+        "dtype": None if model_config.dtype in (None, "float32") else jnp.dtype(model_config.dtype),
+        "rngs": rngs,
+    }
     if cell == "lstm":
         kwargs.update(
             forget_bias=model_config.forget_bias,

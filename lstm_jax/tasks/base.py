@@ -25,7 +25,8 @@ Conventions every task follows:
 from __future__ import annotations
 
 import abc
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import numpy as np

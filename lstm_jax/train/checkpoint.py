@@ -112,3 +112,28 @@ class Checkpointer:
     def close(self) -> None:
         self._last.close()
         self._best.close()
+
+
+def load_run(run_dir: str | Path, which: str = "best") -> tuple[Any, Any, Any]:
+    """(cfg, task, model) of a finished or running run, the model in eval mode with the
+    parameters of its `which` ("best" or "last") checkpoint."""
+    from omegaconf import OmegaConf
+
+    import lstm_jax.config  # noqa: F401 - registers the resolvers the saved config uses
+    from lstm_jax.train.trainer import Trainer
+
+    run_dir = Path(run_dir)
+    config_file = run_dir / ".hydra" / "config.yaml"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{config_file} not found: {run_dir} is not an lstm-jax run dir (one holds "
+            ".hydra/, metrics.jsonl and checkpoints/)."
+        )
+    cfg = OmegaConf.load(config_file)
+    trainer = Trainer(cfg, run_dir)
+    checkpointer = Checkpointer(run_dir / "checkpoints", keep=cfg.trainer.keep_checkpoints)
+    try:
+        state, _ = checkpointer.restore(which, trainer.state)
+    finally:
+        checkpointer.close()
+    return cfg, trainer.task, trainer.eval_model(state["params"])

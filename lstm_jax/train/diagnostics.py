@@ -186,16 +186,16 @@ def make_diagnostics_step(
     """A jitted `fn(params, rest, batch, carry) -> {metric name: array or histogram dict}`
     for the model split as `graphdef, params, rest = nnx.split(model, nnx.Param, ...)`."""
 
-    def loss_fn(params, rest, batch, carry, perturbation):
-        model = nnx.merge(graphdef, params, rest)
-        loss, aux = task.loss(model, batch, carry, return_gates=True,
-                              hidden_perturbation=perturbation)
-        return loss, aux
-
     def diagnostics(params, rest, batch, carry):
-        _, aux_shape = jax.eval_shape(
-            lambda pr, r, b, c: loss_fn(pr, r, b, c, None), params, rest, batch, carry
-        )
+        # The model is merged outside the differentiated function: NNX lets a module's
+        # RNG state (dropout) advance only in the trace that built the module.
+        model = nnx.merge(graphdef, params, rest)
+
+        def loss_fn(model, perturbation):
+            return task.loss(model, batch, carry, return_gates=True,
+                             hidden_perturbation=perturbation)
+
+        _, aux_shape = nnx.eval_shape(lambda m: loss_fn(m, None), model)
         gates_shape = aux_shape.get("gates") if isinstance(aux_shape, dict) else None
         if not gates_shape:
             raise ValueError(
@@ -206,8 +206,8 @@ def make_diagnostics_step(
         spec = next(iter(top.values()))
         perturbation = jnp.zeros(spec.shape, spec.dtype)
 
-        (_, aux), (grads, dh) = jax.value_and_grad(loss_fn, argnums=(0, 4), has_aux=True)(
-            params, rest, batch, carry, perturbation
+        (_, aux), (grads, dh) = nnx.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+            model, perturbation
         )
         out = grad_norms(grads)
         b, t = spec.shape[:2]

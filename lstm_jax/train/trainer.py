@@ -97,18 +97,18 @@ class Trainer:
         task, graphdef, optimizer = self.task, self.train_graphdef, self.optimizer
 
         def train_step(state, batch):
-            def loss_fn(params):
-                model = nnx.merge(graphdef, params, state["rest"])
-                loss, aux = task.loss(model, batch, state["carry"])
-                # The model's non-parameter state (dropout RNG counters) advances each call.
-                rest = nnx.split(model, nnx.Param, ...)[2]
-                return loss, (aux, rest)
+            # Merged outside the differentiated function: NNX lets a module's RNG state
+            # (dropout) advance only in the trace that built the module.
+            model = nnx.merge(graphdef, state["params"], state["rest"])
 
-            (loss, (aux, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                state["params"]
-            )
-            updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
-            params = optax.apply_updates(state["params"], updates)
+            def loss_fn(model):
+                return task.loss(model, batch, state["carry"])
+
+            (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
+            # The model's non-parameter state (dropout RNG counters) has advanced.
+            _, params, rest = nnx.split(model, nnx.Param, ...)
+            updates, opt_state = optimizer.update(grads, state["opt_state"], params)
+            params = optax.apply_updates(params, updates)
             metrics = {"train/loss": loss}
             metrics.update({f"train/{k}": v for k, v in aux["metrics"].items()})
             new_state = {
@@ -153,7 +153,7 @@ class Trainer:
             best_value, best_step = meta["best_value"], meta["best_step"]
             evals_without_improvement = meta["evals_without_improvement"]
             elapsed_before = meta["wall_time_s"]
-            window_metrics = meta["pending_train_metrics"]
+            window_metrics = meta.get("pending_train_metrics", [])
             log.info("Resuming from step %d (%s)", step, checkpointer.path("last"))
         elif tc.resume:
             log.info("trainer.resume=true but no checkpoint in %s: starting at step 0",
@@ -301,18 +301,18 @@ class Trainer:
 
     def _summarize(self, checkpointer, loggers, step, best_value, best_step, train_time,
                    diagnostics_time, stopped_early) -> dict[str, Any]:
-        final = {}
+        # The test metrics and figures are those of the best checkpoint, the one a user
+        # keeps; without a best (no evaluation improved) the final parameters.
+        params = self.state["params"]
+        if checkpointer.latest_step("best") is not None:
+            params = checkpointer.restore("best", self.state)[0]["params"]
         test = {}
         if self.trainer_config.evaluate_test:
-            params = self.state["params"]
-            if checkpointer.latest_step("best") is not None:
-                params = checkpointer.restore("best", self.state)[0]["params"]
             test = self._evaluate("test", params)
             loggers.log(test, step)
         # Figures go to W&B and, through metrics.jsonl's logger, to run_dir/media/.
-        media = self.task.media(self.eval_model(), "test")
+        media = self.task.media(self.eval_model(params), "test")
         loggers.log({f"media/{name}": figure for name, figure in media.items()}, step)
-        final.update(test)
         return {
             "monitor": self.monitor,
             "monitor_mode": self.monitor_mode,

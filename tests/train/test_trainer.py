@@ -107,7 +107,9 @@ def test_killed_run_resumes_to_the_same_parameters_and_curve(tmp_path):
         *TINY,
         "task._target_=fault_tasks.SlowAddingTask",
         "+task.seconds_per_batch=0.03",
-        "model.dropout=0.0",
+        # Dropout between two layers: the resumed run must continue the RNG stream too.
+        "model.num_layers=2",
+        "model.dropout=0.2",
         "trainer.max_steps=60",
         "trainer.eval_every=10",
         # Checkpoints fall mid-way between log lines: the resumed run must still log the
