@@ -25,7 +25,6 @@ Conventions every task follows:
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -103,7 +102,3 @@ class Task(abc.ABC):
         if "seq_lengths" in batch:
             return int(np.sum(batch["seq_lengths"]))
         return int(np.prod(first.shape[:2])) if first.ndim >= 2 else int(first.shape[0])
-
-    def eval_batches(self, split: str) -> Iterator[Batch]:  # pragma: no cover - optional
-        """Optional helper for tasks whose `evaluate` iterates fixed batches."""
-        raise NotImplementedError
