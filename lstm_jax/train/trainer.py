@@ -128,9 +128,6 @@ class Trainer:
         params = self.state["params"] if params is None else params
         return nnx.merge(self.eval_graphdef, params, self.state["rest"])
 
-    def _batch(self, step: int) -> dict[str, Any]:
-        return self.task.train_batch(step)
-
     def _evaluate(self, split: str, params: Any = None) -> dict[str, float]:
         metrics = self.task.evaluate(self.eval_model(params), split)
         return {f"{split}/{k}": float(v) for k, v in metrics.items()}
@@ -191,12 +188,12 @@ class Trainer:
             desc=cfg.experiment_name,
         )
         prefetch = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        next_batch = prefetch.submit(self._batch, step)
+        next_batch = prefetch.submit(self.task.train_batch, step)
         try:
             while step < tc.max_steps:
                 batch = next_batch.result()
                 if step + 1 < tc.max_steps:
-                    next_batch = prefetch.submit(self._batch, step + 1)
+                    next_batch = prefetch.submit(self.task.train_batch, step + 1)
                 if self.task.reset_carry(step):
                     self.state["carry"] = distributed.replicate(
                         self.task.initial_carry(self.eval_model()), self.mesh
