@@ -71,6 +71,14 @@ def test_sample_generates_from_a_checkpoint(char_run):
     assert len(last) == 10
 
 
+def test_sample_accepts_a_relative_run_dir(char_run, monkeypatch):
+    # orbax rejects relative checkpoint paths; the run dir a user types usually is one
+    monkeypatch.chdir(char_run.parent)
+    relative = sample_cli.sample(char_run.name, prompt="ab", length=20, temperature=1.0, seed=1)
+    absolute = sample_cli.sample(str(char_run), prompt="ab", length=20, temperature=1.0, seed=1)
+    assert relative == absolute
+
+
 def test_sample_console_script(char_run, capsys):
     sample_cli.main([str(char_run), "prompt=a", "length=12", "temperature=0.5"])
     out = capsys.readouterr().out

@@ -61,7 +61,8 @@ class Checkpointer:
         best_options = ocp.CheckpointManagerOptions(
             max_to_keep=1, create=True, enable_async_checkpointing=False
         )
-        self.directory = Path(directory)
+        # orbax refuses relative paths; a user's `lstm-jax-sample outputs/run` is one.
+        self.directory = Path(directory).absolute()
         self._last = ocp.CheckpointManager(self.directory / "last", options=options)
         self._best = ocp.CheckpointManager(self.directory / "best", options=best_options)
 
