@@ -320,3 +320,32 @@ def spec_augment(
                 s = int(rng.integers(0, n - w + 1))
                 x[i, s : s + w, :] = 0.0
     return x
+
+
+def time_stretch(feats: np.ndarray, factor: float) -> np.ndarray:
+    """Speed perturbation on features: (T, F) -> (max(1, round(T / factor)), F) by linear
+    interpolation along time (factor > 1: faster, shorter). The spectral envelope is kept;
+    Ko et al. (2015) perturb the waveform, which also shifts pitch, but at 10 ms frames the
+    duration change is what varies most between takes of a digit."""
+    if factor <= 0:
+        raise ValueError(f"time_stretch factor must be positive, got {factor}.")
+    t = feats.shape[0]
+    t_new = max(1, round(t / factor))
+    if t_new == t:
+        return feats
+    pos = np.linspace(0.0, t - 1, t_new)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, t - 1)
+    w = (pos - lo)[:, None].astype(feats.dtype)
+    return feats[lo] * (1 - w) + feats[hi] * w
+
+
+def random_crop(feats: np.ndarray, crop_fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Drops up to `crop_fraction` of the T frames of (T, F), split at random between the
+    start and the end (a clip trimmed tighter than usual, e.g. a lost final plosive)."""
+    if not 0.0 <= crop_fraction < 1.0:
+        raise ValueError(f"crop_fraction must be in [0, 1), got {crop_fraction}.")
+    t = feats.shape[0]
+    drop = int(rng.integers(0, int(crop_fraction * t) + 1))
+    start = int(rng.integers(0, drop + 1))
+    return feats[start : t - (drop - start)]

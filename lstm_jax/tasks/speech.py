@@ -36,7 +36,9 @@ Tasks.
 Batches are padded with `seq_lengths`; the core masks exactly, so padding never changes a
 prediction. `train_batch(step)` is a pure function of (seed, step): the epoch's order comes
 from (seed, epoch) and, with `bucket_batches > 0`, batches hold utterances of similar length.
-SpecAugment-style masks (`freq_masks`, `time_masks`) are drawn from (seed, step).
+Train-time augmentation, all drawn from (seed, step): random cropping (`crop_fraction`, the
+isolated-word task only), speed perturbation (`speed_range`, time-stretching the frames) and
+SpecAugment-style masks (`freq_masks`, `time_masks`).
 """
 
 from __future__ import annotations
@@ -352,6 +354,8 @@ class _SpeechTask(Task):
         freq_width: int = 8,
         time_masks: int = 0,
         time_width: int = 10,
+        speed_range: Sequence[float] = (1.0, 1.0),
+        crop_fraction: float = 0.0,
         head_dropout: float = 0.0,
         num_media: int = 4,
         download: bool = True,
@@ -385,6 +389,16 @@ class _SpeechTask(Task):
             "time_masks": int(time_masks),
             "time_width": int(time_width),
         }
+        lo, hi = (float(v) for v in speed_range)
+        if not 0 < lo <= hi:
+            raise ValueError(
+                f"speed_range={list(speed_range)}: expected [min, max] factors with "
+                "0 < min <= max ([1.0, 1.0] disables speed perturbation)."
+            )
+        if not 0.0 <= float(crop_fraction) < 1.0:
+            raise ValueError(f"crop_fraction={crop_fraction}: expected a fraction in [0, 1).")
+        self.speed_range = (lo, hi)
+        self.crop_fraction = float(crop_fraction)
         self.head_dropout = float(head_dropout)
         self.num_media = int(num_media)
         self.download = bool(download)
@@ -426,6 +440,7 @@ class _SpeechTask(Task):
         )
         for data in splits.values():
             feats = audio.normalise(data.pop("raw"), self.normalisation, stats)
+            data["frames"] = feats  # normalised 10 ms frames, for the train-time warps
             data["feats"] = [audio.stack_frames(f, self.frame_stack) for f in feats]
             data["lengths"] = np.array([f.shape[0] for f in data["feats"]], np.int32)
         return splits
@@ -462,11 +477,30 @@ class _SpeechTask(Task):
                 epoch,
                 audio.epoch_batches(lengths, self.batch_size, rng, self.bucket_batches),
             )
-        batch = self.make_batch("train", self._epoch[1][pos])
+        idx = self._epoch[1][pos]
+        if self.speed_range != (1.0, 1.0) or self.crop_fraction > 0:
+            batch = self._warped_batch(idx, np.random.default_rng([self.seed, 2, int(step)]))
+        else:
+            batch = self.make_batch("train", idx)
         if self.augment["freq_masks"] or self.augment["time_masks"]:
             rng = np.random.default_rng([self.seed, 1, int(step)])
             batch["x"] = self._augment(batch["x"], batch["seq_lengths"], rng)
         return batch
+
+    def _warped_batch(self, idx: np.ndarray, rng: np.random.Generator) -> Batch:
+        """A train batch whose utterances are randomly cropped (`crop_fraction`) and then
+        time-stretched by a factor drawn uniformly from `speed_range`, before frame stacking
+        and padding."""
+        data = self._split("train")
+        feats = []
+        for i in idx:
+            f = data["frames"][i]
+            if self.crop_fraction > 0:
+                f = audio.random_crop(f, self.crop_fraction, rng)
+            f = audio.time_stretch(f, float(rng.uniform(*self.speed_range)))
+            feats.append(audio.stack_frames(f, self.frame_stack))
+        x, lengths = audio.pad_batch(feats, self.pad_multiple)
+        return {"x": x, "seq_lengths": lengths, **self._labels(data, np.asarray(idx))}
 
     def _augment(self, x: np.ndarray, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """SpecAugment on the un-stacked frames (masks align with 10 ms frames)."""
@@ -693,6 +727,11 @@ class ConnectedDigitsTask(_SpeechTask):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if self.crop_fraction > 0:
+            raise ValueError(
+                "crop_fraction > 0 would cut digits out of connected utterances while their "
+                "labels stay; set task.crop_fraction=0 (speed_range is fine)."
+            )
         if not 1 <= min_digits <= max_digits:
             raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}.")
         self.sizes = {"train": int(num_train), "val": int(num_val), "test": int(num_test)}

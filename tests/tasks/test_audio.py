@@ -133,3 +133,35 @@ def test_spec_augment_masks_within_lengths():
     for i, n in enumerate(lengths):
         zero_frames = np.where((out[i] == 0).all(-1))[0]
         assert np.all(zero_frames < n)
+
+
+def test_time_stretch_changes_duration_and_keeps_the_envelope():
+    ramp = np.stack([np.arange(40.0), np.full(40, 3.0)], axis=1).astype(np.float32)
+    fast = audio.time_stretch(ramp, 2.0)
+    slow = audio.time_stretch(ramp, 0.8)
+    assert fast.shape == (20, 2) and slow.shape == (50, 2)
+    for out in (fast, slow):
+        # end points kept, the ramp stays a ramp, a constant feature stays constant
+        assert out[0, 0] == 0 and out[-1, 0] == 39
+        assert np.all(np.diff(out[:, 0]) > 0)
+        np.testing.assert_allclose(out[:, 1], 3.0)
+    assert audio.time_stretch(ramp, 1.0) is ramp
+    with pytest.raises(ValueError, match="positive"):
+        audio.time_stretch(ramp, 0.0)
+
+
+def test_random_crop_keeps_a_contiguous_window():
+    feats = np.arange(100, dtype=np.float32)[:, None]
+    rng = np.random.default_rng(0)
+    lengths = []
+    for _ in range(200):
+        out = audio.random_crop(feats, 0.3, rng)
+        lengths.append(len(out))
+        assert len(out) >= 70
+        np.testing.assert_array_equal(np.diff(out[:, 0]), 1.0)  # contiguous
+    assert min(lengths) < 75 and max(lengths) > 95  # the whole range of cuts is drawn
+    starts = {int(audio.random_crop(feats, 0.3, rng)[0, 0]) for _ in range(50)}
+    assert len(starts) > 5  # the cut falls on both ends, not only the tail
+    np.testing.assert_array_equal(audio.random_crop(feats, 0.0, rng), feats)
+    with pytest.raises(ValueError, match="crop_fraction"):
+        audio.random_crop(feats, 1.0, rng)

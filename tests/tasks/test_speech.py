@@ -132,6 +132,29 @@ def test_fsdd_batches_are_deterministic_and_cached(data_dir, tmp_path):
     assert len(seen) == steps * 8 <= len(names)
 
 
+def test_speed_and_crop_augmentation_vary_train_batches_only(data_dir, cache):
+    plain = speech.FSDDTask(**task_kwargs(data_dir, cache))
+    warped = speech.FSDDTask(
+        **task_kwargs(data_dir, cache, speed_range=[0.5, 0.6], crop_fraction=0.2)
+    )
+    a, b = plain.train_batch(3), warped.train_batch(3)
+    np.testing.assert_array_equal(a["y"], b["y"])  # same utterances, same order
+    # factors 0.5-0.6 stretch every utterance to 1.4-2.4x its cropped length
+    assert np.all(b["seq_lengths"] > 1.3 * 0.8 * a["seq_lengths"])
+    again = speech.FSDDTask(
+        **task_kwargs(data_dir, cache, speed_range=[0.5, 0.6], crop_fraction=0.2)
+    )
+    np.testing.assert_array_equal(again.train_batch(3)["x"], b["x"])  # a function of the step
+    # evaluation reads the clips as recorded
+    np.testing.assert_array_equal(
+        warped.make_batch("test", np.arange(4))["x"], plain.make_batch("test", np.arange(4))["x"]
+    )
+    with pytest.raises(ValueError, match="speed_range"):
+        speech.FSDDTask(**task_kwargs(data_dir, cache, speed_range=[1.2, 0.9]))
+    with pytest.raises(ValueError, match="crop_fraction=0"):
+        speech.ConnectedDigitsTask(**task_kwargs(data_dir, cache, crop_fraction=0.1))
+
+
 def test_speaker_heldout_task_tests_on_the_held_out_voice(data_dir, cache):
     task = speech.FSDDTask(**task_kwargs(data_dir, cache, heldout_speaker="bob"))
     assert {speech.parse_clip_name(n)[1] for n in task.splits["test"]["names"]} == {"bob"}
