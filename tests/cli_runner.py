@@ -32,6 +32,7 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
+        check=False,  # the caller decides, and the message below carries stderr
     )
     if check and result.returncode != 0:
         raise AssertionError(
