@@ -10,6 +10,8 @@ Features (`FeatureConfig`, the defaults are the usual speech front end at FSDD's
   top_db=None)`, i.e. absolute dB with a -100 dB floor and no per-utterance clipping.
 - `kind="mfcc"`: `librosa.feature.mfcc` (DCT-II, ortho) of that log-mel, `n_mfcc=13`.
 - `deltas=True` appends first and second differences (`librosa.feature.delta`, width 9).
+- `trim_db=x` first cuts leading and trailing audio more than x dB below the clip's loudest
+  frame (`librosa.effects.trim`, frames of `n_fft` samples every `hop_length`).
 
 Features are (T, F) float32, one row per 10 ms frame; T = 1 + len(wave) // hop_length.
 
@@ -60,6 +62,7 @@ class FeatureConfig:
     fmax: float | None = None  # None: sample_rate / 2
     n_mfcc: int = 13
     deltas: bool = False
+    trim_db: float | None = None  # None: keep the clip as recorded
 
     def __post_init__(self):
         if self.kind not in ("logmel", "mfcc"):
@@ -94,8 +97,15 @@ def compute_features(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """(T, F) float32 features of a mono waveform (see the module docstring)."""
     import librosa
 
+    wave = np.asarray(wave, np.float32)
+    if cfg.trim_db is not None:
+        # Some FSDD takes carry up to 0.8 s of untrimmed silence after the word, which
+        # per-utterance CMVN and mean pooling then average in.
+        wave, _ = librosa.effects.trim(
+            wave, top_db=cfg.trim_db, frame_length=cfg.n_fft, hop_length=cfg.hop_length
+        )
     mel = librosa.feature.melspectrogram(
-        y=np.asarray(wave, np.float32),
+        y=wave,
         sr=cfg.sample_rate,
         n_fft=cfg.n_fft,
         win_length=cfg.win_length,
@@ -131,8 +141,10 @@ def default_cache_dir() -> Path:
 
 def cache_key(cfg: FeatureConfig, recipe: object) -> str:
     """A short hash of the feature parameters and a JSON-serialisable recipe."""
+    # Fields added after version 1 enter the key only when set, so older caches stay valid.
+    features = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "trim_db" or v is not None}
     payload = json.dumps(
-        {"version": _CACHE_VERSION, "features": dataclasses.asdict(cfg), "recipe": recipe},
+        {"version": _CACHE_VERSION, "features": features, "recipe": recipe},
         sort_keys=True,
         default=str,
     )

@@ -165,3 +165,16 @@ def test_random_crop_keeps_a_contiguous_window():
     np.testing.assert_array_equal(audio.random_crop(feats, 0.0, rng), feats)
     with pytest.raises(ValueError, match="crop_fraction"):
         audio.random_crop(feats, 1.0, rng)
+
+
+def test_trim_db_cuts_silence_around_the_word():
+    rng = np.random.default_rng(0)
+    silence = (1e-4 * rng.standard_normal(int(0.3 * SR))).astype(np.float32)
+    wave = np.concatenate([silence, tone(500, 0.2), silence, silence])
+    kept = audio.compute_features(wave, audio.FeatureConfig())
+    trimmed = audio.compute_features(wave, audio.FeatureConfig(trim_db=30))
+    assert kept.shape[0] == audio.FeatureConfig().num_frames(len(wave))  # 101 frames
+    assert 18 <= trimmed.shape[0] <= 26  # the 0.2 s tone, give or take a frame or two
+    assert audio.cache_key(audio.FeatureConfig(trim_db=30), []) != audio.cache_key(
+        audio.FeatureConfig(), []
+    )
