@@ -1,0 +1,54 @@
+"""Every experiment preset composes, and every key it sets is one the code reads.
+
+Hydra merges config files without struct checks, so a misspelt key in an experiment file
+(`crop_fractoin: 0.3`) would otherwise surface only when that preset is run, or never, for
+model and trainer keys nobody reads."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import lstm_jax.cli  # noqa: F401  (registers the config resolvers)
+from lstm_jax.config import CONFIG_DIR
+
+EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
+
+
+def compose_train(*overrides):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose("train", overrides=[*overrides, "paths.data_dir=/tmp"])
+
+
+def constructor_parameters(cls) -> set[str]:
+    """Keyword parameters `cls(...)` accepts, following `**kwargs` up the base classes."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        names |= {p.name for p in params if p.kind is not p.VAR_KEYWORD} - {"self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return names
+
+
+def test_every_preset_is_found():
+    assert len(EXPERIMENTS) >= 20 and "default" in EXPERIMENTS and "fsdd_bilstm" in EXPERIMENTS
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_preset_keys_are_read_by_the_code(experiment):
+    cfg = compose_train(f"experiment={experiment}")
+    module, _, name = cfg.task._target_.rpartition(".")
+    task_cls = getattr(importlib.import_module(module), name)
+    unknown = set(cfg.task) - {"_target_"} - constructor_parameters(task_cls)
+    assert not unknown, f"experiment={experiment}: {task_cls.__name__} takes no {sorted(unknown)}"
+    base = compose_train()  # the default experiment: every model and trainer key there is
+    for group in ("model", "trainer"):
+        extra = set(cfg[group]) - set(base[group])
+        assert not extra, f"experiment={experiment}: {group} has no keys {sorted(extra)}"
