@@ -35,3 +35,15 @@ class NanFromStepTask(AddingTask):
             batch = {k: np.full_like(v, np.nan) if v.dtype.kind == "f" else v
                      for k, v in batch.items()}
         return batch
+
+
+class TiedAccuracyAddingTask(AddingTask):
+    """The adding task monitored by a validation "accuracy" that never changes, so every
+    evaluation ties and only the tie-break (val/mse) can pick the best checkpoint."""
+
+    monitor = "val/acc"
+    monitor_mode = "max"
+    monitor_tiebreak = "val/mse"
+
+    def evaluate(self, model, split):
+        return {**super().evaluate(model, split), "acc": 0.5}

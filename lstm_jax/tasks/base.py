@@ -40,11 +40,13 @@ class Task(abc.ABC):
 
     Subclasses set `monitor` (the validation metric the trainer early-stops on, checkpoints
     the best of, and returns to a sweeper, e.g. "val/acc") and `monitor_mode` ("min" or
-    "max").
+    "max"). A task whose monitor ties often (accuracy on a few hundred examples) names a
+    validation metric to minimise among tied evaluations in `monitor_tiebreak`.
     """
 
     monitor: str = "val/loss"
     monitor_mode: str = "min"
+    monitor_tiebreak: str | None = None
 
     def __init__(self, *, batch_size: int, seed: int = 0, data_dir: str | None = None):
         self.batch_size = batch_size

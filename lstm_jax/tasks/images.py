@@ -88,6 +88,7 @@ class SequentialImageTask(ArrayTask):
 
     monitor = "val/acc"
     monitor_mode = "max"
+    monitor_tiebreak = "val/loss"
     readout = "last"
     out_features = NUM_CLASSES
 

@@ -48,9 +48,19 @@ def _check_trainer_config(trainer_config: Any) -> None:
             raise ValueError(f"trainer.{key}={value!r} must be a positive integer.")
 
 
-def _better(value: float, best: float | None, mode: str) -> bool:
+def _better(
+    value: float,
+    best: float | None,
+    mode: str,
+    tiebreak: float | None = None,
+    best_tiebreak: float | None = None,
+) -> bool:
+    """Whether `value` improves on `best`; on a tie, whether `tiebreak` (lower is better)
+    improves on `best_tiebreak`."""
     if best is None:
         return math.isfinite(value)
+    if value == best and tiebreak is not None and best_tiebreak is not None:
+        return tiebreak < best_tiebreak
     return value < best if mode == "min" else value > best
 
 
@@ -69,6 +79,7 @@ class Trainer:
         self.task: Task = hydra.utils.instantiate(cfg.task)
         self.monitor = self.task.monitor
         self.monitor_mode = self.task.monitor_mode
+        self.monitor_tiebreak = self.task.monitor_tiebreak
 
         rngs = nnx.Rngs(params=cfg.seed, dropout=cfg.seed + 1)
         model = self.task.make_model(cfg.model, rngs=rngs)
@@ -139,6 +150,7 @@ class Trainer:
         is_main = distributed.is_main_process()
         checkpointer = Checkpointer(self.run_dir / "checkpoints", keep=tc.keep_checkpoints)
         step, best_value, best_step, evals_without_improvement = 0, None, None, 0
+        best_tiebreak = None
         elapsed_before = 0.0
         # Train metrics of the steps since the last log line (their mean is logged); a
         # checkpoint carries them so that a resumed run logs the same means.
@@ -148,6 +160,7 @@ class Trainer:
             self.state = distributed.replicate(self.state, self.mesh)
             step = meta["step"]
             best_value, best_step = meta["best_value"], meta["best_step"]
+            best_tiebreak = meta.get("best_tiebreak")
             evals_without_improvement = meta["evals_without_improvement"]
             elapsed_before = meta["wall_time_s"]
             window_metrics = meta.get("pending_train_metrics", [])
@@ -169,6 +182,7 @@ class Trainer:
                 "step": at_step,
                 "best_value": best_value,
                 "best_step": best_step,
+                "best_tiebreak": best_tiebreak,
                 "evals_without_improvement": evals_without_improvement,
                 "monitor": self.monitor,
                 "wall_time_s": elapsed_before + time.perf_counter() - start_time,
@@ -248,8 +262,10 @@ class Trainer:
                             f"the task's evaluate() returned {sorted(val)} but its monitor is "
                             f"{self.monitor!r}."
                         )
-                    if _better(value, best_value, self.monitor_mode):
+                    tiebreak = val.get(self.monitor_tiebreak) if self.monitor_tiebreak else None
+                    if _better(value, best_value, self.monitor_mode, tiebreak, best_tiebreak):
                         best_value, best_step, evals_without_improvement = value, step, 0
+                        best_tiebreak = tiebreak
                         checkpointer.save("best", step, self.state, checkpoint_meta(step))
                     else:
                         evals_without_improvement += 1
@@ -276,6 +292,8 @@ class Trainer:
         train_time = elapsed_before + time.perf_counter() - start_time
         summary = self._summarize(checkpointer, loggers, step, best_value, best_step,
                                   train_time, diagnostics_time, stopped_early)
+        if self.monitor_tiebreak is not None:
+            summary["best"][self.monitor_tiebreak] = best_tiebreak
         checkpointer.close()
         loggers.log_summary(summary)  # writes summary.json beside metrics.jsonl
         loggers.finish()

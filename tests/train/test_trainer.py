@@ -146,6 +146,20 @@ def test_killed_run_resumes_to_the_same_parameters_and_curve(tmp_path):
         np.testing.assert_array_equal(resumed, uninterrupted)
 
 
+def test_tied_monitor_keeps_the_checkpoint_with_the_better_tiebreak(tmp_path):
+    run_dir = tmp_path / "run"
+    run_cli(*TINY, "task._target_=fault_tasks.TiedAccuracyAddingTask", "optim.lr=1e-2",
+            "trainer.max_steps=60", "trainer.eval_every=10", "trainer.log_every=10",
+            "trainer.checkpoint_every=10", "logger=none", f"hydra.run.dir={run_dir}",
+            cwd=tmp_path)
+    evals = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "val/mse" in r]
+    best = min(evals, key=lambda r: r["val/mse"])
+    assert best["step"] != evals[0]["step"]  # else a strict '>' would pass this test too
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["best"] == {"val/acc": 0.5, "step": best["step"], "val/mse": best["val/mse"]}
+    assert sorted(os.listdir(run_dir / "checkpoints" / "best")) == [str(best["step"])]
+
+
 def test_unknown_config_key_is_an_error_naming_it(tmp_path):
     result = run_cli("trainer.max_step=10", cwd=tmp_path, check=False)
     assert result.returncode != 0
