@@ -464,10 +464,15 @@ class _SpeechTask(Task):
     def _labels(self, data: dict[str, Any], idx: np.ndarray) -> Batch:
         raise NotImplementedError
 
-    def make_batch(self, split: str, idx: np.ndarray) -> Batch:
-        """The padded batch of utterances `idx` of `split` (no augmentation)."""
+    def make_batch(
+        self, split: str, idx: np.ndarray, feats: Sequence[np.ndarray] | None = None
+    ) -> Batch:
+        """The padded batch of utterances `idx` of `split`: their stored features, or
+        `feats` (augmented versions of them) in their place."""
         data = self._split(split)
-        x, lengths = audio.pad_batch([data["feats"][i] for i in idx], self.pad_multiple)
+        if feats is None:
+            feats = [data["feats"][i] for i in idx]
+        x, lengths = audio.pad_batch(feats, self.pad_multiple)
         return {"x": x, "seq_lengths": lengths, **self._labels(data, np.asarray(idx))}
 
     def steps_per_epoch(self) -> int:
@@ -504,8 +509,7 @@ class _SpeechTask(Task):
                 f = audio.random_crop(f, self.crop_fraction, rng)
             f = audio.time_stretch(f, float(rng.uniform(*self.speed_range)))
             feats.append(audio.stack_frames(f, self.frame_stack))
-        x, lengths = audio.pad_batch(feats, self.pad_multiple)
-        return {"x": x, "seq_lengths": lengths, **self._labels(data, np.asarray(idx))}
+        return self.make_batch("train", idx, feats)
 
     def _augment(self, x: np.ndarray, lengths: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """SpecAugment on the un-stacked frames (masks align with 10 ms frames)."""
@@ -612,8 +616,6 @@ class _SpeechTask(Task):
 
 def _figure(width: float, height: float, rows: int = 1):
     """A stand-alone Figure (not registered with pyplot, so nothing leaks between calls)."""
-    # wandb.Image(fig) looks up matplotlib.pyplot, which must therefore be imported.
-    import matplotlib.pyplot  # noqa: F401
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), layout="constrained")

@@ -533,7 +533,6 @@ class TimeSeriesForecast(Task):
     def media(self, model: nnx.Module, split: str) -> dict[str, Any]:
         """A forecast plot of the target column for a few windows spread over `split`:
         history (the input window), truth and prediction, on the data's original scale."""
-        import matplotlib.pyplot  # noqa: F401  (wandb.Image(figure) needs pyplot imported)
         from matplotlib.figure import Figure
 
         n = self.num_windows(split)

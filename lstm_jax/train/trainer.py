@@ -290,10 +290,11 @@ class Trainer:
             prefetch.shutdown(wait=False, cancel_futures=True)
 
         train_time = elapsed_before + time.perf_counter() - start_time
-        summary = self._summarize(checkpointer, loggers, step, best_value, best_step,
-                                  train_time, diagnostics_time, stopped_early)
+        best = {self.monitor: best_value, "step": best_step}
         if self.monitor_tiebreak is not None:
-            summary["best"][self.monitor_tiebreak] = best_tiebreak
+            best[self.monitor_tiebreak] = best_tiebreak
+        summary = self._summarize(checkpointer, loggers, step, best, train_time,
+                                  diagnostics_time, stopped_early)
         checkpointer.close()
         loggers.log_summary(summary)  # writes summary.json beside metrics.jsonl
         loggers.finish()
@@ -314,8 +315,8 @@ class Trainer:
             "set optim.clip_grad_norm, or check the data for NaNs."
         )
 
-    def _summarize(self, checkpointer, loggers, step, best_value, best_step, train_time,
-                   diagnostics_time, stopped_early) -> dict[str, Any]:
+    def _summarize(self, checkpointer, loggers, step, best, train_time, diagnostics_time,
+                   stopped_early) -> dict[str, Any]:
         # The test metrics and figures are those of the best checkpoint, the one a user
         # keeps; without a best (no evaluation improved) the final parameters.
         params = self.state["params"]
@@ -331,7 +332,7 @@ class Trainer:
         return {
             "monitor": self.monitor,
             "monitor_mode": self.monitor_mode,
-            "best": {self.monitor: best_value, "step": best_step},
+            "best": best,
             "test": test,
             "steps": step,
             "stopped_early": stopped_early,
