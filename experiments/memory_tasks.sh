@@ -18,6 +18,10 @@ OUT=experiments/results
 export WANDB_MODE=offline
 SMALL="model.hidden_size=64 trainer.batch_size=32 task.val_size=500 task.test_size=1000 logger=none trainer.progress_bar=false"
 NODIAG="logger.diagnostics_every=100000"   # diagnostics off, except where they are the point
+# The memory presets follow Tallec & Ollivier 2018 since issue 12 (RMSProp, no clipping, stop
+# when solved); these runs were measured before, with the settings below.
+OLD_COPY="optim.clip_grad_norm=1.0 trainer.stop_when=null"
+OLD_ADDING="optim=adam optim.lr=1e-3 optim.clip_grad_norm=1.0 trainer.stop_when=null"
 
 run() {  # run STAGE ARGS...: one lstm-jax command, timed
   local stage=$1; shift
@@ -31,29 +35,29 @@ stage() {
   case $1 in
   adding_T50)      # cells at T=50
     run $1 -m experiment=adding_T100 task.seq_len=50 trainer.max_steps=1000 trainer.eval_every=250 \
-      model.cell=rnn,gru,lstm $SMALL $NODIAG hydra.sweep.dir=$OUT/$1 ;;
+      model.cell=rnn,gru,lstm $SMALL $NODIAG $OLD_ADDING hydra.sweep.dir=$OUT/$1 ;;
   adding_T50_chrono)
     run $1 experiment=adding_T100 task.seq_len=50 trainer.max_steps=1000 trainer.eval_every=250 \
-      model.chrono_max_steps=75 $SMALL $NODIAG hydra.run.dir=$OUT/$1 ;;
+      model.chrono_max_steps=75 $SMALL $NODIAG $OLD_ADDING hydra.run.dir=$OUT/$1 ;;
   adding_T100)
     run $1 -m experiment=adding_T100 trainer.max_steps=2000 trainer.eval_every=250 \
-      model.cell=rnn,gru,lstm $SMALL $NODIAG hydra.sweep.dir=$OUT/$1 ;;
+      model.cell=rnn,gru,lstm $SMALL $NODIAG $OLD_ADDING hydra.sweep.dir=$OUT/$1 ;;
   adding_T100_chrono)
     run $1 experiment=adding_T100 trainer.max_steps=2000 trainer.eval_every=250 \
-      model.chrono_max_steps=150 $SMALL $NODIAG hydra.run.dir=$OUT/$1 ;;
+      model.chrono_max_steps=150 $SMALL $NODIAG $OLD_ADDING hydra.run.dir=$OUT/$1 ;;
   copy_T50)
     run $1 -m experiment=copy_T100 task.seq_len=50 trainer.max_steps=1500 \
-      model.cell=rnn,gru,lstm $SMALL $NODIAG hydra.sweep.dir=$OUT/$1 ;;
+      model.cell=rnn,gru,lstm $SMALL $NODIAG $OLD_COPY hydra.sweep.dir=$OUT/$1 ;;
   copy_T50_chrono)
     run $1 experiment=copy_T100 task.seq_len=50 trainer.max_steps=1500 \
-      model.chrono_max_steps=75 $SMALL $NODIAG hydra.run.dir=$OUT/$1 ;;
+      model.chrono_max_steps=75 $SMALL $NODIAG $OLD_COPY hydra.run.dir=$OUT/$1 ;;
   copy_T200_forget_bias1)   # Tallec & Ollivier comparison, reduced from T=500 to T=200;
     # diagnostics every 500 steps log grad_norm/dh_t and the forget-gate time constants
     run $1 experiment=copy_T500_forget_bias1 task.seq_len=200 trainer.max_steps=2500 \
-      $SMALL logger.diagnostics_every=500 hydra.run.dir=$OUT/$1 ;;
+      $SMALL logger.diagnostics_every=500 $OLD_COPY hydra.run.dir=$OUT/$1 ;;
   copy_T200_chrono)
     run $1 experiment=copy_T500_chrono task.seq_len=200 model.chrono_max_steps=300 \
-      trainer.max_steps=2500 $SMALL logger.diagnostics_every=500 hydra.run.dir=$OUT/$1 ;;
+      trainer.max_steps=2500 $SMALL logger.diagnostics_every=500 $OLD_COPY hydra.run.dir=$OUT/$1 ;;
   seq_fashion_mnist_row)
     run $1 experiment=seq_fashion_mnist_row paths.data_dir=$DATA trainer.max_steps=2580 \
       logger=none logger.diagnostics_every=100000 hydra.run.dir=$OUT/$1 ;;

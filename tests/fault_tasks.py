@@ -47,3 +47,20 @@ class TiedAccuracyAddingTask(AddingTask):
 
     def evaluate(self, model, split):
         return {**super().evaluate(model, split), "acc": 0.5}
+
+
+class SolvedFromEvaluationTask(AddingTask):
+    """The adding task whose validation reports solved = 1 from its `solved_from`-th
+    evaluation on (1-based), for trainer.stop_when."""
+
+    def __init__(self, *, solved_from: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.solved_from = solved_from
+        self.val_evaluations = 0
+
+    def evaluate(self, model, split):
+        metrics = super().evaluate(model, split)
+        if split == "val":
+            self.val_evaluations += 1
+            metrics["solved"] = float(self.val_evaluations >= self.solved_from)
+        return metrics

@@ -1,4 +1,4 @@
-"""Synthetic long-dependency memory tasks: adding, copy memory, selective copy.
+"""Synthetic long-dependency memory tasks: adding, copy memory, variable copy, selective copy.
 
 All data is generated on the fly from a seed: `train_batch(step)` draws from
 `np.random.default_rng([seed, 0, step])`, so a batch is a pure function of (seed, step). The
@@ -19,6 +19,10 @@ concatenated when bidirectional) or at every time step (`readout="all"`).
   blanks, a delimiter, 10 blanks (length T + 20); the target is blank for T + 10 steps and
   then the 10 symbols. Cross-entropy over all T + 20 outputs; the memoryless baseline
   (blank, then uniform over the 8 categories) scores 10 ln 8 / (T + 20) (`baseline_loss`).
+- `VariableCopyTask` (Henaff, Szlam & LeCun 2016, as Tallec & Ollivier 2018 use it): the
+  copy task with the delimiter at a random time: the gap before it is drawn from U[1, T] per
+  sequence, and the symbols are due in the 10 steps right after it. Same length T + 20 and
+  the same memoryless baseline 10 ln 8 / (T + 20); with a gap of T it is the copy task.
 - `SelectiveCopyTask` (Gu & Dao 2023, the Mamba paper): N data tokens at random positions in
   T steps of blank (noise) tokens, then N marker tokens; at the markers the model outputs
   the data tokens in order. Cross-entropy on the N output positions; the uniform guess scores
@@ -138,6 +142,31 @@ def copy_memory(
     x[:, k + seq_len - 1] = num_categories + 1
     y = np.zeros((n, length), np.int32)
     y[:, -k:] = data
+    return x, y
+
+
+def variable_copy(
+    rng: np.random.Generator, n: int, seq_len: int, num_symbols: int = 10, num_categories: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """Variable copy (Henaff et al. 2016): tokens x, y (n, T + 2 * num_symbols) int32.
+
+    Vocabulary as in `copy_memory`. Each row draws a gap g from U[1, T]: x = symbols, g - 1
+    blanks, the delimiter, blanks to the end; y = blanks except the num_symbols steps right
+    after the delimiter, which hold the symbols. g = T gives `copy_memory`'s layout.
+    """
+    if seq_len < 1:
+        raise ValueError(f"variable copy needs seq_len >= 1, got {seq_len}.")
+    k = num_symbols
+    length = seq_len + 2 * k
+    data = rng.integers(1, num_categories + 1, size=(n, k)).astype(np.int32)
+    gap = rng.integers(1, seq_len + 1, size=n)
+    rows = np.arange(n)
+    x = np.zeros((n, length), np.int32)
+    x[:, :k] = data
+    delimiter = k + gap - 1
+    x[rows, delimiter] = num_categories + 1
+    y = np.zeros((n, length), np.int32)
+    y[rows[:, None], delimiter[:, None] + 1 + np.arange(k)] = data
     return x, y
 
 
@@ -319,7 +348,8 @@ class AddingTask(_GeneratedTask):
 
     Metrics: loss = mse; baseline_mse = MSE of always predicting 1 on the same examples
     (about 1/6); acc = fraction of examples with |prediction - target| < 0.04 (Hochreiter &
-    Schmidhuber's 1997 success criterion).
+    Schmidhuber's 1997 success criterion); solved = 1.0 when mse < `solved_mse` (default
+    0.01, about 6 % of the baseline).
     """
 
     monitor = "val/mse"
@@ -329,9 +359,10 @@ class AddingTask(_GeneratedTask):
     readout = "last"
     tolerance = 0.04
 
-    def __init__(self, *, seq_len: int = 100, **kwargs):
+    def __init__(self, *, seq_len: int = 100, solved_mse: float = 0.01, **kwargs):
         super().__init__(**kwargs)
         self.seq_len = int(seq_len)
+        self.solved_mse = float(solved_mse)
 
     def _generate(self, rng, n):
         return adding_problem(rng, n, self.seq_len)
@@ -355,6 +386,7 @@ class AddingTask(_GeneratedTask):
             "mse": mse,
             "baseline_mse": sums["base_se"] / n,
             "acc": sums["hit"] / n,
+            "solved": float(mse < self.solved_mse),
         }
 
 
@@ -437,6 +469,25 @@ class CopyTask(_RecallTask):
 
     def _sequence_ce(self, out, y):
         return optax.softmax_cross_entropy_with_integer_labels(out, y).mean(axis=1)
+
+
+class VariableCopyTask(CopyTask):
+    """Variable copy (Henaff et al. 2016): the copy task with the delimiter at a random time.
+
+    Metrics and baseline as `CopyTask` (CE over all T + 20 outputs; acc on the num_symbols
+    steps after each sequence's delimiter).
+    """
+
+    def _generate(self, rng, n):
+        return variable_copy(rng, n, self.seq_len, self.num_symbols, self.num_categories)
+
+    def _recall(self, out, y):
+        # The data symbols are never blank (1..C), so the recalled steps are exactly the
+        # nonblank targets: k consecutive steps starting at the first one.
+        start = jnp.argmax(y != 0, axis=1)
+        steps = start[:, None] + jnp.arange(self.num_symbols)
+        logits = jnp.take_along_axis(out, steps[:, :, None], axis=1)
+        return logits, jnp.take_along_axis(y, steps, axis=1)
 
 
 class SelectiveCopyTask(_RecallTask):

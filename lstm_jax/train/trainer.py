@@ -64,6 +64,16 @@ def _better(
     return value < best if mode == "min" else value > best
 
 
+def _stop_condition_met(val: dict[str, float], metric: str) -> bool:
+    """Whether `trainer.stop_when`'s validation metric (e.g. val/solved) holds: nonzero."""
+    if metric not in val:
+        raise KeyError(
+            f"trainer.stop_when={metric!r} is not a validation metric of this task; it "
+            f"reports {sorted(val)}."
+        )
+    return bool(val[metric])
+
+
 def _num_params(params: Any) -> int:
     return int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(params)))
 
@@ -80,6 +90,7 @@ class Trainer:
         self.monitor = self.task.monitor
         self.monitor_mode = self.task.monitor_mode
         self.monitor_tiebreak = self.task.monitor_tiebreak
+        self.stop_when = self.trainer_config.get("stop_when")
 
         rngs = nnx.Rngs(params=cfg.seed, dropout=cfg.seed + 1)
         model = self.task.make_model(cfg.model, rngs=rngs)
@@ -175,7 +186,7 @@ class Trainer:
         diagnostics_every = cfg.logger.diagnostics_every
         start_time = time.perf_counter()
         diagnostics_time = 0.0
-        stopped_early = False
+        stopped_early = stopped_when = False
 
         def checkpoint_meta(at_step: int) -> dict[str, Any]:
             return {
@@ -276,6 +287,10 @@ class Trainer:
                         log.info("Early stop at step %d: %s has not improved for %d "
                                  "evaluations", step, self.monitor, patience)
                         stopped_early = True
+                    if self.stop_when is not None and _stop_condition_met(val, self.stop_when):
+                        log.info("Stop at step %d: %s = %s", step, self.stop_when,
+                                 val[self.stop_when])
+                        stopped_early = stopped_when = True
 
                 if step % tc.checkpoint_every == 0 or step == tc.max_steps or stopped_early:
                     checkpointer.save("last", step, self.state, checkpoint_meta(step))
@@ -295,6 +310,7 @@ class Trainer:
             best[self.monitor_tiebreak] = best_tiebreak
         summary = self._summarize(checkpointer, loggers, step, best, train_time,
                                   diagnostics_time, stopped_early)
+        summary["stopped_when"] = self.stop_when if stopped_when else None
         checkpointer.close()
         loggers.log_summary(summary)  # writes summary.json beside metrics.jsonl
         loggers.finish()

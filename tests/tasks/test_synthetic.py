@@ -13,9 +13,11 @@ from lstm_jax.tasks.synthetic import (
     AddingTask,
     CopyTask,
     SelectiveCopyTask,
+    VariableCopyTask,
     adding_problem,
     copy_memory,
     selective_copy,
+    variable_copy,
 )
 
 MODEL = {
@@ -60,6 +62,76 @@ def test_copy_layout():
     np.testing.assert_array_equal(y[:, -k:], x[:, :k])
 
 
+def test_variable_copy_layout_gap_and_targets():
+    T, k, n = 30, 10, 4000
+    x, y = variable_copy(np.random.default_rng(0), n, T)
+    assert x.shape == y.shape == (n, T + 2 * k) and x.dtype == y.dtype == np.int32
+    assert ((x[:, :k] >= 1) & (x[:, :k] <= 8)).all()
+    delimiter = np.argmax(x == 9, axis=1)
+    assert ((x == 9).sum(1) == 1).all()  # one delimiter per row
+    gap = delimiter - k + 1
+    # The gap before the delimiter is uniform on [1, T]: every value occurs, none outside.
+    assert gap.min() == 1 and gap.max() == T and len(np.unique(gap)) == T
+    counts = np.bincount(gap, minlength=T + 1)[1:]
+    assert counts.min() > 0.5 * n / T and counts.max() < 1.6 * n / T
+    for row_x, row_y, d in zip(x[:50], y[:50], delimiter[:50]):
+        assert (row_x[k:d] == 0).all() and (row_x[d + 1 :] == 0).all()
+        np.testing.assert_array_equal(row_y[d + 1 : d + 1 + k], row_x[:k])
+        assert (row_y[: d + 1] == 0).all() and (row_y[d + 1 + k :] == 0).all()
+
+
+def test_variable_copy_with_the_longest_gap_is_the_copy_task():
+    x, y = variable_copy(np.random.default_rng(0), 3000, 5)
+    full = np.argmax(x == 9, axis=1) == 10 + 5 - 1
+    xc, yc = copy_memory(np.random.default_rng(0), int(full.sum()), 5)
+    # same layout as copy (symbols differ: different draws)
+    np.testing.assert_array_equal(x[full] != 0, xc != 0)
+    np.testing.assert_array_equal(y[full] != 0, yc != 0)
+
+
+def test_variable_copy_scores_the_steps_after_each_delimiter():
+    task = VariableCopyTask(seq_len=20, batch_size=16)
+    b = task.train_batch(0)
+    y = jnp.asarray(b["y"])
+    perfect = 50.0 * jax.nn.one_hot(y, task.out_features)
+    _, aux = task._forward_loss(perfect, y)
+    assert float(aux["acc"]) == 1.0
+    # Right everywhere except one symbol of each sequence's copy: acc 9/10. The copy task's
+    # rule (the last 10 steps) would score these sequences on the wrong steps.
+    first = np.argmax(b["y"] != 0, axis=1)
+    wrong = b["y"].copy()
+    wrong[np.arange(16), first] = 0
+    logits = 50.0 * jax.nn.one_hot(jnp.asarray(wrong), task.out_features)
+    _, aux = task._forward_loss(logits, y)
+    assert float(aux["acc"]) == pytest.approx(0.9)
+    sums = task._eval_sums(logits, y, jnp.ones(16))
+    m = task._finish_eval({k: float(v) for k, v in sums.items()}, 16)
+    assert m["acc"] == pytest.approx(0.9) and m["seq_acc"] == 0.0 and m["solved"] == 0.0
+    assert task.baseline_loss == pytest.approx(10 * math.log(8) / 40)
+
+
+def test_variable_copy_memoryless_baseline_predictor_scores_the_baseline():
+    """Blank everywhere except uniform over the 8 symbols on the 10 steps after the
+    delimiter (which a memoryless model sees): 10 ln 8 / (T + 20), as for copy."""
+    task = VariableCopyTask(seq_len=30, batch_size=16)
+    b = task.train_batch(0)
+    logits = np.full(b["y"].shape + (9,), -1e9, np.float32)
+    logits[..., 0] = 0.0
+    due = b["y"] != 0
+    logits[due, 0] = -1e9
+    logits[due, 1:] = 0.0
+    loss, _ = task._forward_loss(jnp.asarray(logits), jnp.asarray(b["y"]))
+    assert float(loss) == pytest.approx(task.baseline_loss, rel=1e-5)
+
+
+def test_adding_solved_follows_its_threshold():
+    task = AddingTask(seq_len=10, batch_size=8, solved_mse=0.01)
+    y = jnp.asarray(task.train_batch(0)["y"])
+    for offset, solved in ((0.05, 1.0), (0.2, 0.0)):  # mse 0.0025 and 0.04
+        sums = task._eval_sums((y + offset)[:, None], y, jnp.ones(8))
+        assert task._finish_eval({k: float(v) for k, v in sums.items()}, 8)["solved"] == solved
+
+
 def test_selective_copy_layout():
     T, n = 40, 6
     x, y = selective_copy(np.random.default_rng(1), 9, T, n, 8)
@@ -72,7 +144,7 @@ def test_selective_copy_layout():
     assert ((y >= 1) & (y <= 8)).all()
 
 
-@pytest.mark.parametrize("cls", [AddingTask, CopyTask, SelectiveCopyTask])
+@pytest.mark.parametrize("cls", [AddingTask, CopyTask, VariableCopyTask, SelectiveCopyTask])
 def test_train_batch_is_a_pure_function_of_seed_and_step(cls):
     a = cls(seq_len=12, batch_size=4, seed=3)
     b = cls(seq_len=12, batch_size=4, seed=3)
@@ -245,6 +317,8 @@ def compose_train(*overrides):
         ("adding_T400", AddingTask, 400),
         ("copy_T200", CopyTask, 200),
         ("copy_T500_chrono", CopyTask, 500),
+        ("variable_copy_T500", VariableCopyTask, 500),
+        ("adding_T750", AddingTask, 750),
     ],
 )
 def test_experiment_presets_compose_and_build_the_task(experiment, cls, seq_len):

@@ -160,6 +160,29 @@ def test_tied_monitor_keeps_the_checkpoint_with_the_better_tiebreak(tmp_path):
     assert sorted(os.listdir(run_dir / "checkpoints" / "best")) == [str(best["step"])]
 
 
+def test_stop_when_ends_the_run_at_the_first_solved_evaluation(tmp_path):
+    run_dir = tmp_path / "run"
+    run_cli(*TINY, "task._target_=fault_tasks.SolvedFromEvaluationTask", "+task.solved_from=3",
+            "trainer.max_steps=100", "trainer.eval_every=5", "trainer.log_every=5",
+            "trainer.checkpoint_every=50", "trainer.stop_when=val/solved", "logger=none",
+            f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    evals = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "val/solved" in r]
+    assert [(r["step"], r["val/solved"]) for r in evals] == [(5, 0.0), (10, 0.0), (15, 1.0)]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 15 and summary["stopped_early"]
+    assert summary["stopped_when"] == "val/solved"
+    # The stop leaves a checkpoint at the step it stopped, so the run can be continued.
+    assert sorted(os.listdir(run_dir / "checkpoints" / "last")) == ["15"]
+
+
+def test_stop_when_names_a_metric_the_task_reports(tmp_path):
+    result = run_cli(*TINY, "trainer.max_steps=10", "trainer.eval_every=5",
+                     "trainer.stop_when=val/solvd", "logger=none",
+                     f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert "trainer.stop_when='val/solvd'" in result.stderr and "val/solved" in result.stderr
+
+
 def test_unknown_config_key_is_an_error_naming_it(tmp_path):
     result = run_cli("trainer.max_step=10", cwd=tmp_path, check=False)
     assert result.returncode != 0
