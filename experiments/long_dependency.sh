@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Long-dependency results at the literature's budgets (issue 12), in the order the issue
+# ranks them. Each job is one lstm-jax command: a preset of configs/experiment/ (each states
+# the paper whose setup it follows), one initialisation or cell, one seed. Runs land in
+# $OUT/<job>/seed<S>/ (default experiments/results/long_dependency); a finished run (one with
+# summary.json) is skipped and a killed one continues from its last checkpoint
+# (trainer.resume=true), so rerunning this script picks up where it stopped.
+#
+#   bash experiments/long_dependency.sh [--lanes N] [JOB_PREFIX ...]   # default: every job, 2 lanes
+#   lstm-jax-compare $OUT/copy_T500_* --over seed --solved "val/solved>0"   # the seed table
+#
+# Lanes run side by side, each pinned to one core (taskset) at nice 10: one run's XLA step
+# does not scale past one core at these sizes (0.31 s/step at copy T=500 on 1 or 2 cores).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LSTM_JAX=${LSTM_JAX:-lstm-jax}
+OUT=${OUT:-experiments/results/long_dependency}
+LANES=2
+if [ "${1:-}" = "--lanes" ]; then LANES=$2; shift 2; fi
+export WANDB_MODE=${WANDB_MODE:-offline}
+
+# job name | overrides (seeds are appended). Rows: 1 copy, 2 adding, 3 the cells, 4 variable copy.
+JOBS=(
+  "copy_T500_lstm|experiment=copy_T500_forget_bias1"
+  "copy_T500_chrono|experiment=copy_T500_chrono"
+  "copy_T100_lstm|experiment=copy_T100"
+  "copy_T100_chrono|experiment=copy_T100 model.chrono_max_steps=150"
+  "copy_T200_lstm|experiment=copy_T200"
+  "copy_T200_chrono|experiment=copy_T200 model.chrono_max_steps=300"
+  "adding_T200_lstm|experiment=adding_T200"
+  "adding_T200_chrono|experiment=adding_T200 model.chrono_max_steps=200"
+  "adding_T400_lstm|experiment=adding_T400"
+  "adding_T400_chrono|experiment=adding_T400 model.chrono_max_steps=400"
+  "adding_T750_lstm|experiment=adding_T750"
+  "adding_T750_chrono|experiment=adding_T750 model.chrono_max_steps=750"
+  "copy_T100_rnn|experiment=copy_T100 model.cell=rnn"
+  "copy_T100_gru|experiment=copy_T100 model.cell=gru"
+  "adding_T200_rnn|experiment=adding_T200 model.cell=rnn"
+  "adding_T200_gru|experiment=adding_T200 model.cell=gru"
+  "variable_copy_T500_lstm|experiment=variable_copy_T500"
+  "variable_copy_T500_chrono|experiment=variable_copy_T500 model.chrono_max_steps=500"
+)
+SEEDS=(${SEEDS:-0 1 2})
+
+# The queue: each row's jobs seed by seed, so the first hours give both inits two seeds.
+queue=()
+for job in "${JOBS[@]}"; do
+  name=${job%%|*}
+  if [ $# -gt 0 ]; then
+    keep=0; for prefix in "$@"; do [[ $name == $prefix* ]] && keep=1; done
+    [ $keep = 1 ] || continue
+  fi
+  queue+=("$job")
+done
+ordered=()
+for ((i = 0; i < ${#queue[@]}; i += 2)); do   # jobs come in pairs (an init and its rival)
+  for seed in "${SEEDS[@]}"; do
+    ordered+=("${queue[i]}|$seed")
+    [ $((i + 1)) -lt ${#queue[@]} ] && ordered+=("${queue[i+1]}|$seed")
+  done
+done
+
+run_one() {  # NAME|OVERRIDES|SEED
+  local name=${1%%|*} rest=${1#*|}
+  local overrides=${rest%|*} seed=${rest##*|}
+  local dir=$OUT/$name/seed$seed
+  [ -f "$dir/summary.json" ] && { echo "done   $dir"; return 0; }
+  mkdir -p "$dir"
+  echo "start  $dir: lstm-jax $overrides seed=$seed  ($(date -u +%FT%TZ), commit $(git rev-parse --short HEAD))" \
+    | tee -a "$OUT/commands.log"
+  local t0=$(date +%s)
+  # shellcheck disable=SC2086
+  if nice -n 10 taskset -c "$2" "$LSTM_JAX" $overrides seed=$seed trainer.resume=true \
+      hydra.run.dir="$dir" > "$dir/stdout.log" 2>&1; then
+    echo "end    $dir: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/commands.log"
+  else
+    echo "FAILED $dir after $(( $(date +%s) - t0 )) s (see $dir/stdout.log)" | tee -a "$OUT/commands.log"
+  fi
+}
+
+mkdir -p "$OUT"
+for ((lane = 0; lane < LANES; lane++)); do
+  (
+    core=$((lane % $(nproc)))
+    for ((j = lane; j < ${#ordered[@]}; j += LANES)); do run_one "${ordered[j]}" "$core"; done
+  ) &
+done
+wait
