@@ -1,0 +1,158 @@
+"""Seed statistics for `lstm-jax-compare --over KEY`: runs that differ only in KEY (the seed,
+usually) become one row.
+
+Each row holds the parameters the group shares, `n` (its runs), the mean and standard
+deviation (sample, ddof=1; none for one run) of each chosen metric column, and, with
+`--solved`, the solved fraction and the median, min and max steps to solve among the runs
+that solved. "Steps to solve" is the first logged step at which the `--solved` condition
+held on the validation metric: the condition's column itself when it is a `val/` metric,
+its `val/` counterpart for a `test/` column (the test split is scored once, at the end).
+
+The curve plot draws, per group, the median of a metric over the group's runs and a min-max
+band. A run that ended before the others (stopped when solved, or early) keeps its last
+value from then on, so the band does not narrow to the runs that are still going.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from lstm_jax.compare.plots import _label, _pyplot
+from lstm_jax.compare.runs import Run, _is_number
+from lstm_jax.compare.table import Table, _fmt, param_value, parse_condition
+
+
+def validation_column(column: str) -> str:
+    """The validation series a `--solved` column is checked on over training."""
+    if column.startswith("test/"):
+        return "val/" + column[len("test/"):]
+    if column.startswith("best "):
+        return column[len("best "):]
+    return column
+
+
+def steps_to_solve(run: Run, condition: str) -> int | None:
+    """The first step at which `condition` (e.g. 'val/solved>0') held on the validation
+    series of `run`; None if it never did."""
+    column, op, threshold = parse_condition(condition)
+    for step, value in run.series.get(validation_column(column), []):
+        if op(value, threshold):
+            return step
+    return None
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else None
+
+
+def _group_key(run: Run, params: list[str]) -> str:
+    return json.dumps([param_value(run, p) for p in params], default=str)
+
+
+def group_runs(runs: list[Run], table: Table, over: str) -> list[tuple[dict[str, Any], list[int]]]:
+    """[(the parameters a group shares, indices of its runs in `runs`)], in first-seen
+    order. Runs join a group when every swept parameter but `over` is equal."""
+    if over not in table.params and not any(over in (r.config or r.overrides) for r in runs):
+        raise ValueError(
+            f"--over {over!r}: no run has that key; swept parameters: {table.params}")
+    shared = [p for p in table.params if p != over]
+    groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
+    for index, run in enumerate(runs):
+        key = _group_key(run, shared)
+        if key not in groups:
+            groups[key] = ({p: param_value(run, p) for p in shared}, [])
+        groups[key][1].append(index)
+    return list(groups.values())
+
+
+def build_over_table(runs: list[Run], table: Table, over: str,
+                     solved: str | None = None) -> Table:
+    """The per-group table of `table` (one row per run, as `build_table` makes it)."""
+    groups = group_runs(runs, table, over)
+    shared = [p for p in table.params if p != over]
+    skip = {"run", *table.params, "status", "solved", "best step"}
+    metric_columns = [c for c in table.columns if c not in skip
+                      and any(_is_number(r.get(c)) for r in table.rows)]
+    rows = []
+    for params, members in groups:
+        row: dict[str, Any] = {**params, "n": len(members),
+                               over: ",".join(_fmt(param_value(runs[i], over)) for i in members)}
+        for column in metric_columns:
+            values = [float(table.rows[i][column]) for i in members
+                      if _is_number(table.rows[i].get(column))
+                      and math.isfinite(table.rows[i][column])]
+            row[f"{column} mean"], row[f"{column} std"] = _mean_std(values)
+        if solved:
+            flags = [table.rows[i].get("solved") for i in members]
+            known = [f for f in flags if f is not None]
+            row["solved fraction"] = sum(known) / len(known) if known else None
+            steps = [s for s in (steps_to_solve(runs[i], solved) for i in members)
+                     if s is not None]
+            row["solved runs"] = len(steps)
+            row["steps to solve median"] = statistics.median(steps) if steps else None
+            row["steps to solve min"] = min(steps) if steps else None
+            row["steps to solve max"] = max(steps) if steps else None
+        row["done"] = sum(table.rows[i].get("status") == "done" for i in members)
+        rows.append(row)
+    columns = list(rows[0]) if rows else [*shared, "n"]
+    return Table(columns=columns, rows=rows, params=shared, fixed=table.fixed)
+
+
+def _carried(series: list[tuple[int, float]], steps: list[int]) -> list[float]:
+    """`series` at each of `steps`, its last value carried forward past its end (NaN
+    before its first point)."""
+    out, j, last = [], 0, math.nan
+    for step in steps:
+        while j < len(series) and series[j][0] <= step:
+            last = series[j][1]
+            j += 1
+        out.append(last)
+    return out
+
+
+def plot_group_curves(runs: list[Run], groups: list[tuple[dict[str, Any], list[int]]],
+                      params: list[str], metric: str, path: Path,
+                      logy: bool = False) -> Path | None:
+    """One median line and min-max band of `metric` per group, step on x."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = False
+    for number, (shared, members) in enumerate(groups):
+        series = [runs[i].series.get(metric, []) for i in members]
+        series = [s for s in series if s]
+        if not series:
+            continue
+        steps = sorted({step for s in series for step, _ in s})
+        columns = [_carried(s, steps) for s in series]
+        finite = [[v for v in values if not math.isnan(v)] for values in zip(*columns)]
+        keep = [k for k, values in enumerate(finite) if values]
+        xs = [steps[k] for k in keep]
+        median = [statistics.median(finite[k]) for k in keep]
+        color = plt.get_cmap("tab10")(number % 10)
+        label = ", ".join(f"{p.rsplit('.', 1)[-1]}={_fmt(v)}" for p, v in shared.items()) or (
+            _label(runs[members[0]], params))
+        ax.plot(xs, median, color=color, label=f"{label} (n={len(series)})", linewidth=1.4)
+        ax.fill_between(xs, [min(finite[k]) for k in keep], [max(finite[k]) for k in keep],
+                        color=color, alpha=0.2, linewidth=0)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("step")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric}: median and min-max over runs")
+    if logy:
+        ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
