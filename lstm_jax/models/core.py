@@ -29,5 +29,6 @@ def make_core(model_config: Any, in_features: int, *, rngs: nnx.Rngs) -> nnx.Mod
         kwargs.update(
             forget_bias=model_config.forget_bias,
             chrono_max_steps=model_config.chrono_max_steps,
+            backend=getattr(model_config, "backend", "auto"),
         )
     return CELLS[cell](in_features, model_config.hidden_size, **kwargs)

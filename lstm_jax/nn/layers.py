@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lstm_jax.nn import init, scan, torch_io
+from lstm_jax.nn import cudnn, init, scan, torch_io
 
 F32 = jnp.float32
 
@@ -266,6 +266,9 @@ class LSTM(_Recurrent):
     initialisation (Tallec & Ollivier 2018) b_f ~ log U[1, T_max - 1], b_i = -b_f.
     dtype: compute dtype of the matmuls (e.g. bfloat16); parameters (param_dtype) and the
     cell state stay float32.
+    backend: "scan" (the project's kernel, every platform), "cudnn" (jax.experimental.rnn on
+    a CUDA GPU; refused elsewhere) or "auto" (cuDNN on CUDA where it can do what a call asks,
+    the scan kernel otherwise). lstm_jax.nn.cudnn lists what cuDNN cannot do.
     """
 
     GATES = ("input", "forget", "cell", "output")
@@ -273,11 +276,58 @@ class LSTM(_Recurrent):
 
     def __init__(self, in_features, hidden_size, *, num_layers=1, bidirectional=False,
                  dropout=0.0, forget_bias=1.0, chrono_max_steps=None, use_bias=True,
-                 dtype=None, param_dtype=F32, rngs: nnx.Rngs):
+                 dtype=None, param_dtype=F32, backend="auto", rngs: nnx.Rngs):
+        cudnn.check_backend(backend)
         super().__init__(in_features, hidden_size, num_layers=num_layers,
                          bidirectional=bidirectional, dropout=dropout, use_bias=use_bias,
                          dtype=dtype, param_dtype=param_dtype, rngs=rngs,
                          forget_bias=forget_bias, chrono_max_steps=chrono_max_steps)
+        self.backend = backend
+
+    def cudnn_blockers(self, *, return_gates=False, hidden_perturbation=None) -> list[str]:
+        """Why cuDNN cannot run this call (empty: it can)."""
+        reasons = []
+        if return_gates:
+            reasons.append("the gates were requested")
+        if hidden_perturbation is not None:
+            reasons.append("a hidden perturbation was given")
+        if self.dtype is not None and jnp.dtype(self.dtype) != F32:
+            reasons.append(f"the compute dtype is {jnp.dtype(self.dtype).name}")
+        if self.dropout is not None and not self.dropout.deterministic:
+            reasons.append("dropout between layers is active")
+        if not self.use_bias:
+            reasons.append("the layer has no biases")
+        return reasons
+
+    def uses_cudnn(self, *, return_gates=False, hidden_perturbation=None) -> bool:
+        """Whether a call with these arguments runs on cuDNN (see `backend`)."""
+        if self.backend == "scan" or (self.backend == "auto" and not cudnn.on_cuda()):
+            return False
+        reasons = self.cudnn_blockers(return_gates=return_gates,
+                                      hidden_perturbation=hidden_perturbation)
+        if reasons and self.backend == "cudnn":
+            warnings.warn(f"backend='cudnn' falls back to the scan kernel: "
+                          f"{', '.join(reasons)}.", stacklevel=3)
+        return not reasons
+
+    def __call__(self, x, seq_lengths=None, initial_state=None, *, return_gates=False,
+                 hidden_perturbation=None):
+        if not self.uses_cudnn(return_gates=return_gates,
+                               hidden_perturbation=hidden_perturbation):
+            return super().__call__(x, seq_lengths, initial_state, return_gates=return_gates,
+                                    hidden_perturbation=hidden_perturbation)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"expected input features {self.in_features}, got x of shape "
+                             f"{x.shape}")
+        carries = self._initial_carries(initial_state, x.shape[0])
+        h0 = jnp.concatenate([c[0] for c in carries], axis=0)
+        c0 = jnp.concatenate([c[1] for c in carries], axis=0)
+        layers = [getattr(self, f"layer_{k}") for k in range(self.num_layers)]
+        y, h_n, c_n = cudnn.lstm(
+            x, seq_lengths, h0, c0, cudnn.flat_weights(layers, self.num_directions),
+            input_size=self.in_features, hidden_size=self.hidden_size,
+            num_layers=self.num_layers, bidirectional=self.bidirectional)
+        return y, (h_n, c_n)
 
     def _init_bias(self, key, forget_bias=1.0, chrono_max_steps=None):
         return {"b": init.lstm_bias(key, self.num_directions, self.hidden_size, forget_bias,
