@@ -18,7 +18,7 @@ from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from lstm_jax.config import CONFIG_DIR
+from lstm_jax.config import CONFIG_DIR, enable_compilation_cache
 
 log = logging.getLogger("lstm_jax")
 
@@ -71,6 +71,7 @@ def _run(cfg: DictConfig) -> float:
     # A job launched by submitit on a cluster enters here, not through main().
     distributed.maybe_initialize_distributed()
 
+    enable_compilation_cache(cfg.paths.get("compilation_cache_dir"))
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     # Hydra logs INFO to the run's log file; orbax and JAX's backend probing would bury
     # the run's own lines there.

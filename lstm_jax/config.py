@@ -20,3 +20,15 @@ def user_cache(subdir: str) -> str:
 
 if not OmegaConf.has_resolver("user_cache"):
     OmegaConf.register_new_resolver("user_cache", user_cache)
+
+
+def enable_compilation_cache(directory: str | None) -> None:
+    """Points JAX's persistent compilation cache at `directory` (None leaves it off).
+
+    Programs that took under a second to compile are not stored (JAX's default), so the
+    cache holds the train, eval and diagnostics steps rather than every small helper."""
+    import jax
+
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", str(directory))
