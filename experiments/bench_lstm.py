@@ -1,13 +1,22 @@
-"""Training-step speed of lstm_jax.nn.LSTM against PyTorch nn.LSTM and the JAX peers.
+"""Training-step speed of lstm_jax.nn.LSTM against PyTorch nn.LSTM and the JAX peers, on a
+machine it names.
 
 One training step = forward, backward and the gradients of every parameter, with
-loss = mean(y ** 2), timed for each installed implementation in one process at the DESIGN
-shapes (batch, time, input, hidden, layers). After a warm-up, the implementations run
-interleaved (one timed step each per repeat) so that a noisy, shared machine slows all of them
-alike; the table reports the median step time.
+loss = mean(y ** 2), at the DESIGN shapes (batch, time, input, hidden, layers); S5 is the
+speech-like one: bidirectional, lengths drawn from [100, 200] (PyTorch packs the batch,
+lstm_jax takes seq_lengths; the JAX peers have no bidirectional variable-length layer of the
+same kind and sit S5 out).
 
-    python experiments/bench_lstm.py                       # all shapes, default repeats
-    python experiments/bench_lstm.py --shapes S1,S2 --repeats 5 --json out.json
+Each implementation runs in a process of its own, so no two share XLA's or PyTorch's thread
+pool, and the processes take turns: in each round every process times one step while the
+others wait, so slow phases of a shared machine hit all of them alike. The table gives the
+median step, its spread (interquartile range), ms per time step, and the fraction of the
+machine's GEMM peak (a 2048x2048 float32 matmul in JAX, measured first) that the step's
+matmul FLOPs reach. The header names the CPU model, its vector ISA (AVX2 / AVX-512), the
+cores and the library versions.
+
+    python experiments/bench_lstm.py                       # S1-S5, all installed implementations
+    python experiments/bench_lstm.py --shapes S1,S5 --repeats 15 --json out.json
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -24,56 +35,73 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# (batch, time, input, hidden, layers, bidirectional, variable lengths)
 SHAPES = {
-    "S1": (20, 35, 200, 200, 2),
-    "S2": (32, 128, 256, 256, 1),
-    "S3": (64, 256, 512, 512, 1),
-    "S4": (16, 1024, 128, 128, 1),
+    "S1": (20, 35, 200, 200, 2, False, False),
+    "S2": (32, 128, 256, 256, 1, False, False),
+    "S3": (64, 256, 512, 512, 1, False, False),
+    "S4": (16, 1024, 128, 128, 1, False, False),
+    "S5": (32, 200, 80, 256, 2, True, True),
 }
 JAX_PEERS = ("flax.linen", "haiku", "equinox")
+S5_IMPLEMENTATIONS = ("lstm_jax", "lstm_jax.cudnn", "pytorch")
 
 
 def _block(tree):
     jax.block_until_ready(tree)
 
 
-def make_lstm_jax(b, t, d, h, layers, x_np):
+def make_lstm_jax(b, t, d, h, layers, x_np, lengths=None, bidirectional=False, backend="scan"):
     from flax import nnx
 
     from lstm_jax.nn import LSTM
 
-    model = LSTM(d, h, num_layers=layers, rngs=nnx.Rngs(0))
+    model = LSTM(d, h, num_layers=layers, bidirectional=bidirectional, backend=backend,
+                 rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
 
     @jax.jit
-    def step(params, x):
+    def step(params, x, lengths):
         def loss(p):
-            y, _ = nnx.merge(graphdef, p)(x)
+            y, _ = nnx.merge(graphdef, p)(x, lengths)
             return jnp.mean(y**2)
 
         return jax.value_and_grad(loss)(params)
 
     x = jnp.asarray(x_np)
-    return lambda: _block(step(params, x))
+    lengths = None if lengths is None else jnp.asarray(lengths)
+    return lambda: _block(step(params, x, lengths))
 
 
-def make_torch(b, t, d, h, layers, x_np):
+def make_lstm_jax_cudnn(*args, **kwargs):
+    return make_lstm_jax(*args, **kwargs, backend="cudnn")
+
+
+def make_torch(b, t, d, h, layers, x_np, lengths=None, bidirectional=False):
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
-    model = torch.nn.LSTM(d, h, num_layers=layers, batch_first=True)
-    x = torch.as_tensor(x_np)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = torch.nn.LSTM(d, h, num_layers=layers, batch_first=True,
+                          bidirectional=bidirectional).to(device)
+    x = torch.as_tensor(x_np, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step():
         model.zero_grad(set_to_none=True)
-        y, _ = model(x)
-        loss = y.pow(2).mean()
-        loss.backward()
+        if lengths is None:
+            y, _ = model(x)
+        else:  # packed, as a speech model would run it
+            packed = torch.nn.utils.rnn.pack_padded_sequence(
+                x, torch.as_tensor(lengths), batch_first=True, enforce_sorted=False)
+            y, _ = torch.nn.utils.rnn.pad_packed_sequence(model(packed)[0], batch_first=True)
+        y.pow(2).mean().backward()
+        sync()
 
     return step
 
 
-def make_flax_linen(b, t, d, h, layers, x_np):
+def make_flax_linen(b, t, d, h, layers, x_np, lengths=None, bidirectional=False):
     import flax.linen as nn
 
     class Stack(nn.Module):
@@ -94,7 +122,7 @@ def make_flax_linen(b, t, d, h, layers, x_np):
     return lambda: _block(step(params, x))
 
 
-def make_haiku(b, t, d, h, layers, x_np):
+def make_haiku(b, t, d, h, layers, x_np, lengths=None, bidirectional=False):
     import haiku as hk
 
     def forward(x):
@@ -113,7 +141,7 @@ def make_haiku(b, t, d, h, layers, x_np):
     return lambda: _block(step(params, x))
 
 
-def make_equinox(b, t, d, h, layers, x_np):
+def make_equinox(b, t, d, h, layers, x_np, lengths=None, bidirectional=False):
     import equinox as eqx
 
     keys = jax.random.split(jax.random.PRNGKey(0), layers)
@@ -141,6 +169,7 @@ def make_equinox(b, t, d, h, layers, x_np):
 
 MAKERS: dict[str, Callable] = {
     "lstm_jax": make_lstm_jax,
+    "lstm_jax.cudnn": make_lstm_jax_cudnn,
     "pytorch": make_torch,
     "flax.linen": make_flax_linen,
     "haiku": make_haiku,
@@ -149,6 +178,10 @@ MAKERS: dict[str, Callable] = {
 
 
 def _available(name):
+    if name == "lstm_jax.cudnn":
+        from lstm_jax.nn import cudnn
+
+        return cudnn.on_cuda()
     module = {"pytorch": "torch", "flax.linen": "flax.linen", "haiku": "haiku",
               "equinox": "equinox"}.get(name)
     if module is None:
@@ -160,48 +193,152 @@ def _available(name):
         return False
 
 
-def bench_shape(shape, repeats, warmup, names):
-    b, t, d, h, layers = shape
-    x_np = np.random.default_rng(0).standard_normal((b, t, d)).astype(np.float32)
-    steps = {name: MAKERS[name](b, t, d, h, layers, x_np) for name in names}
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
+# ------------------------------------------------------------------------------ the machine
+
+
+def cpu_description() -> dict:
+    """CPU model, vector ISA and core count, from /proc/cpuinfo where there is one."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and ":" in line:
+                    model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and ":" in line:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "other"
+    if "amx_tile" in flags:
+        isa += " + AMX"
+    return {"cpu": model, "isa": isa, "cores": os.cpu_count()}
+
+
+def library_versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in ("jax", "jaxlib", "flax", "optax", "torch", "haiku", "equinox"):
+        try:
+            out[name] = __import__(name).__version__
+        except ImportError:
+            pass
+    return out
+
+
+def gemm_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """Best float32 n x n matmul rate of JAX's default backend, GFLOP/s."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    mm = jax.jit(lambda a: a @ a)
+    mm(a).block_until_ready()
+    best = min(_timed(lambda: mm(a).block_until_ready()) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def step_gflop(shape) -> float:
+    """Matmul FLOPs of one training step: forward 2*B*T*4H*(D_in + H) per layer and
+    direction, the backward twice that (data and weight gradients)."""
+    b, t, d, h, layers, bidirectional, _ = shape
+    n = 2 if bidirectional else 1
+    total = 0.0
+    for k in range(layers):
+        d_in = d if k == 0 else n * h
+        total += n * 2 * b * t * 4 * h * (d_in + h)
+    return 3 * total / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+# ------------------------------------------------------------------------------ processes
+
+
+def worker(name: str, key: str, warmup: int) -> None:
+    """Builds one implementation's step, then times one step per line read from stdin."""
+    b, t, d, h, layers, bidirectional, ragged = SHAPES[key]
+    rng = np.random.default_rng(0)
+    x_np = rng.standard_normal((b, t, d)).astype(np.float32)
+    lengths = rng.integers(t // 2, t + 1, size=b).astype(np.int32) if ragged else None
+    kwargs = {"lengths": lengths, "bidirectional": bidirectional} if (ragged or bidirectional) else {}
+    step = MAKERS[name](b, t, d, h, layers, x_np, **kwargs)
+    for _ in range(warmup):
+        step()
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        print(f"{_timed(step):.9f}", flush=True)
+
+
+def bench_shape(key: str, repeats: int, warmup: int, names: list[str]) -> dict[str, list[float]]:
+    """Step times of each implementation, each in its own process, taking turns."""
+    procs = {}
+    for name in names:
+        procs[name] = subprocess.Popen(
+            [sys.executable, __file__, "--worker", name, "--shapes", key, "--warmup", str(warmup)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        # Build one at a time: compilation is itself a heavy job.
+        if procs[name].stdout.readline().strip() != "ready":
+            raise RuntimeError(f"{name} at {key} failed to start (see its stderr above)")
     times = {name: [] for name in names}
-    for _ in range(repeats):
-        for name, step in steps.items():  # interleaved: noise hits every implementation
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}, times
+    try:
+        for _ in range(repeats):
+            for name, proc in procs.items():  # one process works at a time
+                proc.stdin.write("step\n")
+                proc.stdin.flush()
+                times[name].append(float(proc.stdout.readline()))
+    finally:
+        for proc in procs.values():
+            proc.stdin.close()
+            proc.wait(timeout=60)
+    return times
+
+
+def _spread(ts: list[float]) -> float:
+    q = statistics.quantiles(ts, n=4) if len(ts) >= 4 else [min(ts), 0, max(ts)]
+    return q[2] - q[0]
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shapes", default=",".join(SHAPES), help="comma list of S1..S4")
-    ap.add_argument("--repeats", type=int, default=7, help="timed steps per implementation")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
+    ap.add_argument("--shapes", default=",".join(SHAPES), help="comma list of S1..S5")
+    ap.add_argument("--repeats", type=int, default=11, help="timed steps per implementation")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
     ap.add_argument("--impls", default=",".join(MAKERS), help="comma list of implementations")
     ap.add_argument("--json", default=None, help="write the results to this path")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.worker:
+        return worker(args.worker, args.shapes, args.warmup)
 
+    machine = {**cpu_description(), "backend": jax.default_backend(),
+               "device": jax.devices()[0].device_kind, **library_versions()}
+    machine["gemm_peak_gflops"] = gemm_peak_gflops()
     names = [n for n in args.impls.split(",") if _available(n)]
-    print(f"# machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-          f"jax {jax.__version__} ({jax.default_backend()}), float32")
-    print(f"# implementations: {', '.join(names)}; repeats {args.repeats}, warmup {args.warmup}")
+    print(f"# machine: {machine['cpu']} ({machine['isa']}, {machine['cores']} cores), "
+          f"{machine['backend']} {machine['device']}, JAX GEMM peak "
+          f"{machine['gemm_peak_gflops']:.0f} GFLOP/s (float32 2048^3)")
+    print("# " + ", ".join(f"{k} {v}" for k, v in machine.items()
+                           if k in ("python", "jax", "jaxlib", "flax", "torch", "haiku",
+                                    "equinox")))
+    print(f"# one process per implementation, taking turns; {args.repeats} rounds after "
+          f"{args.warmup} warm-up steps; median [IQR]")
+    print(f"{'shape':<5} {'impl':<15} {'median ms':>10} {'IQR ms':>8} {'ms/step t':>9} "
+          f"{'% peak':>7} {'vs torch':>9} {'vs best JAX peer':>17}")
     results = {}
-    header = (f"{'shape':<5} {'(B,T,D,H,L)':<22} {'impl':<11} {'median ms':>10} "
-              f"{'tokens/s':>10} {'vs torch':>9} {'vs best JAX peer':>17}")
-    print(header)
     for key in args.shapes.split(","):
         shape = SHAPES[key]
-        medians, raw = bench_shape(shape, args.repeats, args.warmup, names)
-        tokens = shape[0] * shape[1]
+        here = [n for n in names if key != "S5" or n in S5_IMPLEMENTATIONS]
+        raw = bench_shape(key, args.repeats, args.warmup, here)
+        medians = {n: statistics.median(ts) for n, ts in raw.items()}
         peers = [n for n in JAX_PEERS if n in medians]
         best_peer = min(peers, key=medians.get) if peers else None
         rows = {}
         for name, sec in medians.items():
-            row = {"median_s": sec, "tokens_per_s": tokens / sec, "times_s": raw[name]}
+            row = {"median_s": sec, "iqr_s": _spread(raw[name]), "times_s": raw[name],
+                   "ms_per_timestep": sec * 1e3 / shape[1],
+                   "fraction_of_gemm_peak": step_gflop(shape) / sec / machine["gemm_peak_gflops"]}
             if "pytorch" in medians:
                 row["speedup_vs_pytorch"] = medians["pytorch"] / sec
             if best_peer:
@@ -209,13 +346,13 @@ def main(argv=None):
             rows[name] = row
             vs_t = f"{row.get('speedup_vs_pytorch', float('nan')):.2f}x"
             vs_j = f"{row.get('speedup_vs_best_jax_peer', float('nan')):.2f}x"
-            print(f"{key:<5} {shape!s:<22} {name:<11} {sec * 1e3:>10.1f} "
-                  f"{tokens / sec:>10.0f} {vs_t:>9} {vs_j:>17}", flush=True)
+            print(f"{key:<5} {name:<15} {sec * 1e3:>10.1f} {row['iqr_s'] * 1e3:>8.1f} "
+                  f"{row['ms_per_timestep']:>9.3f} {100 * row['fraction_of_gemm_peak']:>6.1f}% "
+                  f"{vs_t:>9} {vs_j:>17}", flush=True)
         results[key] = {"shape": shape, "best_jax_peer": best_peer, "results": rows}
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": {"cpu_count": os.cpu_count(), "processor": platform.processor(),
-                                        "jax": jax.__version__}, "shapes": results}, f, indent=2)
+            json.dump({"machine": machine, "shapes": results}, f, indent=2)
 
 
 if __name__ == "__main__":
