@@ -1,0 +1,245 @@
+"""Figures of the long-dependency runs (experiments/long_dependency.sh), from their
+metrics.jsonl alone:
+
+- `<job>_relative_ce.png`: validation cross-entropy (or MSE) over the memoryless baseline
+  during training, median and min-max over seeds, one colour per job of a task and T;
+- `<task>_dh_t.png`: the per-timestep gradient profile ||dL/dh_t|| (grad_norm/dh_t, 32
+  points over the sequence) at a few points of training, one panel per job (seed 0);
+- `<task>_forget_tau.png`: the forget-gate memory time constants tau = -1/ln f (5th, 50th
+  and 95th percentile over units and steps) over training, one colour per job;
+- `memory_horizon.png`: per cell, the largest T whose runs solved the task, with the
+  fraction of seeds that did.
+
+    python experiments/long_dependency_figures.py [RUNS_DIR] [--out experiments/figures]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+JOB = re.compile(r"^(?P<task>[a-z_]+)_T(?P<T>\d+)_(?P<variant>\w+)$")
+
+
+def read(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # a line cut by a kill
+    return rows
+
+
+def series(rows: list[dict], key: str) -> list[tuple[int, object]]:
+    return [(r["step"], r[key]) for r in rows if key in r]
+
+
+def load(root: Path) -> tuple[dict[str, dict[int, list[dict]]], set[tuple[str, int]]]:
+    """({job: {seed: rows}} for every job dir holding seed<k>/metrics.jsonl, and the
+    (job, seed) pairs whose run finished: summary.json written)."""
+    jobs: dict[str, dict[int, list[dict]]] = defaultdict(dict)
+    done = set()
+    for metrics in sorted(root.glob("*/seed*/metrics.jsonl")):
+        seed = int(metrics.parent.name.removeprefix("seed"))
+        job = metrics.parent.parent.name
+        jobs[job][seed] = read(metrics.parent)
+        if (metrics.parent / "summary.json").exists():
+            done.add((job, seed))
+    return jobs, done
+
+
+def by_task(jobs):
+    tasks = defaultdict(list)
+    for job in jobs:
+        match = JOB.match(job)
+        if match:
+            tasks[f"{match['task']}_T{match['T']}"].append(job)
+    return tasks
+
+
+def relative_loss(rows):
+    """(step, val/loss over its baseline) at every evaluation."""
+    out = []
+    for r in rows:
+        base = r.get("val/baseline_loss", r.get("val/baseline_mse"))
+        if "val/loss" in r and base:
+            out.append((r["step"], r["val/loss"] / base))
+    return out
+
+
+def plot_relative(jobs, task, names, out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for k, job in enumerate(sorted(names)):
+        curves = [relative_loss(rows) for rows in jobs[job].values()]
+        curves = [c for c in curves if c]
+        if not curves:
+            continue
+        steps = sorted({s for c in curves for s, _ in c})
+        carried = []
+        for c in curves:  # a run that stopped (solved) keeps its last value
+            values, j, last = [], 0, float("nan")
+            for s in steps:
+                while j < len(c) and c[j][0] <= s:
+                    last = c[j][1]
+                    j += 1
+                values.append(last)
+            carried.append(values)
+        columns = [[v for v in col if not math.isnan(v)] for col in zip(*carried)]
+        xs = [s for s, col in zip(steps, columns) if col]
+        cols = [col for col in columns if col]
+        color = plt.get_cmap("tab10")(k)
+        ax.plot(xs, [statistics.median(c) for c in cols], color=color,
+                label=f"{job} (n={len(curves)})")
+        ax.fill_between(xs, [min(c) for c in cols], [max(c) for c in cols], color=color,
+                        alpha=0.2, linewidth=0)
+    ax.axhline(1.0, color="k", linestyle="--", linewidth=0.8, label="memoryless baseline")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("val loss / baseline")
+    ax.set_title(f"{task}: validation loss relative to the baseline (median, min-max)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / f"{task}_relative_ce.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_dh_t(jobs, task, names, out: Path) -> Path | None:
+    names = [n for n in sorted(names) if 0 in jobs[n] and series(jobs[n][0], "grad_norm/dh_t")]
+    if not names:
+        return None
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), squeeze=False)
+    for ax, job in zip(axes[0], names):
+        profiles = series(jobs[job][0], "grad_norm/dh_t")
+        picks = sorted({0, len(profiles) // 2, len(profiles) - 1})
+        for k in picks:
+            step, profile = profiles[k]
+            t = [i / (len(profile) - 1) for i in range(len(profile))]
+            ax.plot(t, profile, label=f"step {step}")
+        ax.set_yscale("log")
+        ax.set_xlabel("position in the sequence (0 = first step)")
+        ax.set_ylabel("||dL/dh_t||")
+        ax.set_title(job)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / f"{task}_dh_t.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_tau(jobs, task, names, out: Path) -> Path | None:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    drawn = False
+    for k, job in enumerate(sorted(names)):
+        if 0 not in jobs[job]:
+            continue
+        points = series(jobs[job][0], "gates/layer_0/forget_tau")
+        if not points:
+            continue
+        color = plt.get_cmap("tab10")(k)
+        steps = [s for s, _ in points]
+        ax.plot(steps, [v["p50"] for _, v in points], color=color, label=f"{job} median")
+        ax.fill_between(steps, [v["p05"] for _, v in points], [v["p95"] for _, v in points],
+                        color=color, alpha=0.2, linewidth=0)
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    match = re.search(r"_T(\d+)$", task)
+    if match:
+        ax.axhline(int(match[1]), color="k", linestyle="--", linewidth=0.8, label="T")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("tau = -1 / ln f (steps)")
+    ax.set_title(f"{task}: forget-gate time constants (5-50-95th percentile), seed 0")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / f"{task}_forget_tau.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def horizon(jobs, done) -> dict[str, dict[str, dict[int, tuple[int, int]]]]:
+    """{task: {variant: {T: (seeds solved, seeds with a result)}}}: a run has a result
+    once it solved or finished its budget; a run still going counts for neither."""
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    for job, seeds in jobs.items():
+        match = JOB.match(job)
+        if not match:
+            continue
+        solved = [any(r.get("val/solved") for r in rows) for rows in seeds.values()]
+        results = sum(s or (job, seed) in done for s, seed in zip(solved, seeds))
+        if results:
+            out[match["task"]][match["variant"]][int(match["T"])] = (sum(solved), results)
+    return out
+
+
+def plot_horizon(jobs, done, out: Path) -> Path | None:
+    table = horizon(jobs, done)
+    if not table:
+        return None
+    fig, axes = plt.subplots(1, len(table), figsize=(5.5 * len(table), 4), squeeze=False)
+    for ax, (task, variants) in zip(axes[0], sorted(table.items())):
+        for k, (variant, by_t) in enumerate(sorted(variants.items())):
+            ts = sorted(by_t)
+            fractions = [by_t[t][0] / by_t[t][1] if by_t[t][1] else 0.0 for t in ts]
+            ax.plot(ts, [f + 0.02 * k for f in fractions], marker="o", label=variant)
+            for t, f in zip(ts, fractions):
+                ax.annotate(f"{by_t[t][0]}/{by_t[t][1]}", (t, f + 0.02 * k), fontsize=7,
+                            textcoords="offset points", xytext=(3, 3))
+        ax.set_xscale("log")
+        ax.set_ylim(-0.1, 1.15)
+        ax.set_xlabel("T")
+        ax.set_ylabel("fraction of seeds solved within the budget")
+        ax.set_title(f"memory horizon: {task}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = out / "memory_horizon.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="?", default="experiments/results/long_dependency")
+    ap.add_argument("--out", default="experiments/figures")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs, done = load(Path(args.runs))
+    written = []
+    for task, names in sorted(by_task(jobs).items()):
+        written.append(plot_relative(jobs, task, names, out))
+        written += [p for p in (plot_dh_t(jobs, task, names, out),
+                                plot_tau(jobs, task, names, out)) if p]
+    horizon_path = plot_horizon(jobs, done, out)
+    written += [horizon_path] if horizon_path else []
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
