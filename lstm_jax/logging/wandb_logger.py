@@ -226,6 +226,7 @@ class WandbLogger:
         if monitor:
             self.set_monitor(monitor, monitor_mode or "min")
         self._finished = False
+        self._lost = False  # W&B's service process is gone (see _call)
 
     # -- metric definitions -----------------------------------------------------------
     def set_monitor(self, monitor: str, mode: str = "min") -> None:
@@ -293,7 +294,23 @@ class WandbLogger:
             out[key] = value  # strings, W&B objects (wandb.Table, ...), None
 
     # -- logger API -------------------------------------------------------------------
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+        """Runs one W&B call. Once W&B's service process is gone (SLURM's SIGTERM to a
+        preempted or requeued job reaches it before the trainer), warns once and stops
+        logging to W&B: metrics.jsonl goes on, and the run checkpoints or completes."""
+        if self._lost:
+            return
+        try:
+            fn(*args, **kwargs)
+        except (OSError, self._wandb.errors.Error) as error:
+            self._lost = True
+            log.warning("W&B %s failed (%s: %s); W&B logging stops for this run (metrics.jsonl "
+                        "goes on)", what, type(error).__name__, error)
+
     def log(self, metrics: dict[str, Any], step: int) -> None:
+        self._call("log", self._log, metrics, step)
+
+    def _log(self, metrics: dict[str, Any], step: int) -> None:
         data: dict[str, Any] = {"step": int(step)}
         for key, value in metrics.items():
             if key == "step":
@@ -307,6 +324,9 @@ class WandbLogger:
 
         Note: a key that is also a logged val/test metric overrides its best-of summary.
         """
+        self._call("summary", self._log_summary, summary)
+
+    def _log_summary(self, summary: dict[str, Any]) -> None:
         monitor, mode = summary.get("monitor"), summary.get("monitor_mode")
         if isinstance(monitor, str) and mode in ("min", "max") and monitor not in self._goals:
             self.set_monitor(monitor, mode)  # only before its first value: W&B does not recompute
@@ -319,4 +339,4 @@ class WandbLogger:
         if self._finished:
             return
         self._finished = True
-        self.run.finish(exit_code=exit_code)
+        self._call("finish", self.run.finish, exit_code=exit_code)

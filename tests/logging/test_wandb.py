@@ -223,3 +223,24 @@ def test_unreachable_server_with_a_key_falls_back_to_offline(tmp_path, cfg_facto
     logger.log({"train/loss": 0.5}, step=1)
     logger.finish()
     assert [r["train/loss"] for r in read_wandb_run(tmp_path)["history"]] == [0.5]
+
+
+def test_lost_wandb_service_stops_wandb_not_the_run(tmp_path, cfg_factory, monkeypatch, caplog):
+    """SLURM's SIGTERM to a requeued job can take W&B's service process down first: W&B
+    logging then stops with one warning, and metrics.jsonl and the run go on."""
+    loggers = make_loggers(cfg_factory(), tmp_path, resume=False)
+    wandb_logger = loggers.get(WandbLogger)
+    loggers.log({"train/loss": 0.5}, step=1)
+
+    def gone(*args, **kwargs):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(wandb_logger.run, "log", gone)
+    monkeypatch.setattr(wandb_logger.run, "finish", gone)
+    loggers.log({"train/loss": 0.4}, step=2)
+    loggers.log({"train/loss": 0.3}, step=3)
+    loggers.log_summary({"num_params": 1})
+    loggers.finish()  # does not raise
+    warnings = [r for r in caplog.records if "W&B logging stops" in r.getMessage()]
+    assert len(warnings) == 1 and "ConnectionResetError" in warnings[0].getMessage()
+    assert [r["step"] for r in read_metrics(tmp_path) if "train/loss" in r] == [1, 2, 3]
