@@ -16,20 +16,15 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from cli_runner import run_cli
+from cli_runner import run_cli, slow_adding, tiny_adding
 from multiprocess_runner import cpu_env, start_processes, wait_all
 
 pytestmark = pytest.mark.multiprocess
 
 STEPS = 8
-TINY = [
-    "task=adding", "task.seq_len=6", "task.val_size=64", "task.test_size=64",
-    "task.eval_batch_size=32", "model.hidden_size=16", "trainer.batch_size=16",
-    f"trainer.max_steps={STEPS}", "trainer.log_every=1", "trainer.eval_every=4",
-    "trainer.checkpoint_every=2", "logger.diagnostics_every=null", "trainer.progress_bar=false",
-]
+TINY = tiny_adding(STEPS)
 # The killed run: the same data, a pause per batch so that it can be killed mid-way.
-SLOW = ["task._target_=fault_tasks.SlowAddingTask", "+task.seconds_per_batch=0.25"]
+SLOW = slow_adding(0.25)
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_runner import REPO, run_cli
+from cli_runner import REPO, run_cli, slow_adding, tiny_adding
 
 pytestmark = pytest.mark.slurm
 
@@ -29,15 +29,10 @@ LAUNCH = [
     "hydra.launcher.tasks_per_node=1", "hydra.launcher.cpus_per_task=1",
     "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10",
 ]
-TINY = [
-    "task=adding", "task.seq_len=6", "task.val_size=64", "task.test_size=64",
-    "task.eval_batch_size=32", "model.hidden_size=16", "trainer.batch_size=16",
-    f"trainer.max_steps={STEPS}", "trainer.log_every=1", "trainer.eval_every=4",
-    "trainer.checkpoint_every=2", "logger.diagnostics_every=null", "trainer.progress_bar=false",
-]
+TINY = tiny_adding(STEPS)
 # The same data with a pause per batch: 8 s of training left after the step-4 checkpoint,
 # longer than the cluster's KillWait (5 s), so the requeue kills the job mid-run.
-SLOW = ["task._target_=fault_tasks.SlowAddingTask", "+task.seconds_per_batch=1.0"]
+SLOW = slow_adding(1.0)
 ENV = {"JAX_PLATFORMS": "cpu"}
 
 
