@@ -147,6 +147,42 @@ def process_overrides(argv: list[str]) -> list[str]:
     return [] if is_main_process() else list(NON_MAIN_HYDRA_OVERRIDES)
 
 
+def wait_for_all_processes(name: str, timeout_s: float = 3600.0) -> None:
+    """A barrier of the distributed runtime's coordination service (no device collective,
+    so none of gloo's 30 s timeouts); a no-op for a single process."""
+    if not jax.distributed.is_initialized() or jax.process_count() == 1:
+        return
+    from jax._src import distributed as jax_distributed
+
+    jax_distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))
+
+
+_barriers = 0
+
+
+def jit(fn: Any, **jit_kwargs: Any) -> Any:
+    """`jax.jit(fn, **jit_kwargs)`; in a run of several processes, its first call compiles,
+    waits until every process has compiled, then runs. Processes compile at their own
+    pace (a loaded host takes longer), and the first collective of the step (the gradient
+    all-reduce) would otherwise wait for the slowest one, which CPU collectives (gloo)
+    give up after 30 s. Later calls are plain `jax.jit` calls (the compiled step is cached)."""
+    jitted = jax.jit(fn, **jit_kwargs)
+    if jax.process_count() == 1:
+        return jitted
+    first = [True]
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if first[0]:
+            global _barriers
+            first[0] = False
+            jitted.lower(*args, **kwargs).compile()
+            _barriers += 1
+            wait_for_all_processes(f"lstm_jax.jit:{getattr(fn, '__name__', 'fn')}:{_barriers}")
+        return jitted(*args, **kwargs)
+
+    return call
+
+
 def is_main_process() -> bool:
     """True on process 0, the one that writes files, checkpoints metadata and W&B."""
     return jax.process_index() == 0
