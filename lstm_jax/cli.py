@@ -100,6 +100,10 @@ def main() -> None:
 
     # A SLURM/submitit job that is one of several processes joins the others first.
     distributed.maybe_initialize_distributed()
+    try:
+        sys.argv += distributed.process_overrides(sys.argv[1:])
+    except ValueError as error:
+        _fail(str(error))
     _hydra_main()
 
 

@@ -80,6 +80,7 @@ def maybe_initialize_distributed(env: Mapping[str, str] | None = None) -> bool:
     """
     env = os.environ if env is None else env
     if jax.distributed.is_initialized():
+        log.info("%s", describe_topology())  # again, once the run's log is set up
         return True
     switch = env.get(_ENV_SWITCH, "auto").strip().lower()
     if switch in ("0", "false", "no", "off"):
@@ -109,6 +110,77 @@ def maybe_initialize_distributed(env: Mapping[str, str] | None = None) -> bool:
     jax.distributed.initialize(**kwargs)
     log.info("%s", describe_topology())
     return True
+
+
+# Hydra overrides for every process but process 0, which alone writes the run dir: no
+# `.hydra/` copy of the config, the job's log to stdout (not `<job>.log`), no write probe.
+NON_MAIN_HYDRA_OVERRIDES = (
+    "hydra.output_subdir=null",
+    "hydra/job_logging=stdout",
+    "~hydra.callbacks.output_dir_check",
+)
+
+
+def process_overrides(argv: list[str]) -> list[str]:
+    """The Hydra overrides this process adds to `argv` (the command line, program name
+    excluded) in a run of several processes: none for process 0, NON_MAIN_HYDRA_OVERRIDES
+    for the others. Call it after `maybe_initialize_distributed()`.
+
+    Raises ValueError when the processes would not share one run dir: several processes
+    need `hydra.run.dir=PATH` (the default holds the start time, which differs between
+    processes), and a sweep (`-m`) is launched once, not once per process.
+    """
+    if not jax.distributed.is_initialized() or jax.process_count() == 1:
+        return []
+    if any(a in ("-m", "--multirun") for a in argv):
+        raise ValueError(
+            f"this is one of {jax.process_count()} processes, but the command is a sweep "
+            "(-m): start the sweep once (e.g. with hydra/launcher=slurm) and let each job "
+            "start its processes."
+        )
+    if not any(a.startswith("hydra.run.dir=") for a in argv):
+        raise ValueError(
+            f"this is one of {jax.process_count()} processes: give every process the same "
+            "run dir with hydra.run.dir=PATH (the default name holds the start time, which "
+            "differs between processes)."
+        )
+    return [] if is_main_process() else list(NON_MAIN_HYDRA_OVERRIDES)
+
+
+def wait_for_all_processes(name: str, timeout_s: float = 3600.0) -> None:
+    """A barrier of the distributed runtime's coordination service (no device collective,
+    so none of gloo's 30 s timeouts); a no-op for a single process."""
+    if not jax.distributed.is_initialized() or jax.process_count() == 1:
+        return
+    from jax._src import distributed as jax_distributed
+
+    jax_distributed.global_state.client.wait_at_barrier(name, int(timeout_s * 1000))
+
+
+_barriers = 0
+
+
+def jit(fn: Any, **jit_kwargs: Any) -> Any:
+    """`jax.jit(fn, **jit_kwargs)`; in a run of several processes, its first call compiles,
+    waits until every process has compiled, then runs. Processes compile at their own
+    pace (a loaded host takes longer), and the first collective of the step (the gradient
+    all-reduce) would otherwise wait for the slowest one, which CPU collectives (gloo)
+    give up after 30 s. Later calls are plain `jax.jit` calls (the compiled step is cached)."""
+    jitted = jax.jit(fn, **jit_kwargs)
+    if jax.process_count() == 1:
+        return jitted
+    first = [True]
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if first[0]:
+            global _barriers
+            first[0] = False
+            jitted.lower(*args, **kwargs).compile()
+            _barriers += 1
+            wait_for_all_processes(f"lstm_jax.jit:{getattr(fn, '__name__', 'fn')}:{_barriers}")
+        return jitted(*args, **kwargs)
+
+    return call
 
 
 def is_main_process() -> bool:

@@ -85,6 +85,50 @@ def test_multirun_makes_one_wandb_run_per_job_in_one_group(horizon_sweep: Path):
         assert any("val/mse" in row for row in run["history"])
 
 
+def _leet_screen(wandb_dir: Path, expect: str, timeout: float = 60) -> str:
+    """Opens W&B's offline dashboard, `wandb leet DIR`, in a detached tmux session (its own
+    server socket) and returns the screen (capture-pane) once `expect` is on it."""
+    import shutil
+    import subprocess
+    import time
+
+    from lstm_jax.logging.wandb_reader import wandb_command
+
+    tmux = shutil.which("tmux")
+    assert tmux, "tmux is needed to drive the W&B dashboard (apt-get install tmux)"
+    base = [tmux, "-L", f"lstm-jax-test-{os.getpid()}"]
+    leet = " ".join([*wandb_command(), "leet", str(wandb_dir)])
+    subprocess.run([*base, "new-session", "-d", "-s", "leet", "-x", "240", "-y", "48", leet],
+                   check=True)
+    screen = ""
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            screen = subprocess.run([*base, "capture-pane", "-p", "-t", "leet"],
+                                    check=False, capture_output=True, text=True).stdout
+            if expect in screen:
+                break
+            time.sleep(0.5)
+    finally:
+        subprocess.run([*base, "kill-server"], check=False, capture_output=True)
+    return screen
+
+
+def test_offline_dashboard_lists_every_run_of_the_sweep(horizon_sweep: Path):
+    """`wandb leet <sweep dir>/wandb` (W&B's terminal dashboard) lists the 4 jobs' runs:
+    each job links its offline run into the sweep's wandb/ dir."""
+    from lstm_jax.logging.wandb_reader import read_wandb_run
+
+    links = sorted((horizon_sweep / "wandb").iterdir())
+    assert len(links) == 4 and all(p.is_symlink() and p.is_dir() for p in links)
+    run_ids = {read_wandb_run(horizon_sweep / str(job))["run_id"] for job in range(4)}
+    assert {p.name.rsplit("-", 1)[-1] for p in links} == run_ids
+    screen = _leet_screen(horizon_sweep / "wandb", "Runs [4 items]")
+    assert "Runs [4 items]" in screen, screen
+    for run_id in run_ids:
+        assert run_id in screen, (run_id, screen)
+
+
 def test_compare_on_the_real_sweep(horizon_sweep: Path, capsys):
     out_dir = horizon_sweep.parent / "compare"
     code = compare_main([str(horizon_sweep), "--solved", "test/mse<0.01", "--format",

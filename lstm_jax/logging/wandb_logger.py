@@ -6,7 +6,8 @@
   was chosen only because a key exists and the server cannot be reached, the run falls
   back to offline (after W&B's init timeout) instead of failing.
 - The run files sit in `run_dir/wandb/`; the run id is kept in `run_dir/wandb_run_id.txt`
-  and reused (resume="allow") when the run is resumed.
+  and reused (resume="allow") when the run is resumed. In a sweep, each job's offline run
+  is also linked into `<sweep dir>/wandb/`: `wandb leet <sweep dir>/wandb` shows them all.
 - The x-axis of every chart is the training step, the metric "step" (not W&B's internal
   row counter), so re-logging steps after a resume never drops data.
 - Validation and test metrics report their best and their last value in the run summary
@@ -110,6 +111,38 @@ def default_group(cfg: Any) -> str:
     return name
 
 
+def sweep_wandb_dir() -> Path | None:
+    """`<sweep dir>/wandb` when this is a job of a Hydra sweep (-m), else None."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except Exception:  # noqa: BLE001 - not inside a Hydra app
+        return None
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    return Path(hc.sweep.dir).absolute() / "wandb"
+
+
+def link_into_sweep(run: Any, run_id: str) -> Path | None:
+    """In a sweep, links this job's offline run dir into `<sweep dir>/wandb/`, so that
+    `wandb leet <sweep dir>/wandb` browses every run of the sweep and `wandb sync <sweep
+    dir>/wandb/offline-run-*` uploads them. A resumed job replaces its older link."""
+    sweep = sweep_wandb_dir()
+    sync_file = getattr(run.settings, "sync_file", None)
+    if sweep is None or not sync_file:
+        return None
+    target = Path(sync_file).absolute().parent
+    sweep.mkdir(parents=True, exist_ok=True)
+    for old in sweep.glob(f"*-{run_id}"):
+        if old.is_symlink():
+            old.unlink()
+    link = sweep / target.name
+    link.symlink_to(os.path.relpath(target, sweep), target_is_directory=True)
+    return link
+
+
 def metric_goal(key: str) -> str | None:
     """"min" or "max" for a val/test metric name judged by its last part, else None."""
     last = key.rsplit("/", 1)[-1].lower()
@@ -184,6 +217,8 @@ class WandbLogger:
             wandb.teardown()  # the failed run keeps its id registered in W&B's service
             self.run = wandb.init(mode="offline", **init_kwargs)
         self.run_id = run_id
+        if self.mode == "offline":
+            link_into_sweep(self.run, run_id)
         self.run.define_metric("step", hidden=True)
         self.run.define_metric("*", step_metric="step")
         self._goals: dict[str, str | None] = {}
@@ -191,6 +226,7 @@ class WandbLogger:
         if monitor:
             self.set_monitor(monitor, monitor_mode or "min")
         self._finished = False
+        self._lost = False  # W&B's service process is gone (see _call)
 
     # -- metric definitions -----------------------------------------------------------
     def set_monitor(self, monitor: str, mode: str = "min") -> None:
@@ -258,7 +294,23 @@ class WandbLogger:
             out[key] = value  # strings, W&B objects (wandb.Table, ...), None
 
     # -- logger API -------------------------------------------------------------------
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+        """Runs one W&B call. Once W&B's service process is gone (SLURM's SIGTERM to a
+        preempted or requeued job reaches it before the trainer), warns once and stops
+        logging to W&B: metrics.jsonl goes on, and the run checkpoints or completes."""
+        if self._lost:
+            return
+        try:
+            fn(*args, **kwargs)
+        except (OSError, self._wandb.errors.Error) as error:
+            self._lost = True
+            log.warning("W&B %s failed (%s: %s); W&B logging stops for this run (metrics.jsonl "
+                        "goes on)", what, type(error).__name__, error)
+
     def log(self, metrics: dict[str, Any], step: int) -> None:
+        self._call("log", self._log, metrics, step)
+
+    def _log(self, metrics: dict[str, Any], step: int) -> None:
         data: dict[str, Any] = {"step": int(step)}
         for key, value in metrics.items():
             if key == "step":
@@ -272,22 +324,19 @@ class WandbLogger:
 
         Note: a key that is also a logged val/test metric overrides its best-of summary.
         """
+        self._call("summary", self._log_summary, summary)
+
+    def _log_summary(self, summary: dict[str, Any]) -> None:
         monitor, mode = summary.get("monitor"), summary.get("monitor_mode")
         if isinstance(monitor, str) and mode in ("min", "max") and monitor not in self._goals:
             self.set_monitor(monitor, mode)  # only before its first value: W&B does not recompute
         for key, value in summary.items():
             self.run.summary[key] = V.to_float(value) if V.kind_of(value) == V.SCALAR else V.clean_json(value)
 
-    def finish(self, exit_code: int | None = None, *, timeout: float = 60.0) -> None:
-        """Finishes the run, and waits (up to `timeout` s) until W&B's service has flushed
-        the run file, so that it can be read (or synced) as soon as this returns."""
+    def finish(self, exit_code: int | None = None) -> None:
+        """Finishes the run. W&B's service may flush the last records of the run file a
+        moment later; `read_wandb_run` (`wandb leet inspect --follow`) waits for them."""
         if self._finished:
             return
         self._finished = True
-        sync_file = getattr(self.run.settings, "sync_file", None)
-        self.run.finish(exit_code=exit_code)
-        if sync_file and self.mode in ("offline", "online"):
-            from lstm_jax.logging.wandb_reader import wait_until_complete
-
-            if not wait_until_complete(sync_file, timeout):
-                log.warning("W&B run file %s not complete %.0f s after finish()", sync_file, timeout)
+        self._call("finish", self.run.finish, exit_code=exit_code)

@@ -1,30 +1,27 @@
-"""Reads an offline W&B run file (`run-<id>.wandb`) back into Python, for tests and for
-comparing runs without a W&B server (wandb itself ships no reader for these files).
+"""Reads an offline W&B run back into Python with W&B's own reader, `wandb leet inspect
+--json` (one JSON object per record of the run's `.wandb` transaction log), for tests and
+for looking at runs without a W&B server. Nothing here parses the file format itself.
 
-The file is a LevelDB-style log: a 7-byte header (`:W&B`, a 2-byte magic, a version
-byte), then 32 KiB blocks (counted from the start of the file, header included) of
-chunks `[crc32 u32 LE][length u16 LE][type u8][payload]`; type 1 is a whole record,
-2/3/4 the first/middle/last piece of one split across blocks; a block tail too short for
-a chunk header is zero padding. The crc32 (zlib) covers the type byte then the payload.
-Each record is a serialized `wandb.proto.wandb_internal_pb2.Record`.
+    run = read_wandb_run("outputs/default/2025-01-01_12-00-00")   # a run dir
+    run["history"][-1]["train/loss"], run["summary"]["val/mse"], run["config"]["model"]
+
+`wandb leet inspect --follow` waits for a run that is still being written (W&B's service
+writes the file asynchronously, so `run.finish()` may return before the last records are on
+disk); `read_wandb_run(..., wait=s)` uses it and returns once the run's exit record is there.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import struct
-import time
-import zlib
-from collections.abc import Iterator
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-FILE_HEADER_LEN = 7
-FILE_IDENT = b":W&B"
-BLOCK_LEN = 32 * 1024
-CHUNK_HEADER_LEN = 7
-FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+# The summary kinds of define_metric(summary=...), in the order W&B lists them.
+SUMMARY_KINDS = ("min", "max", "mean", "best", "last", "none", "copy", "first")
 
 
 def find_wandb_files(path: str | os.PathLike) -> list[Path]:
@@ -39,180 +36,112 @@ def find_wandb_files(path: str | os.PathLike) -> list[Path]:
     return sorted(files, key=lambda p: p.stat().st_mtime)
 
 
-def iter_record_bytes(data: bytes) -> Iterator[bytes]:
-    """The serialized records of a `.wandb` file's bytes, in order.
+def wandb_command() -> list[str]:
+    """The `wandb` CLI of this Python environment (the one that wrote the runs)."""
+    exe = Path(sys.executable).with_name("wandb")
+    if exe.is_file():
+        return [str(exe)]
+    found = shutil.which("wandb")
+    if found is None:
+        raise FileNotFoundError("the `wandb` command is not installed (pip install wandb)")
+    return [found]
 
-    A torn tail (a run killed mid-write) ends the iteration; a corrupt chunk raises.
+
+def inspect_records(path: str | os.PathLike, *, wait: float = 0.0) -> tuple[list[dict], list[str]]:
+    """(records, problems) of one `.wandb` file, from `wandb leet inspect --json`.
+
+    `wait` > 0: follow the file until the run's exit record is written, or until it has
+    gone `wait` seconds without a write (a killed run). `problems`: what the reader
+    reported on stderr (a torn tail, skipped corrupt chunks). Raises ValueError when W&B
+    cannot read the file at all (not a W&B run file).
     """
-    if len(data) < FILE_HEADER_LEN or data[:4] != FILE_IDENT:
-        raise ValueError("not a W&B run file: missing the ':W&B' header")
-    pos = FILE_HEADER_LEN
-    pieces: list[bytes] | None = None
-    while pos < len(data):
-        left = BLOCK_LEN - pos % BLOCK_LEN
-        if left < CHUNK_HEADER_LEN:
-            pos += left  # zero padding at the end of a block
-            continue
-        if pos + CHUNK_HEADER_LEN > len(data):
-            return
-        crc, length, kind = struct.unpack_from("<IHB", data, pos)
-        if kind == 0 and length == 0 and crc == 0:
-            pos += left  # zeroed (preallocated / padded) rest of the block
-            continue
-        start = pos + CHUNK_HEADER_LEN
-        payload = data[start : start + length]
-        if len(payload) < length:
-            return
-        if zlib.crc32(payload, zlib.crc32(bytes([kind]))) & 0xFFFFFFFF != crc:
-            raise ValueError(f"W&B run file: bad checksum in the chunk at byte {pos}")
-        pos = start + length
-        if kind == FULL:
-            yield payload
-        elif kind == FIRST:
-            pieces = [payload]
-        elif kind == MIDDLE and pieces is not None:
-            pieces.append(payload)
-        elif kind == LAST and pieces is not None:
-            pieces.append(payload)
-            yield b"".join(pieces)
-            pieces = None
+    cmd = [*wandb_command(), "leet", "inspect", "--json"]
+    if wait > 0:
+        cmd += ["--follow", "--idle-timeout", f"{max(1, round(wait))}s"]
+    result = subprocess.run([*cmd, str(path)], capture_output=True, text=True, check=False,
+                            env={**os.environ, "WANDB_SILENT": "true"})
+    # The reader's own messages (W&B's general "wandb: WARNING ..." lines left out).
+    problems = [line for line in result.stderr.splitlines()
+                if line.strip() and not line.startswith("wandb: ")]
+    if result.returncode != 0:
+        raise ValueError(f"wandb leet inspect {path}: {' '.join(problems) or 'failed'}")
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return records, problems
+
+
+def _unflatten_media(row: dict[str, Any]) -> dict[str, Any]:
+    """W&B prints a logged object (histogram, image, table) as flat `key._type`,
+    `key.values`, ... entries; this puts each back into one dict under `key`."""
+    media = {k[: -len("._type")] for k in row if k.endswith("._type")}
+    if not media:
+        return row
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        owner = next((m for m in media if key.startswith(m + ".")), None)
+        if owner is None:
+            out[key] = value
         else:
-            raise ValueError(f"W&B run file: unexpected chunk type {kind} at byte {pos}")
+            out.setdefault(owner, {})[key[len(owner) + 1:]] = value
+    return out
 
 
-def _last_record_kind(data: bytes) -> str | None:
-    """The type of the last whole record of a `.wandb` file's bytes (None if none yet).
-
-    Reads only the last block when its last chunk is a whole record."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    start = max(FILE_HEADER_LEN, (len(data) - 1) // BLOCK_LEN * BLOCK_LEN)
-    last = None
-    pos = start
-    while pos + CHUNK_HEADER_LEN <= len(data) and BLOCK_LEN - pos % BLOCK_LEN >= CHUNK_HEADER_LEN:
-        _, length, kind = struct.unpack_from("<IHB", data, pos)
-        if kind == 0 or pos + CHUNK_HEADER_LEN + length > len(data):
-            break
-        last = (kind, data[pos + CHUNK_HEADER_LEN : pos + CHUNK_HEADER_LEN + length])
-        pos += CHUNK_HEADER_LEN + length
-    if last is None or last[0] != FULL:
-        records = list(iter_record_bytes(data)) if len(data) > FILE_HEADER_LEN else []
-        payload = records[-1] if records else None
-    else:
-        payload = last[1]
-    if payload is None:
-        return None
-    record = pb.Record()
-    record.ParseFromString(payload)
-    return record.WhichOneof("record_type")
+def _remove(target: dict[str, Any], removed: list) -> None:
+    for item in removed or []:
+        key = item.get("key") or "/".join(item.get("nested_key", []))
+        target.pop(key, None)
 
 
-def wait_until_complete(path: str | os.PathLike, timeout: float = 60.0) -> bool:
-    """Waits until the run file ends with its exit record (W&B's service writes the file
-    asynchronously: `run.finish()` can return before the file is flushed). Returns whether
-    it completed within `timeout` seconds."""
-    path = Path(path)
-    deadline = time.monotonic() + timeout
-    delay = 0.01
-    while True:
-        try:
-            if _last_record_kind(path.read_bytes()) == "exit":
-                return True
-        except (FileNotFoundError, ValueError):
-            pass
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(delay)
-        delay = min(delay * 2, 0.25)
-
-
-def iter_records(path: str | os.PathLike) -> Iterator[Any]:
-    """The `Record` protos of one `.wandb` file."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    for raw in iter_record_bytes(Path(path).read_bytes()):
-        record = pb.Record()
-        record.ParseFromString(raw)
-        yield record
-
-
-def _key(item: Any) -> str:
-    return "/".join(item.nested_key) if item.nested_key else item.key
-
-
-def _value(item: Any) -> Any:
-    try:
-        return json.loads(item.value_json)
-    except (json.JSONDecodeError, ValueError):
-        return item.value_json
-
-
-def _set_nested(target: dict, item: Any) -> None:
-    if item.nested_key:
-        node = target
-        for part in item.nested_key[:-1]:
-            node = node.setdefault(part, {})
-        node[item.nested_key[-1]] = _value(item)
-    else:
-        target[item.key] = _value(item)
-
-
-def read_wandb_run(path: str | os.PathLike) -> dict[str, Any]:
-    """An offline run as a dict.
+def read_wandb_run(path: str | os.PathLike, *, wait: float = 10.0) -> dict[str, Any]:
+    """An offline run as a dict, read with `wandb leet inspect --json`.
 
     `path` is a `.wandb` file or a dir holding one (a run dir, its `wandb/` dir, ...;
-    with several, the newest). Returns {"run_id", "project", "entity", "name", "group",
-    "job_type", "tags", "config": {...}, "history": [{key: value, ...}, ...] (one dict
-    per logged row; W&B's own `_step`, `_runtime`, `_timestamp` included), "summary":
-    {...}, "metrics": {name: {"step_metric", "summary"}} (from define_metric),
-    "exit_code": int or None, "record_counts": {record type: n}}.
+    with several, the newest). `wait`: see `inspect_records` (0 reads what is there).
+    Returns {"path", "run_id", "project", "entity", "name", "group", "job_type", "tags",
+    "config": {...}, "history": [{key: value, ...}, ...] (one dict per logged row; W&B's
+    own `_step`, `_runtime`, `_timestamp` included), "summary": {...}, "metrics": {name:
+    {"step_metric", "summary": [kinds], "goal"}} (from define_metric), "exit_code": int or
+    None (no exit record: the run was killed or is still running), "record_counts":
+    {record type: n}, "problems": [what the reader reported]}.
     """
     files = find_wandb_files(path)
     if not files:
         raise FileNotFoundError(f"no .wandb file under {path}")
+    records, problems = inspect_records(files[-1], wait=wait)
     out: dict[str, Any] = {
         "path": str(files[-1]), "run_id": None, "project": None, "entity": None, "name": None,
         "group": None, "job_type": None, "tags": [], "config": {}, "history": [],
         "summary": {}, "metrics": {}, "exit_code": None, "record_counts": {},
+        "problems": problems,
     }
-    for record in iter_records(files[-1]):
-        kind = record.WhichOneof("record_type")
+    for record in records:
+        kind = record.get("type")
+        body = record.get(kind) or {}
         out["record_counts"][kind] = out["record_counts"].get(kind, 0) + 1
         if kind == "run":
-            run = record.run
             out.update(
-                run_id=run.run_id, project=run.project, entity=run.entity,
-                name=run.display_name, group=run.run_group, job_type=run.job_type,
-                tags=list(run.tags),
+                run_id=body.get("run_id"), project=body.get("project"),
+                entity=body.get("entity"), name=body.get("display_name"),
+                group=body.get("run_group"), job_type=body.get("job_type"),
+                tags=list(body.get("tags", [])),
             )
-            for item in run.config.update:
-                _set_nested(out["config"], item)
-            for item in run.summary.update:
-                _set_nested(out["summary"], item)
+            out["config"].update(body.get("config", {}).get("update", {}))
+            out["summary"].update(_unflatten_media(body.get("summary", {}).get("update", {})))
         elif kind == "config":
-            for item in record.config.update:
-                _set_nested(out["config"], item)
-            for item in record.config.remove:
-                out["config"].pop(_key(item), None)
+            out["config"].update(body.get("update", {}))
+            _remove(out["config"], body.get("remove"))
         elif kind == "history":
-            row: dict[str, Any] = {}
-            for item in record.history.item:
-                _set_nested(row, item)
-            out["history"].append(row)
+            out["history"].append(_unflatten_media(body.get("item", {})))
         elif kind == "summary":
-            for item in record.summary.update:
-                _set_nested(out["summary"], item)
-            for item in record.summary.remove:
-                out["summary"].pop(_key(item), None)
+            out["summary"].update(_unflatten_media(body.get("update", {})))
+            _remove(out["summary"], body.get("remove"))
         elif kind == "metric":
-            m = record.metric
-            name = m.name or m.glob_name
+            name = body.get("name") or body.get("glob_name")
+            summary = body.get("summary", {})
             out["metrics"][name] = {
-                "step_metric": m.step_metric or None,
-                "summary": [f for f in ("min", "max", "mean", "best", "last", "none", "copy", "first")
-                            if getattr(m.summary, f, False)],
-                "goal": int(m.goal),
+                "step_metric": body.get("step_metric") or None,
+                "summary": [k for k in SUMMARY_KINDS if summary.get(k)],
+                "goal": body.get("goal"),
             }
         elif kind == "exit":
-            out["exit_code"] = int(record.exit.exit_code)
+            out["exit_code"] = int(body.get("exit_code", 0))
     return out

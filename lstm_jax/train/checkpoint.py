@@ -25,8 +25,17 @@ def _is_prng_key(leaf: Any) -> bool:
 
 
 def _to_savable(tree: Any) -> list[Any]:
-    """The leaves of `tree`, PRNG keys as key data (orbax saves plain arrays)."""
-    return [jax.random.key_data(x) if _is_prng_key(x) else x for x in jax.tree.leaves(tree)]
+    """The leaves of `tree`, PRNG keys as key data (orbax saves plain arrays).
+
+    In a run of several processes, an array replicated on every device is saved as a host
+    (numpy) copy, which orbax writes from process 0 alone; its jax.Array would have each
+    process write its own shard files (the run dir is process 0's; DESIGN contract 3).
+    """
+    leaves = [jax.random.key_data(x) if _is_prng_key(x) else x for x in jax.tree.leaves(tree)]
+    if jax.process_count() > 1:
+        leaves = [np.asarray(x.addressable_data(0))
+                  if isinstance(x, jax.Array) and x.is_fully_replicated else x for x in leaves]
+    return leaves
 
 
 def _from_saved(leaves: list[Any], template: Any) -> Any:

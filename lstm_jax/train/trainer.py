@@ -110,7 +110,7 @@ class Trainer:
             "carry": self.task.initial_carry(model),
         }
         self.state = distributed.replicate(self.state, self.mesh)
-        self._train_step = jax.jit(self._make_train_step(), donate_argnums=(0,))
+        self._train_step = distributed.jit(self._make_train_step(), donate_argnums=(0,))
         self._diagnostics_step = make_diagnostics_step(self.task, self.train_graphdef)
 
     # -- the jitted step -------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The W&B logger, offline: a run written and read back with our `.wandb` reader, two runs
-in one process, resume with the same run id, disabled W&B, and mode resolution."""
+"""The W&B logger, offline: a run written and read back with W&B's own reader (`wandb leet
+inspect --json`), two runs in one process, resume with the same run id, disabled W&B, and
+mode resolution."""
 
 from __future__ import annotations
 
@@ -10,11 +11,7 @@ import pytest
 
 from lstm_jax.logging import make_loggers, read_metrics, read_wandb_run, resolve_mode
 from lstm_jax.logging.wandb_logger import RUN_ID_FILE, WandbLogger, default_run_name
-from lstm_jax.logging.wandb_reader import (
-    find_wandb_files,
-    iter_record_bytes,
-    wait_until_complete,
-)
+from lstm_jax.logging.wandb_reader import find_wandb_files, inspect_records
 
 PROFILE = np.linspace(2.0, 0.1, 50)
 HIST = {"counts": np.array([1, 0, 5, 2], np.int32), "edges": np.linspace(0.0, 1.0, 5)}
@@ -154,22 +151,27 @@ def test_default_name_from_hydra_overrides(monkeypatch, cfg_factory):
 
 
 def test_reader_handles_a_torn_tail_and_rejects_corruption(tmp_path, cfg_factory):
+    """A run killed mid-write reads up to the tear, without an exit code; a file that is
+    not a W&B run is a clear error; corrupt chunks are skipped and reported."""
     _log_run(cfg_factory(), tmp_path, steps=(1,), resume=False)
     (path,) = find_wandb_files(tmp_path)
+    full = read_wandb_run(path)
+    assert full["exit_code"] == 0 and full["problems"] == []
     data = path.read_bytes()
-    n = len(list(iter_record_bytes(data)))
-    assert len(list(iter_record_bytes(data[:-5]))) == n - 1  # last record cut: dropped
+    torn = tmp_path / "torn" / "run-torn.wandb"
+    torn.parent.mkdir()
+    torn.write_bytes(data[: len(data) // 2])
+    run = read_wandb_run(torn, wait=0)
+    assert run["exit_code"] is None and run["run_id"] == full["run_id"]
+    assert 0 < sum(run["record_counts"].values()) < sum(full["record_counts"].values())
+    assert any("incomplete" in p for p in run["problems"])
     bad = bytearray(data)
-    bad[200] ^= 0xFF
-    with pytest.raises(ValueError):
-        list(iter_record_bytes(bytes(bad)))
-    with pytest.raises(ValueError, match="W&B"):
-        list(iter_record_bytes(b"not a wandb file"))
-    # finish() waits for the exit record; a file without it is reported as incomplete
-    assert wait_until_complete(path, timeout=0.1)
-    torn = tmp_path / "torn.wandb"
-    torn.write_bytes(data[:-5])
-    assert not wait_until_complete(torn, timeout=0.1)
+    bad[len(data) // 2] ^= 0xFF
+    torn.write_bytes(bytes(bad))
+    assert any("corrupt" in p for p in inspect_records(torn)[1])
+    torn.write_bytes(b"not a wandb file")
+    with pytest.raises(ValueError, match="wandb leet inspect .*bad header"):
+        read_wandb_run(torn)
 
 
 def test_images_and_large_records(tmp_path, cfg_factory):
@@ -221,3 +223,24 @@ def test_unreachable_server_with_a_key_falls_back_to_offline(tmp_path, cfg_facto
     logger.log({"train/loss": 0.5}, step=1)
     logger.finish()
     assert [r["train/loss"] for r in read_wandb_run(tmp_path)["history"]] == [0.5]
+
+
+def test_lost_wandb_service_stops_wandb_not_the_run(tmp_path, cfg_factory, monkeypatch, caplog):
+    """SLURM's SIGTERM to a requeued job can take W&B's service process down first: W&B
+    logging then stops with one warning, and metrics.jsonl and the run go on."""
+    loggers = make_loggers(cfg_factory(), tmp_path, resume=False)
+    wandb_logger = loggers.get(WandbLogger)
+    loggers.log({"train/loss": 0.5}, step=1)
+
+    def gone(*args, **kwargs):
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+    monkeypatch.setattr(wandb_logger.run, "log", gone)
+    monkeypatch.setattr(wandb_logger.run, "finish", gone)
+    loggers.log({"train/loss": 0.4}, step=2)
+    loggers.log({"train/loss": 0.3}, step=3)
+    loggers.log_summary({"num_params": 1})
+    loggers.finish()  # does not raise
+    warnings = [r for r in caplog.records if "W&B logging stops" in r.getMessage()]
+    assert len(warnings) == 1 and "ConnectionResetError" in warnings[0].getMessage()
+    assert [r["step"] for r in read_metrics(tmp_path) if "train/loss" in r] == [1, 2, 3]
