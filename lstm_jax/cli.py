@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from lstm_jax.config import CONFIG_DIR
 
@@ -58,10 +59,42 @@ class OutputDirCheck(Callback):
             )
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(config.hydra.run.dir, "hydra.run.dir")
+        run_dir = config.hydra.run.dir
+        # Before Hydra writes .hydra/ there: a refused start changes nothing in the dir.
+        _check_run_dir(config, Path(run_dir))
+        self._check(run_dir, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from lstm_jax.rundir import holds_run
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not config.trainer.get("resume") and sweep_dir.is_dir():
+            taken = sorted(str(p) for p in sweep_dir.iterdir() if p.is_dir() and holds_run(p))
+            if taken:
+                _fail(
+                    f"the sweep dir {sweep_dir} already holds runs ({', '.join(taken[:3])}"
+                    f"{', ...' if len(taken) > 3 else ''}). Choose a new one with "
+                    "hydra.sweep.dir=PATH (or leave it unset), or continue them with "
+                    "trainer.resume=true."
+                )
         self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+
+# The config changes a resume accepted (trainer.resume_allow), logged once the run's log
+# is set up.
+_accepted_changes: dict = {}
+
+
+def _check_run_dir(config: DictConfig, run_dir: Path) -> None:
+    from lstm_jax.rundir import RunDirError, check_start
+
+    cfg = copy.deepcopy(config)
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    try:
+        _accepted_changes.update(check_start(cfg, run_dir))
+    except RunDirError as error:
+        _fail(str(error))
 
 
 def _run(cfg: DictConfig) -> float:
@@ -76,6 +109,9 @@ def _run(cfg: DictConfig) -> float:
     # the run's own lines there.
     for noisy in ("absl", "jax._src.xla_bridge"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for key, (old, new) in _accepted_changes.items():
+        log.warning("Resumed with %s changed from %r to %r (trainer.resume_allow; recorded in "
+                    "%s)", key, old, new, run_dir / "resumes.jsonl")
     try:
         return train(cfg, run_dir)
     except (NonFiniteLossError, InstantiationException, *_USER_ERRORS) as error:
