@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -97,9 +99,18 @@ def _check_run_dir(config: DictConfig, run_dir: Path) -> None:
         _fail(str(error))
 
 
+def resume_command(run_dir: Path, extra: tuple[str, ...] = ()) -> str:
+    """The command line that resumes the run in `run_dir`: this job's overrides (without
+    trainer.resume and trainer.resume_allow), `extra`, trainer.resume=true and the dir."""
+    overrides = [o for o in HydraConfig.get().overrides.task
+                 if not o.lstrip("+~").startswith(("trainer.resume=", "trainer.resume_allow="))]
+    words = ["lstm-jax", *overrides, *extra, "trainer.resume=true", f"hydra.run.dir={run_dir}"]
+    return shlex.join(words)
+
+
 def _run(cfg: DictConfig) -> float:
     from lstm_jax import distributed
-    from lstm_jax.train.trainer import NonFiniteLossError, train
+    from lstm_jax.train.trainer import NonFiniteLossError, RunInterrupted, train
 
     # A job launched by submitit on a cluster enters here, not through main().
     distributed.maybe_initialize_distributed()
@@ -114,6 +125,16 @@ def _run(cfg: DictConfig) -> float:
                     "%s)", key, old, new, run_dir / "resumes.jsonl")
     try:
         return train(cfg, run_dir)
+    except RunInterrupted as stop:
+        saved = (f"its state at step {stop.step} is in {stop.checkpoint}" if stop.checkpoint
+                 else "no step had completed, nothing was saved")
+        print(f"lstm-jax: {signal.Signals(stop.signum).name} at step {stop.step}: {saved}. "
+              f"Resume with: {resume_command(run_dir)}", file=sys.stderr)
+        raise SystemExit(128 + stop.signum) from None
+    except KeyboardInterrupt:
+        # Before the training loop (building the task, compiling), or a second signal.
+        print("lstm-jax: interrupted before a checkpoint could be saved.", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
     except (NonFiniteLossError, InstantiationException, *_USER_ERRORS) as error:
         if isinstance(error, InstantiationException):
             # hydra.utils.instantiate wraps what the task's constructor raised.
@@ -121,7 +142,6 @@ def _run(cfg: DictConfig) -> float:
                 raise
             error = error.__cause__
         message = error.args[0] if error.args else repr(error)
-        log.error("%s: %s", type(error).__name__, message)
         _fail(message)
 
 

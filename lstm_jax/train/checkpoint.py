@@ -84,6 +84,12 @@ class Checkpointer:
         )
         manager.wait_until_finished()
 
+    def steps(self, which: str = "last") -> list[int]:
+        return sorted(self._manager(which).all_steps())
+
+    def delete(self, which: str, step: int) -> None:
+        self._manager(which).delete(step)
+
     def latest_step(self, which: str = "last") -> int | None:
         return self._manager(which).latest_step()
 
