@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -88,15 +89,21 @@ _accepted_changes: dict = {}
 
 
 def _check_run_dir(config: DictConfig, run_dir: Path) -> None:
+    """The config's values (lstm_jax.schema), then one run per run dir (lstm_jax.rundir)."""
     from lstm_jax.rundir import RunDirError, check_start
+    from lstm_jax.schema import ConfigError, validate
 
     cfg = copy.deepcopy(config)
     with open_dict(cfg):
         cfg.pop("hydra", None)
     try:
+        validate(cfg)
         _accepted_changes.update(check_start(cfg, run_dir))
-    except RunDirError as error:
+    except (ConfigError, RunDirError) as error:
         _fail(str(error))
+    except Exception as error:  # noqa: BLE001 - Hydra would only warn and start the run
+        _fail(f"checking the config failed: {type(error).__name__}: "
+              f"{str(error).splitlines()[0] if str(error) else ''}")
 
 
 def resume_command(run_dir: Path, extra: tuple[str, ...] = ()) -> str:
@@ -110,7 +117,7 @@ def resume_command(run_dir: Path, extra: tuple[str, ...] = ()) -> str:
 
 def _run(cfg: DictConfig) -> float:
     from lstm_jax import distributed
-    from lstm_jax.train.trainer import NonFiniteLossError, RunInterrupted, train
+    from lstm_jax.train.trainer import NonFiniteLossError, RunInterrupted, Trainer, monitor_value
 
     # A job launched by submitit on a cluster enters here, not through main().
     distributed.maybe_initialize_distributed()
@@ -124,7 +131,21 @@ def _run(cfg: DictConfig) -> float:
         log.warning("Resumed with %s changed from %r to %r (trainer.resume_allow; recorded in "
                     "%s)", key, old, new, run_dir / "resumes.jsonl")
     try:
-        return train(cfg, run_dir)
+        trainer = Trainer(cfg, run_dir)
+    except Exception as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        cause = error
+        if isinstance(error, InstantiationException) and error.__cause__ is not None:
+            cause = error.__cause__  # hydra.utils.instantiate wraps the task's own error
+        message = cause.args[0] if cause.args and isinstance(cause.args[0], str) else ""
+        if not isinstance(cause, _USER_ERRORS) or not message:
+            message = (f"building the task {cfg.task.get('_target_')} or its model failed: "
+                       f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
+                       " (HYDRA_FULL_ERROR=1 shows the traceback)")
+        _fail(message)
+    try:
+        return monitor_value(trainer, trainer.fit())
     except RunInterrupted as stop:
         saved = (f"its state at step {stop.step} is in {stop.checkpoint}" if stop.checkpoint
                  else "no step had completed, nothing was saved")
@@ -132,17 +153,11 @@ def _run(cfg: DictConfig) -> float:
               f"Resume with: {resume_command(run_dir)}", file=sys.stderr)
         raise SystemExit(128 + stop.signum) from None
     except KeyboardInterrupt:
-        # Before the training loop (building the task, compiling), or a second signal.
+        # A second signal, before the loop could save.
         print("lstm-jax: interrupted before a checkpoint could be saved.", file=sys.stderr)
         raise SystemExit(128 + signal.SIGINT) from None
-    except (NonFiniteLossError, InstantiationException, *_USER_ERRORS) as error:
-        if isinstance(error, InstantiationException):
-            # hydra.utils.instantiate wraps what the task's constructor raised.
-            if not isinstance(error.__cause__, _USER_ERRORS):
-                raise
-            error = error.__cause__
-        message = error.args[0] if error.args else repr(error)
-        _fail(message)
+    except (NonFiniteLossError, *_USER_ERRORS) as error:
+        _fail(error.args[0] if error.args else repr(error))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

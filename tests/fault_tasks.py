@@ -47,3 +47,11 @@ class TiedAccuracyAddingTask(AddingTask):
 
     def evaluate(self, model, split):
         return {**super().evaluate(model, split), "acc": 0.5}
+
+
+class BrokenTask(AddingTask):
+    """A task whose constructor fails with an error no user could have foreseen."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        raise ZeroDivisionError("division by zero")

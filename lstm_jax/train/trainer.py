@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from lstm_jax import distributed
 from lstm_jax.logging import make_loggers
+from lstm_jax.schema import validate
 from lstm_jax.tasks.base import Task
 from lstm_jax.train.checkpoint import Checkpointer
 from lstm_jax.train.diagnostics import make_diagnostics_step, to_host
@@ -81,13 +82,6 @@ class _StopSignals:
             signal.signal(signum, handler)
 
 
-def _check_trainer_config(trainer_config: Any) -> None:
-    for key in ("max_steps", "batch_size", "eval_every", "log_every", "checkpoint_every"):
-        value = trainer_config[key]
-        if not isinstance(value, int) or value <= 0:
-            raise ValueError(f"trainer.{key}={value!r} must be a positive integer.")
-
-
 def _better(
     value: float,
     best: float | None,
@@ -115,7 +109,7 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.trainer_config = cfg.trainer
-        _check_trainer_config(self.trainer_config)
+        validate(cfg)  # the CLI checked it already; a config built in code is checked here
         self.task: Task = hydra.utils.instantiate(cfg.task)
         self.monitor = self.task.monitor
         self.monitor_mode = self.task.monitor_mode
@@ -435,7 +429,11 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     """Trains one run; returns the best validation value of the task's monitor (what a
     Hydra sweeper optimizes)."""
     trainer = Trainer(cfg, run_dir)
-    summary = trainer.fit()
+    return monitor_value(trainer, trainer.fit())
+
+
+def monitor_value(trainer: Trainer, summary: dict[str, Any]) -> float:
+    """The best validation value of the task's monitor in `summary` (NaN if none)."""
     best = summary["best"][trainer.monitor]
     return float("nan") if best is None else float(best)
 
