@@ -34,7 +34,7 @@ from lstm_jax import distributed
 from lstm_jax.logging import make_loggers
 from lstm_jax.schema import validate
 from lstm_jax.tasks.base import Task
-from lstm_jax.train.checkpoint import Checkpointer
+from lstm_jax.train.checkpoint import Checkpointer, CheckpointError
 from lstm_jax.train.diagnostics import make_diagnostics_step, to_host
 from lstm_jax.train.optim import make_optimizer, make_schedule
 
@@ -207,6 +207,13 @@ class Trainer:
             evals_without_improvement = meta["evals_without_improvement"]
             elapsed_before = meta["wall_time_s"]
             window_metrics = meta.get("pending_train_metrics", [])
+            # Checkpoints after the resumed step belong to the discarded part of the run
+            # (a resume from an older one, when the newest was unreadable or diverged).
+            for which in ("last", "best"):
+                for newer in [s for s in checkpointer.steps(which) if s > step]:
+                    log.warning("Removing %s: it is newer than the resumed step",
+                                checkpointer.directory / which / str(newer))
+                    checkpointer.delete(which, newer)
             log.info("Resuming from step %d (%s)", step, checkpointer.path("last"))
         elif tc.resume:
             log.info("trainer.resume=true but no checkpoint in %s: starting at step 0",
@@ -402,7 +409,10 @@ class Trainer:
         # keeps; without a best (no evaluation improved) the final parameters.
         params = self.state["params"]
         if checkpointer.latest_step("best") is not None:
-            params = checkpointer.restore("best", self.state)[0]["params"]
+            try:
+                params = checkpointer.restore("best", self.state)[0]["params"]
+            except CheckpointError as error:
+                log.warning("%s Evaluating the final parameters instead.", error)
         test = {}
         if self.trainer_config.evaluate_test:
             test = self._evaluate("test", params)

@@ -96,3 +96,41 @@ def test_allowed_change_is_recorded_in_the_run_dir_and_the_log(finished_run, tmp
     assert [r["allowed_changes"] for r in records] == [{"optim.lr": [0.003, 0.01]}]
     assert "optim.lr changed from 0.003 to 0.01" in result.stdout + result.stderr
     assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").optim.lr == 0.01
+
+
+def _largest_array_file(checkpoint: Path) -> Path:
+    return max((p for p in (checkpoint / "state").rglob("*") if p.is_file()),
+               key=lambda p: p.stat().st_size)
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(finished_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    newest = run_dir / "checkpoints" / "last" / "10"
+    victim = _largest_array_file(newest)
+    victim.write_bytes(victim.read_bytes()[:100])
+    result = run_cli(*TINY, "trainer.resume=true", "trainer.max_steps=15",
+                     f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output
+    assert f"Skipped unreadable checkpoint {newest} (" in output
+    assert "Resuming from step 5" in output
+    assert json.loads((run_dir / "summary.json").read_text())["steps"] == 15
+    assert (run_dir / "checkpoints" / "corrupt" / "last-10").is_dir()
+
+
+def test_no_intact_checkpoint_is_refused_in_one_line(finished_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    (run_dir / "checkpoints" / "last" / "10" / "meta" / "metadata").unlink()
+    victim = _largest_array_file(run_dir / "checkpoints" / "last" / "5")
+    victim.write_bytes(victim.read_bytes()[:100])
+    result = run_cli(*TINY, "trainer.resume=true", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+                     check=False)
+    assert result.returncode == 1
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    checkpoints = run_dir / "checkpoints"
+    assert message.startswith(f"lstm-jax: error: no intact 'last' checkpoint in {checkpoints}: "
+                              f"{checkpoints / 'last' / '10'} (FileNotFoundError: ")
+    assert f"{checkpoints / 'last' / '5'} (" in message
