@@ -53,6 +53,8 @@ def test_every_preset_passes_the_schema():
     for experiment in EXPERIMENTS:
         extra = ["task.path=my.csv", "task.target=load"] if experiment == "csv_forecast" else []
         validate(compose_train(f"experiment={experiment}", *extra))
+        # debug=fdr's six steps are shorter than some presets' warmups.
+        validate(compose_train(f"experiment={experiment}", "debug=fdr", *extra))
 
 
 def test_bad_value_on_the_command_line_is_one_line_and_writes_nothing(tmp_path):
