@@ -8,7 +8,11 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
+import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -16,7 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from lstm_jax.config import CONFIG_DIR, enable_compilation_cache
 
@@ -58,15 +62,62 @@ class OutputDirCheck(Callback):
             )
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        self._check(config.hydra.run.dir, "hydra.run.dir")
+        run_dir = config.hydra.run.dir
+        # Before Hydra writes .hydra/ there: a refused start changes nothing in the dir.
+        _check_run_dir(config, Path(run_dir))
+        self._check(run_dir, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        from lstm_jax.rundir import holds_run
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not config.trainer.get("resume") and sweep_dir.is_dir():
+            taken = sorted(str(p) for p in sweep_dir.iterdir() if p.is_dir() and holds_run(p))
+            if taken:
+                _fail(
+                    f"the sweep dir {sweep_dir} already holds runs ({', '.join(taken[:3])}"
+                    f"{', ...' if len(taken) > 3 else ''}). Choose a new one with "
+                    "hydra.sweep.dir=PATH (or leave it unset), or continue them with "
+                    "trainer.resume=true."
+                )
         self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+
+
+# The config changes a resume accepted (trainer.resume_allow), logged once the run's log
+# is set up.
+_accepted_changes: dict = {}
+
+
+def _check_run_dir(config: DictConfig, run_dir: Path) -> None:
+    """The config's values (lstm_jax.schema), then one run per run dir (lstm_jax.rundir)."""
+    from lstm_jax.rundir import RunDirError, check_start
+    from lstm_jax.schema import ConfigError, validate
+
+    cfg = copy.deepcopy(config)
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    try:
+        validate(cfg)
+        _accepted_changes.update(check_start(cfg, run_dir))
+    except (ConfigError, RunDirError) as error:
+        _fail(str(error))
+    except Exception as error:  # noqa: BLE001 - Hydra would only warn and start the run
+        _fail(f"checking the config failed: {type(error).__name__}: "
+              f"{str(error).splitlines()[0] if str(error) else ''}")
+
+
+def resume_command(run_dir: Path, extra: tuple[str, ...] = ()) -> str:
+    """The command line that resumes the run in `run_dir`: this job's overrides (without
+    trainer.resume and trainer.resume_allow), `extra`, trainer.resume=true and the dir."""
+    overrides = [o for o in HydraConfig.get().overrides.task
+                 if not o.lstrip("+~").startswith(("trainer.resume=", "trainer.resume_allow="))]
+    words = ["lstm-jax", *overrides, *extra, "trainer.resume=true", f"hydra.run.dir={run_dir}"]
+    return shlex.join(words)
 
 
 def _run(cfg: DictConfig) -> float:
     from lstm_jax import distributed
-    from lstm_jax.train.trainer import NonFiniteLossError, train
+    from lstm_jax.train.trainer import NonFiniteLossError, RunInterrupted, Trainer, monitor_value
 
     # A job launched by submitit on a cluster enters here, not through main().
     distributed.maybe_initialize_distributed()
@@ -77,17 +128,37 @@ def _run(cfg: DictConfig) -> float:
     # the run's own lines there.
     for noisy in ("absl", "jax._src.xla_bridge"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for key, (old, new) in _accepted_changes.items():
+        log.warning("Resumed with %s changed from %r to %r (trainer.resume_allow; recorded in "
+                    "%s)", key, old, new, run_dir / "resumes.jsonl")
     try:
-        return train(cfg, run_dir)
-    except (NonFiniteLossError, InstantiationException, *_USER_ERRORS) as error:
-        if isinstance(error, InstantiationException):
-            # hydra.utils.instantiate wraps what the task's constructor raised.
-            if not isinstance(error.__cause__, _USER_ERRORS):
-                raise
-            error = error.__cause__
-        message = error.args[0] if error.args else repr(error)
-        log.error("%s: %s", type(error).__name__, message)
+        trainer = Trainer(cfg, run_dir)
+    except Exception as error:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        cause = error
+        if isinstance(error, InstantiationException) and error.__cause__ is not None:
+            cause = error.__cause__  # hydra.utils.instantiate wraps the task's own error
+        message = cause.args[0] if cause.args and isinstance(cause.args[0], str) else ""
+        if not isinstance(cause, _USER_ERRORS) or not message:
+            message = (f"building the task {cfg.task.get('_target_')} or its model failed: "
+                       f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
+                       " (HYDRA_FULL_ERROR=1 shows the traceback)")
         _fail(message)
+    try:
+        return monitor_value(trainer, trainer.fit())
+    except RunInterrupted as stop:
+        saved = (f"its state at step {stop.step} is in {stop.checkpoint}" if stop.checkpoint
+                 else "no step had completed, nothing was saved")
+        print(f"lstm-jax: {signal.Signals(stop.signum).name} at step {stop.step}: {saved}. "
+              f"Resume with: {resume_command(run_dir)}", file=sys.stderr)
+        raise SystemExit(128 + stop.signum) from None
+    except KeyboardInterrupt:
+        # A second signal, before the loop could save.
+        print("lstm-jax: interrupted before a checkpoint could be saved.", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
+    except (NonFiniteLossError, *_USER_ERRORS) as error:
+        _fail(error.args[0] if error.args else repr(error))
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

@@ -12,6 +12,7 @@ In the prompt, `\\n` stands for a newline.
 
 from __future__ import annotations
 
+import math
 import sys
 
 USAGE = __doc__.split("\n\n")[1]
@@ -54,6 +55,17 @@ def parse_args(argv: list[str]) -> tuple[str, dict]:
             raise SystemExit(f"lstm-jax-sample: error: {key}={value!r}: {e}") from None
     if opts["length"] < 1:
         raise SystemExit("lstm-jax-sample: error: length must be at least 1")
+    temperature = opts["temperature"]
+    if not math.isfinite(temperature) or temperature < 0:
+        raise SystemExit(
+            f"lstm-jax-sample: error: temperature={temperature}: must be a finite number >= 0 "
+            "(0: the most likely token; 1: the model's own distribution)"
+        )
+    if opts["top_k"] is not None and opts["top_k"] < 1:
+        raise SystemExit(
+            f"lstm-jax-sample: error: top_k={opts['top_k']}: must be at least 1 (or none for "
+            "every token)"
+        )
     return run_dir, opts
 
 

@@ -49,6 +49,34 @@ class TiedAccuracyAddingTask(AddingTask):
         return {**super().evaluate(model, split), "acc": 0.5}
 
 
+class BrokenTask(AddingTask):
+    """A task whose constructor fails with an error no user could have foreseen."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        raise ZeroDivisionError("division by zero")
+
+
+class ScriptedMonitorTask(AddingTask):
+    """The adding task monitored by a validation "acc" (max) that follows `script`, one
+    value per evaluation, so a test knows which evaluation is the best."""
+
+    monitor = "val/acc"
+    monitor_mode = "max"
+
+    def __init__(self, *, script: tuple[float, ...] = (0.1, 0.5, 0.4, 0.3, 0.2), **kwargs):
+        super().__init__(**kwargs)
+        self.script = tuple(script)
+        self.evaluations = 0
+
+    def evaluate(self, model, split):
+        metrics = super().evaluate(model, split)
+        if split == "val":
+            metrics["acc"] = self.script[min(self.evaluations, len(self.script) - 1)]
+            self.evaluations += 1
+        return metrics
+
+
 class SolvedFromEvaluationTask(AddingTask):
     """The adding task whose validation reports solved = 1 from its `solved_from`-th
     evaluation on (1-based), for trainer.stop_when."""

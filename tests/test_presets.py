@@ -7,7 +7,6 @@ model and trainer keys nobody reads."""
 from __future__ import annotations
 
 import importlib
-import inspect
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from hydra import compose, initialize_config_dir
 
 import lstm_jax.cli  # noqa: F401  (registers the config resolvers)
 from lstm_jax.config import CONFIG_DIR
+from lstm_jax.schema import constructor_parameters
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
 
@@ -22,19 +22,6 @@ EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.y
 def compose_train(*overrides):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         return compose("train", overrides=[*overrides, "paths.data_dir=/tmp"])
-
-
-def constructor_parameters(cls) -> set[str]:
-    """Keyword parameters `cls(...)` accepts, following `**kwargs` up the base classes."""
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        params = inspect.signature(klass.__init__).parameters.values()
-        names |= {p.name for p in params if p.kind is not p.VAR_KEYWORD} - {"self"}
-        if not any(p.kind is p.VAR_KEYWORD for p in params):
-            break
-    return names
 
 
 def test_every_preset_is_found():
@@ -46,7 +33,7 @@ def test_preset_keys_are_read_by_the_code(experiment):
     cfg = compose_train(f"experiment={experiment}")
     module, _, name = cfg.task._target_.rpartition(".")
     task_cls = getattr(importlib.import_module(module), name)
-    unknown = set(cfg.task) - {"_target_"} - constructor_parameters(task_cls)
+    unknown = set(cfg.task) - {"_target_"} - set(constructor_parameters(task_cls))
     assert not unknown, f"experiment={experiment}: {task_cls.__name__} takes no {sorted(unknown)}"
     base = compose_train()  # the default experiment: every model and trainer key there is
     for group in ("model", "trainer"):

@@ -7,8 +7,10 @@ loader asks for a file by its path relative to that root:
     path = resolve_data_file(data_dir, "fashion-mnist/train-images-idx3-ubyte.gz",
                              url="https://.../train-images-idx3-ubyte.gz", sha256="b056...")
 
-If the file is there it is returned as is (no checksum is computed on every run; call
-`sha256_of` to check a copy). If not, and a `url` is given, it is downloaded to a temporary
+If the file is there and its SHA-256 is known, the copy is verified the first time it is
+used (a truncated or damaged copy is an error naming the file and the fix); the result is
+cached by size and mtime under ~/.cache/lstm_jax/checksums, so reruns pay nothing.
+`LSTM_JAX_VERIFY_CHECKSUMS=0` turns the check off (the test suite's fake copies). If not, and a `url` is given, it is downloaded to a temporary
 file next to its destination, its SHA-256 is checked, and it is moved into place. If the
 download fails (no network, as on cluster nodes) or no url is known, a `FileNotFoundError`
 names the file, where it was looked for, where to get it, and the setting that points at the
@@ -18,6 +20,7 @@ data root.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -46,6 +49,47 @@ def sha256_of(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: f.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+VERIFY_ENV = "LSTM_JAX_VERIFY_CHECKSUMS"
+
+
+def _checksum_cache(path: Path) -> Path:
+    from lstm_jax.config import user_cache
+
+    key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
+    return Path(user_cache("checksums")) / f"{key}.json"
+
+
+def verify_checksum(path: Path, sha256: str, url: str | None = None) -> None:
+    """Raises ValueError when `path`'s SHA-256 is not `sha256`; a verified (size, mtime) is
+    remembered, so the next run does not read the file again."""
+    if os.environ.get(VERIFY_ENV, "1") == "0":
+        return
+    stat = path.stat()
+    entry = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+             "sha256": sha256.lower()}
+    cache = _checksum_cache(path)
+    try:
+        if json.loads(cache.read_text()) == entry:
+            return
+    except (OSError, ValueError):
+        pass
+    got = sha256_of(path)
+    if got != sha256.lower():
+        source = f"download it again from {url}" if url else "get a fresh copy"
+        raise ValueError(
+            f"Data file {path} is damaged or not the known copy ({stat.st_size} bytes, sha256 "
+            f"{got[:16]}..., expected {sha256[:16]}...). Delete it and {source} (a download "
+            f"happens on the next run where the network allows)."
+        )
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(entry))
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # an unwritable cache only costs the check again next time
 
 
 def _download(url: str, dest: Path, sha256: str | None, timeout: float) -> None:
@@ -94,6 +138,8 @@ def resolve_data_file(
     if root is not None:
         path = root / relative_path
         if path.is_file():
+            if sha256 is not None:
+                verify_checksum(path, sha256, url)
             return path
     else:
         path = None

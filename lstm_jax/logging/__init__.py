@@ -51,14 +51,19 @@ class MultiLogger:
             if hasattr(logger, "truncate_after"):
                 logger.truncate_after(step)
 
-    def finish(self) -> None:
+    def finish(self, exit_code: int | None = None) -> None:
+        """Closes every logger; W&B records `exit_code` (non-zero: a failed or
+        interrupted run)."""
         if self._finished:
             return
         self._finished = True
         errors = []
         for logger in self.loggers:
             try:
-                logger.finish()
+                if isinstance(logger, WandbLogger):
+                    logger.finish(exit_code=exit_code)
+                else:
+                    logger.finish()
             except Exception as e:  # noqa: BLE001 - finish every logger, then re-raise
                 errors.append(e)
         if errors:

@@ -84,7 +84,13 @@ def load_wav(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     with librosa if the file has another rate)."""
     import soundfile as sf
 
-    wave, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    try:
+        wave, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as error:
+        raise ValueError(
+            f"{path} cannot be decoded as audio ({str(error).strip()}); replace it with a good "
+            "copy of the dataset's file."
+        ) from None
     wave = wave.mean(axis=1)
     if sr != sample_rate:
         import librosa

@@ -143,7 +143,7 @@ def load_char_corpus(data_dir, path: str = TINY_SHAKESPEARE, fractions=(0.9, 0.0
             f"split fractions must be 3 non-negative numbers summing to 1, got {fractions}"
         )
     file = _find(data_dir, path, "task.path")
-    text = file.read_text(encoding="utf-8")
+    text = read_text_file(file)
     n = len(text)
     a = int(n * fractions[0])
     b = a + int(n * fractions[1])
@@ -156,13 +156,23 @@ def load_char_corpus(data_dir, path: str = TINY_SHAKESPEARE, fractions=(0.9, 0.0
     return Corpus(vocab, splits)
 
 
+def read_text_file(file: Path) -> str:
+    """The UTF-8 text of `file`; a file that is not UTF-8 is a one-line error naming it."""
+    try:
+        return Path(file).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{file} cannot be decoded as UTF-8 text (byte {error.start}: {error.reason}); "
+            "convert it to UTF-8 or replace it with a good copy."
+        ) from None
+
+
 def read_words(file: Path) -> list[str]:
     """PTB format: whitespace-separated words, `<eos>` at the end of every line."""
     words: list[str] = []
-    with open(file, encoding="utf-8") as f:
-        for line in f:
-            words.extend(line.split())
-            words.append(EOS)
+    for line in read_text_file(file).splitlines():
+        words.extend(line.split())
+        words.append(EOS)
     return words
 
 

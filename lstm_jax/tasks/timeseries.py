@@ -70,18 +70,28 @@ class SeriesTable:
     values: np.ndarray
 
 
-def read_csv(path: str | os.PathLike, *, date_column: str | None = "date") -> SeriesTable:
+MISSING_POLICIES = ("error", "ffill")
+
+
+def read_csv(path: str | os.PathLike, *, date_column: str | None = "date",
+             missing: str = "error") -> SeriesTable:
     """Reads a CSV with a header row: `date_column` (parsed as datetime64, e.g.
-    "2016-07-01 00:00:00"; None: no date column) and numeric columns. Empty cells are an
-    error that names the row and column, not a silent NaN."""
+    "2016-07-01 00:00:00"; None: no date column) and numeric columns. An empty, NaN or
+    infinite cell is an error that names the row and column, unless `missing="ffill"`
+    (the previous row's value is carried forward)."""
     path = Path(path)
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise ValueError(f"{path} is empty; expected a header row.") from None
-        rows = [r for r in reader if r and any(c.strip() for c in r)]
+    if missing not in MISSING_POLICIES:
+        raise ValueError(f"missing={missing!r}: choose one of {MISSING_POLICIES}.")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            try:
+                header = [h.strip() for h in next(reader)]
+            except StopIteration:
+                raise ValueError(f"{path} is empty; expected a header row.") from None
+            rows = [r for r in reader if r and any(c.strip() for c in r)]
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise ValueError(f"{path} cannot be read as a UTF-8 CSV ({error}).") from None
     if not rows:
         raise ValueError(f"{path} has a header but no data rows.")
     if date_column is not None and date_column not in header:
@@ -99,12 +109,21 @@ def read_csv(path: str | os.PathLike, *, date_column: str | None = "date") -> Se
                 f"{path}: data row {i + 1} has {len(row)} fields, header {len(header)}."
             )
         for k, j in enumerate(num_idx):
+            cell = row[j].strip()
             try:
-                values[i, k] = float(row[j])
+                values[i, k] = float(cell) if cell or missing == "error" else np.nan
             except ValueError:
                 raise ValueError(
                     f"{path}: data row {i + 1}, column {header[j]!r}: {row[j]!r} is not a number."
                 ) from None
+            if not np.isfinite(values[i, k]):
+                if missing == "error" or i == 0 or np.isinf(values[i, k]):
+                    raise ValueError(
+                        f"{path}: data row {i + 1}, column {header[j]!r}: {row[j]!r} is not a "
+                        "finite value. Fix the file, or set task.missing=ffill to carry the "
+                        "previous row's value forward (empty and NaN cells, not the first row)."
+                    )
+                values[i, k] = values[i - 1, k]
     dates = None
     if date_idx is not None:
         dates = np.array([r[date_idx].strip() for r in rows], dtype="datetime64[s]")
@@ -316,6 +335,7 @@ class TimeSeriesForecast(Task):
         dataset: str | None = "etth1",
         path: str | None = None,
         date_column: str | None = "date",
+        missing: str = "error",
         target: str = "OT",
         features: str = "M",
         columns: list[str] | None = None,
@@ -372,7 +392,7 @@ class TimeSeriesForecast(Task):
         self.eval_batch_size = int(eval_batch_size)
         self.plot_windows = int(plot_windows)
 
-        table = read_csv(file, date_column=date_column)
+        table = read_csv(file, date_column=date_column, missing=missing)
         data, self.columns, self.outputs = select_columns(table, features, target, columns)
         self.borders = split_borders(
             len(data), self.input_len, split or spec["split"], tuple(split_ratios)

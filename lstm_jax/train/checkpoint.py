@@ -12,12 +12,24 @@ Python objects. PRNG keys are saved as their raw key data.
 
 from __future__ import annotations
 
+import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointError(ValueError):
+    """No intact checkpoint to restore."""
+
+
+class _ShapeMismatch(ValueError):
+    """The checkpoint is intact but was written with another config."""
 
 
 def _is_prng_key(leaf: Any) -> bool:
@@ -42,7 +54,7 @@ def _from_saved(leaves: list[Any], template: Any) -> Any:
     """Puts saved leaves back into the structure (and key types) of `template`."""
     template_leaves, treedef = jax.tree.flatten(template)
     if len(leaves) != len(template_leaves):
-        raise ValueError(
+        raise _ShapeMismatch(
             f"the checkpoint holds {len(leaves)} arrays but this run's state has "
             f"{len(template_leaves)}: the checkpoint was written by a different model or "
             "optimizer config. Resume with the config of the run that wrote it."
@@ -52,7 +64,7 @@ def _from_saved(leaves: list[Any], template: Any) -> Any:
         if _is_prng_key(like):
             saved = jax.random.wrap_key_data(saved, impl=jax.random.key_impl(like))
         elif np.shape(saved) != np.shape(like):
-            raise ValueError(
+            raise _ShapeMismatch(
                 f"checkpoint array of shape {np.shape(saved)} does not fit the run's "
                 f"{np.shape(like)}: the checkpoint was written with another config."
             )
@@ -93,6 +105,12 @@ class Checkpointer:
         )
         manager.wait_until_finished()
 
+    def steps(self, which: str = "last") -> list[int]:
+        return sorted(self._manager(which).all_steps())
+
+    def delete(self, which: str, step: int) -> None:
+        self._manager(which).delete(step)
+
     def latest_step(self, which: str = "last") -> int | None:
         return self._manager(which).latest_step()
 
@@ -101,23 +119,58 @@ class Checkpointer:
         return None if step is None else self.directory / which / str(step)
 
     def restore(self, which: str, template: Any) -> tuple[Any, dict[str, Any]]:
-        """The latest `which` checkpoint as (state shaped like `template`, meta)."""
+        """The newest intact `which` checkpoint as (state shaped like `template`, meta).
+
+        A checkpoint that cannot be read (a truncated or missing file) is moved to
+        `checkpoints/corrupt/` with a warning naming it, and the next older one is tried;
+        CheckpointError when none is intact."""
         manager = self._manager(which)
-        step = manager.latest_step()
-        if step is None:
+        steps = sorted(manager.all_steps(), reverse=True)
+        if not steps:
             raise FileNotFoundError(f"no '{which}' checkpoint in {self.directory}.")
         abstract = {
             f"{i:05d}": ocp.utils.to_shape_dtype_struct(leaf)
             for i, leaf in enumerate(_to_savable(template))
         }
-        restored = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-            ),
+        skipped: list[str] = []
+        for step in steps:
+            try:
+                restored = manager.restore(
+                    step,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+                    ),
+                )
+                leaves = [restored.state[key] for key in sorted(restored.state)]
+                result = _from_saved(leaves, template), dict(restored.meta)
+            except _ShapeMismatch:
+                raise
+            except Exception as error:  # noqa: BLE001 - any unreadable file: try the next one
+                reason = (str(error).strip().splitlines() or [""])[0]
+                reason = reason.split(" See full TensorStore")[0][:200]
+                skipped.append(f"{self.directory / which / str(step)} "
+                               f"({type(error).__name__}: {reason})")
+                self._set_aside(which, step)
+                continue
+            if skipped:
+                log.warning("Skipped unreadable checkpoint %s (moved to %s); restored %s",
+                            "; ".join(skipped), self.directory / "corrupt",
+                            self.directory / which / str(step))
+            return result
+        raise CheckpointError(
+            f"no intact '{which}' checkpoint in {self.directory}: {'; '.join(skipped)}. They "
+            f"were moved to {self.directory / 'corrupt'}; start the run again in a new dir."
         )
-        leaves = [restored.state[key] for key in sorted(restored.state)]
-        return _from_saved(leaves, template), dict(restored.meta)
+
+    def _set_aside(self, which: str, step: int) -> None:
+        """Moves an unreadable checkpoint out of orbax's sight (kept for inspection), so a
+        resumed run can save that step again."""
+        target = self.directory / "corrupt" / f"{which}-{step}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.move(str(self.directory / which / str(step)), target)
+        self._manager(which).reload()
 
     def close(self) -> None:
         self._last.close()

@@ -6,6 +6,14 @@ from typing import Any
 
 import optax
 
+# The optim.schedule keys each schedule reads (the others are ignored).
+SCHEDULE_KEYS: dict[str, tuple[str, ...]] = {
+    "constant": (),
+    "cosine": ("decay_steps", "end_lr_fraction"),
+    "warmup_cosine": ("warmup_steps", "decay_steps", "end_lr_fraction"),
+    "exponential": ("decay_rate", "transition_steps", "transition_begin", "staircase"),
+}
+
 
 def make_schedule(optim_config: Any) -> optax.Schedule:
     """The learning-rate schedule of `optim.schedule` (a function of the step)."""

@@ -15,12 +15,15 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -29,8 +32,9 @@ from tqdm import tqdm
 
 from lstm_jax import distributed
 from lstm_jax.logging import make_loggers
+from lstm_jax.schema import validate
 from lstm_jax.tasks.base import Task
-from lstm_jax.train.checkpoint import Checkpointer
+from lstm_jax.train.checkpoint import Checkpointer, CheckpointError
 from lstm_jax.train.diagnostics import make_diagnostics_step, to_host
 from lstm_jax.train.optim import make_optimizer, make_schedule
 
@@ -38,14 +42,44 @@ log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """The training loss (or its gradient) became NaN or infinite."""
+
+    def __init__(self, message: str, *, step: int, checkpoint: Path | None):
+        super().__init__(message)
+        self.step, self.checkpoint = step, checkpoint
 
 
-def _check_trainer_config(trainer_config: Any) -> None:
-    for key in ("max_steps", "batch_size", "eval_every", "log_every", "checkpoint_every"):
-        value = trainer_config[key]
-        if not isinstance(value, int) or value <= 0:
-            raise ValueError(f"trainer.{key}={value!r} must be a positive integer.")
+class RunInterrupted(Exception):
+    """SIGINT or SIGTERM stopped the run; `checkpoint` holds its state at `step`."""
+
+    def __init__(self, signum: int, step: int, checkpoint: Path | None):
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+        super().__init__(f"{signal.Signals(signum).name} at step {step}")
+
+
+class _StopSignals:
+    """While active, SIGINT and SIGTERM (what SLURM sends before preemption) set
+    `received` instead of raising, so the loop can save a checkpoint at the step it is on
+    and stop; a second signal stops at once."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def _better(
@@ -85,7 +119,7 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.trainer_config = cfg.trainer
-        _check_trainer_config(self.trainer_config)
+        validate(cfg)  # the CLI checked it already; a config built in code is checked here
         self.task: Task = hydra.utils.instantiate(cfg.task)
         self.monitor = self.task.monitor
         self.monitor_mode = self.task.monitor_mode
@@ -110,6 +144,9 @@ class Trainer:
             "carry": self.task.initial_carry(model),
         }
         self.state = distributed.replicate(self.state, self.mesh)
+        # The first step whose loss or gradient was not finite (0: none yet), kept on the
+        # device and read only where the loop syncs anyway (log, eval, checkpoint steps).
+        self.bad_step = distributed.replicate(jnp.zeros((), jnp.int32), self.mesh)
         self._train_step = distributed.jit(self._make_train_step(), donate_argnums=(0,))
         self._diagnostics_step = make_diagnostics_step(self.task, self.train_graphdef)
 
@@ -118,7 +155,7 @@ class Trainer:
     def _make_train_step(self):
         task, graphdef, optimizer = self.task, self.train_graphdef, self.optimizer
 
-        def train_step(state, batch):
+        def train_step(state, bad_step, step, batch):
             # Merged outside the differentiated function: NNX lets a module's RNG state
             # (dropout) advance only in the trace that built the module.
             model = nnx.merge(graphdef, state["params"], state["rest"])
@@ -140,7 +177,13 @@ class Trainer:
                 # Truncated BPTT: the carried state is data, not a path for gradients.
                 "carry": jax.lax.stop_gradient(aux["carry"]),
             }
-            return new_state, metrics
+            # A non-finite loss or gradient leaves the state as it was (no update from it
+            # on) and records its step, so no checkpoint ever holds a non-finite value.
+            finite = jnp.isfinite(loss) & jnp.isfinite(optax.global_norm(grads))
+            finite = finite & (bad_step == 0)
+            new_state = jax.lax.cond(finite, lambda: new_state, lambda: state)
+            bad_step = jnp.where((bad_step == 0) & ~finite, step, bad_step)
+            return new_state, bad_step, metrics
 
         return train_step
 
@@ -175,6 +218,13 @@ class Trainer:
             evals_without_improvement = meta["evals_without_improvement"]
             elapsed_before = meta["wall_time_s"]
             window_metrics = meta.get("pending_train_metrics", [])
+            # Checkpoints after the resumed step belong to the discarded part of the run
+            # (a resume from an older one, when the newest was unreadable or diverged).
+            for which in ("last", "best"):
+                for newer in [s for s in checkpointer.steps(which) if s > step]:
+                    log.warning("Removing %s: it is newer than the resumed step",
+                                checkpointer.directory / which / str(newer))
+                    checkpointer.delete(which, newer)
             log.info("Resuming from step %d (%s)", step, checkpointer.path("last"))
         elif tc.resume:
             log.info("trainer.resume=true but no checkpoint in %s: starting at step 0",
@@ -214,91 +264,111 @@ class Trainer:
         )
         prefetch = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         next_batch = prefetch.submit(self.task.train_batch, step)
+        last_saved = step
+        signals = _StopSignals()
         try:
-            while step < tc.max_steps:
-                batch = next_batch.result()
-                if step + 1 < tc.max_steps:
-                    next_batch = prefetch.submit(self.task.train_batch, step + 1)
-                if self.task.reset_carry(step):
-                    self.state["carry"] = distributed.replicate(
-                        self.task.initial_carry(self.eval_model()), self.mesh
-                    )
-                window_tokens += self.task.tokens_in(batch)
-                device_batch = distributed.shard_batch(batch, self.mesh)
-                self.state, metrics = self._train_step(self.state, device_batch)
-                step += 1
-                window_metrics.append(metrics)
-                if first_step_of_run:
-                    # Keep compilation out of the step-time measurement.
-                    jax.block_until_ready(metrics)
-                    first_step_of_run = False
-                    window_start, window_tokens = time.perf_counter(), 0
-                    window_steps_timed = 0
-                else:
-                    window_steps_timed += 1
-                progress.update(1)
-
-                if step % tc.log_every == 0 or step == tc.max_steps:
-                    host = jax.device_get(window_metrics)
-                    losses = np.array([m["train/loss"] for m in host])
-                    self._check_finite(losses, step, checkpointer)
-                    now = time.perf_counter()
-                    record = {k: float(np.mean([float(m[k]) for m in host])) for k in host[0]}
-                    record["train/lr"] = float(self.learning_rate(step))
-                    if window_steps_timed:
-                        step_time = (now - window_start) / window_steps_timed
-                        record["perf/step_time_s"] = step_time
-                        record["perf/tokens_per_s"] = window_tokens / (now - window_start)
-                    loggers.log(record, step)
-                    postfix["loss"] = f"{record['train/loss']:.4f}"
-                    progress.set_postfix(postfix)
-                    window_metrics, window_tokens, window_steps_timed = [], 0, 0
-                    window_start = time.perf_counter()
-
-                if diagnostics_every and step % diagnostics_every == 0:
-                    t0 = time.perf_counter()
-                    diag = self._diagnostics_step(
-                        self.state["params"], self.state["rest"], device_batch,
-                        self.state["carry"],
-                    )
-                    loggers.log(to_host(diag), step)
-                    diagnostics_time += time.perf_counter() - t0
-
-                if step % tc.eval_every == 0 or step == tc.max_steps:
-                    val = self._evaluate("val")
-                    loggers.log(val, step)
-                    value = val.get(self.monitor)
-                    if value is None:
-                        raise KeyError(
-                            f"the task's evaluate() returned {sorted(val)} but its monitor is "
-                            f"{self.monitor!r}."
+            with signals:
+                while step < tc.max_steps:
+                    batch = next_batch.result()
+                    if step + 1 < tc.max_steps:
+                        next_batch = prefetch.submit(self.task.train_batch, step + 1)
+                    if self.task.reset_carry(step):
+                        self.state["carry"] = distributed.replicate(
+                            self.task.initial_carry(self.eval_model()), self.mesh
                         )
-                    tiebreak = val.get(self.monitor_tiebreak) if self.monitor_tiebreak else None
-                    if _better(value, best_value, self.monitor_mode, tiebreak, best_tiebreak):
-                        best_value, best_step, evals_without_improvement = value, step, 0
-                        best_tiebreak = tiebreak
-                        checkpointer.save("best", step, self.state, checkpoint_meta(step))
+                    window_tokens += self.task.tokens_in(batch)
+                    device_batch = distributed.shard_batch(batch, self.mesh)
+                    self.state, self.bad_step, metrics = self._train_step(
+                        self.state, self.bad_step, np.int32(step + 1), device_batch
+                    )
+                    step += 1
+                    window_metrics.append(metrics)
+                    if first_step_of_run:
+                        # Keep compilation out of the step-time measurement.
+                        jax.block_until_ready(metrics)
+                        first_step_of_run = False
+                        window_start, window_tokens = time.perf_counter(), 0
+                        window_steps_timed = 0
                     else:
-                        evals_without_improvement += 1
-                    postfix[self.monitor] = f"{value:.4g}"
-                    progress.set_postfix(postfix)
-                    patience = tc.early_stopping_patience
-                    if patience is not None and evals_without_improvement >= patience:
-                        log.info("Early stop at step %d: %s has not improved for %d "
-                                 "evaluations", step, self.monitor, patience)
-                        stopped_early = True
-                    if self.stop_when is not None and _stop_condition_met(val, self.stop_when):
-                        log.info("Stop at step %d: %s = %s", step, self.stop_when,
-                                 val[self.stop_when])
-                        stopped_early = stopped_when = True
+                        window_steps_timed += 1
+                    progress.update(1)
 
-                if step % tc.checkpoint_every == 0 or step == tc.max_steps or stopped_early:
-                    checkpointer.save("last", step, self.state, checkpoint_meta(step))
-                if stopped_early:
-                    break
-        except BaseException:
-            # A failed run still closes its W&B run and metrics.jsonl cleanly.
-            loggers.finish()
+                    is_log = step % tc.log_every == 0 or step == tc.max_steps
+                    is_eval = step % tc.eval_every == 0 or step == tc.max_steps
+                    is_checkpoint = step % tc.checkpoint_every == 0 or step == tc.max_steps
+                    if is_log or is_eval or is_checkpoint or signals.received:
+                        # One read of a device scalar, where the loop syncs anyway.
+                        self._check_finite(window_metrics, step, checkpointer)
+
+                    if is_log:
+                        host = jax.device_get(window_metrics)
+                        now = time.perf_counter()
+                        record = {k: float(np.mean([float(m[k]) for m in host]))
+                                  for k in host[0]}
+                        record["train/lr"] = float(self.learning_rate(step))
+                        if window_steps_timed:
+                            step_time = (now - window_start) / window_steps_timed
+                            record["perf/step_time_s"] = step_time
+                            record["perf/tokens_per_s"] = window_tokens / (now - window_start)
+                        loggers.log(record, step)
+                        postfix["loss"] = f"{record['train/loss']:.4f}"
+                        progress.set_postfix(postfix)
+                        window_metrics, window_tokens, window_steps_timed = [], 0, 0
+                        window_start = time.perf_counter()
+
+                    if diagnostics_every and step % diagnostics_every == 0:
+                        t0 = time.perf_counter()
+                        diag = self._diagnostics_step(
+                            self.state["params"], self.state["rest"], device_batch,
+                            self.state["carry"],
+                        )
+                        loggers.log(to_host(diag), step)
+                        diagnostics_time += time.perf_counter() - t0
+
+                    if is_eval:
+                        val = self._evaluate("val")
+                        loggers.log(val, step)
+                        value = val.get(self.monitor)
+                        if value is None:
+                            raise KeyError(
+                                f"the task's evaluate() returned {sorted(val)} but its monitor "
+                                f"is {self.monitor!r}."
+                            )
+                        tiebreak = (val.get(self.monitor_tiebreak) if self.monitor_tiebreak
+                                    else None)
+                        if _better(value, best_value, self.monitor_mode, tiebreak,
+                                   best_tiebreak):
+                            best_value, best_step, evals_without_improvement = value, step, 0
+                            best_tiebreak = tiebreak
+                            checkpointer.save("best", step, self.state, checkpoint_meta(step))
+                        else:
+                            evals_without_improvement += 1
+                        postfix[self.monitor] = f"{value:.4g}"
+                        progress.set_postfix(postfix)
+                        patience = tc.early_stopping_patience
+                        if patience is not None and evals_without_improvement >= patience:
+                            log.info("Early stop at step %d: %s has not improved for %d "
+                                     "evaluations", step, self.monitor, patience)
+                            stopped_early = True
+                        if self.stop_when is not None and _stop_condition_met(
+                                val, self.stop_when):
+                            log.info("Stop at step %d: %s = %s", step, self.stop_when,
+                                     val[self.stop_when])
+                            stopped_early = stopped_when = True
+
+                    wants_save = is_checkpoint or stopped_early or signals.received
+                    if wants_save and step != last_saved:
+                        checkpointer.save("last", step, self.state, checkpoint_meta(step))
+                        last_saved = step
+                    if signals.received:
+                        raise RunInterrupted(signals.received, step, checkpointer.path("last"))
+                    if stopped_early:
+                        break
+        except BaseException as error:
+            # A failed run still closes its W&B run and metrics.jsonl cleanly, and W&B
+            # records it as failed (or interrupted: 128 + the signal, as a shell reports).
+            code = 128 + error.signum if isinstance(error, RunInterrupted) else 1
+            loggers.finish(exit_code=code)
             raise
         finally:
             progress.close()
@@ -316,19 +386,38 @@ class Trainer:
         loggers.finish()
         return summary
 
-    def _check_finite(self, losses: np.ndarray, step: int, checkpointer: Checkpointer) -> None:
-        bad = np.flatnonzero(~np.isfinite(losses))
-        if bad.size == 0:
+    def _check_finite(self, window: list[dict[str, Any]], step: int,
+                      checkpointer: Checkpointer) -> None:
+        """Raises NonFiniteLossError naming the first step whose loss or gradient was not
+        finite and the newest checkpoint saved before it. `window`: the metrics of the
+        steps since the last log line (the bad step is among them)."""
+        bad_step = int(self.bad_step)
+        if bad_step == 0:
             return
-        bad_step = step - len(losses) + int(bad[0]) + 1
+        index = bad_step - (step - len(window)) - 1
+        loss = float(window[index]["train/loss"]) if 0 <= index < len(window) else math.nan
+        what = (f"train/loss became {loss}" if not math.isfinite(loss)
+                else f"the gradient became non-finite (train/loss {loss:.4g})")
+        # The loss of step k is computed from the state after k - 1 updates: a checkpoint
+        # of step bad_step - 1 (or later) would meet the same non-finite loss on resume.
+        for dead_end in [s for s in checkpointer.steps("last") if s >= bad_step - 1]:
+            log.warning("Removing %s: its state gives the non-finite loss of step %d",
+                        checkpointer.directory / "last" / str(dead_end), bad_step)
+            checkpointer.delete("last", dead_end)
         last_good = checkpointer.path("last")
-        where = (
-            f"the last good checkpoint is {last_good} (resume from it with "
-            "trainer.resume=true)" if last_good else "no checkpoint was written before it"
-        )
+        if last_good is not None:
+            where = (
+                f"the newest checkpoint before it is {last_good}. Resume from it with a lower "
+                "learning rate (trainer.resume=true optim.lr=... trainer.resume_allow=[optim.lr]"
+                "), set optim.clip_grad_norm, or check the data for NaNs."
+            )
+        else:
+            where = ("no checkpoint was written before it. Lower optim.lr, set "
+                     "optim.clip_grad_norm, or check the data for NaNs.")
         raise NonFiniteLossError(
-            f"train/loss became {losses[bad[0]]} at step {bad_step}; {where}. Lower optim.lr, "
-            "set optim.clip_grad_norm, or check the data for NaNs."
+            f"{what} at step {bad_step} (no update was applied from it on, nothing after it "
+            f"was saved); {where}",
+            step=bad_step, checkpoint=last_good,
         )
 
     def _summarize(self, checkpointer, loggers, step, best, train_time, diagnostics_time,
@@ -337,7 +426,10 @@ class Trainer:
         # keeps; without a best (no evaluation improved) the final parameters.
         params = self.state["params"]
         if checkpointer.latest_step("best") is not None:
-            params = checkpointer.restore("best", self.state)[0]["params"]
+            try:
+                params = checkpointer.restore("best", self.state)[0]["params"]
+            except CheckpointError as error:
+                log.warning("%s Evaluating the final parameters instead.", error)
         test = {}
         if self.trainer_config.evaluate_test:
             test = self._evaluate("test", params)
@@ -364,7 +456,11 @@ def train(cfg: DictConfig, run_dir: Path) -> float:
     """Trains one run; returns the best validation value of the task's monitor (what a
     Hydra sweeper optimizes)."""
     trainer = Trainer(cfg, run_dir)
-    summary = trainer.fit()
+    return monitor_value(trainer, trainer.fit())
+
+
+def monitor_value(trainer: Trainer, summary: dict[str, Any]) -> float:
+    """The best validation value of the task's monitor in `summary` (NaN if none)."""
     best = summary["best"][trainer.monitor]
     return float("nan") if best is None else float(best)
 

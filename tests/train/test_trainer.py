@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -85,10 +87,14 @@ def test_logger_none_runs_without_wandb(tmp_path):
     assert not (run_dir / "wandb").exists()
 
 
-def _final_params(run_dir: Path, step: int) -> list[np.ndarray]:
-    manager = ocp.CheckpointManager(run_dir / "checkpoints" / "last")
+def _params_at(directory: Path, step: int) -> list[np.ndarray]:
+    manager = ocp.CheckpointManager(directory)
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
     return [np.asarray(restored.state[k]) for k in sorted(restored.state)]
+
+
+def _final_params(run_dir: Path, step: int) -> list[np.ndarray]:
+    return _params_at(run_dir / "checkpoints" / "last", step)
 
 
 def _curve(run_dir: Path) -> list[tuple]:
@@ -102,48 +108,107 @@ def _curve(run_dir: Path) -> list[tuple]:
     return out
 
 
-def test_killed_run_resumes_to_the_same_parameters_and_curve(tmp_path):
-    common = (
-        *TINY,
-        "task._target_=fault_tasks.SlowAddingTask",
-        "+task.seconds_per_batch=0.03",
-        # Dropout between two layers: the resumed run must continue the RNG stream too.
-        "model.num_layers=2",
-        "model.dropout=0.2",
-        "trainer.max_steps=60",
-        "trainer.eval_every=10",
-        # Checkpoints fall mid-way between log lines: the resumed run must still log the
-        # same window means.
-        "trainer.log_every=3",
-        "trainer.checkpoint_every=10",
-        "logger=none",
-        "logger.diagnostics_every=null",
-    )
-    reference = tmp_path / "reference"
-    run_cli(*common, f"hydra.run.dir={reference}", cwd=tmp_path)
+KILL_COMMON = (
+    *TINY,
+    "task._target_=fault_tasks.SlowAddingTask",
+    "+task.seconds_per_batch=0.03",
+    # Dropout between two layers: the resumed run must continue the RNG stream too.
+    "model.num_layers=2",
+    "model.dropout=0.2",
+    "trainer.max_steps=60",
+    "trainer.eval_every=10",
+    # Checkpoints fall mid-way between log lines: the resumed run must still log the
+    # same window means.
+    "trainer.log_every=3",
+    "trainer.checkpoint_every=10",
+    "logger.diagnostics_every=null",
+)
 
-    killed = tmp_path / "killed"
-    env = {**os.environ, "WANDB_MODE": "offline",
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("reference")
+    run_cli(*KILL_COMMON, "logger=none", f"hydra.run.dir={work / 'run'}", cwd=work)
+    return work / "run"
+
+
+def _start(overrides, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
            "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "lstm_jax", *common, f"hydra.run.dir={killed}"],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    return subprocess.Popen(
+        [sys.executable, "-m", "lstm_jax", *overrides], cwd=cwd, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+
+
+def _wait_for(path: Path, process: subprocess.Popen) -> None:
     deadline = time.time() + 240
-    while not (killed / "checkpoints" / "last" / "20").is_dir():
-        assert process.poll() is None, "the run ended before it could be killed"
+    while not path.is_dir():
+        assert process.poll() is None, "the run ended before it could be stopped"
         assert time.time() < deadline
         time.sleep(0.01)
+
+
+def _assert_same_run(resumed: Path, reference: Path) -> None:
+    assert _curve(resumed) == _curve(reference)
+    for a, b in zip(_final_params(resumed, 60), _final_params(reference, 60), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_killed_run_resumes_to_the_same_parameters_and_curve(tmp_path, uninterrupted_run):
+    killed = tmp_path / "killed"
+    process = _start([*KILL_COMMON, "logger=none", f"hydra.run.dir={killed}"], tmp_path)
+    _wait_for(killed / "checkpoints" / "last" / "20", process)
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.communicate()
     assert not (killed / "summary.json").exists()
     assert not (killed / "checkpoints" / "last" / "60").exists()
 
-    run_cli(*common, f"hydra.run.dir={killed}", "trainer.resume=true", cwd=tmp_path)
-    assert _curve(killed) == _curve(reference)
-    for resumed, uninterrupted in zip(_final_params(killed, 60), _final_params(reference, 60),
-                                      strict=True):
-        np.testing.assert_array_equal(resumed, uninterrupted)
+    result = run_cli(*KILL_COMMON, "logger=none", f"hydra.run.dir={killed}",
+                     "trainer.resume=true", cwd=tmp_path)
+    assert "Resuming from step 20" in result.stdout + result.stderr
+    _assert_same_run(killed, uninterrupted_run)
+
+
+def _interrupt(command: list[str], cwd: Path, run_dir: Path, after_checkpoint: int,
+               signum: int) -> tuple[int, list[str]]:
+    """Runs `command`, sends `signum` once checkpoint `after_checkpoint` is written; returns
+    (the step it stopped at, the printed resume command)."""
+    process = _start(command, cwd)
+    _wait_for(run_dir / "checkpoints" / "last" / str(after_checkpoint), process)
+    time.sleep(0.2)  # mid-way to the next checkpoint
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr
+    last = [line for line in stderr.splitlines() if line.strip()][-1]
+    name = signal.Signals(signum).name
+    assert last.startswith(f"lstm-jax: {name} at step "), last
+    step = int(last.split(" at step ")[1].split(":")[0])
+    assert after_checkpoint < step < 60
+    # A checkpoint at the step it was on, not only the last periodic one.
+    assert (run_dir / "checkpoints" / "last" / str(step)).is_dir()
+    assert not (run_dir / "summary.json").exists()
+    # W&B shows the run as interrupted, not as finished.
+    assert read_wandb_run(run_dir)["exit_code"] == 128 + signum
+    resume = shlex.split(last.split("Resume with: ")[1])
+    assert resume[0] == "lstm-jax"
+    assert resume[-2:] == ["trainer.resume=true", f"hydra.run.dir={run_dir}"]
+    return step, resume[1:]
+
+
+def test_sigint_and_sigterm_save_print_the_resume_command_and_resume_exactly(
+        tmp_path, uninterrupted_run):
+    run_dir = tmp_path / "run"
+    first = [*KILL_COMMON, "logger=wandb", f"hydra.run.dir={run_dir}"]
+    step, resume = _interrupt(first, tmp_path, run_dir, 10, signal.SIGINT)
+    # The printed command resumes (and a SIGTERM, as SLURM sends, stops it again).
+    step2, resume = _interrupt(resume, tmp_path, run_dir,
+                               (step // 10 + 1) * 10, signal.SIGTERM)
+    assert step2 > step
+    result = run_cli(*resume, cwd=tmp_path)
+    assert f"Resuming from step {step2}" in result.stdout + result.stderr
+    _assert_same_run(run_dir, uninterrupted_run)
 
 
 def test_tied_monitor_keeps_the_checkpoint_with_the_better_tiebreak(tmp_path):
@@ -206,10 +271,43 @@ def test_nan_loss_stops_with_the_step_and_the_last_good_checkpoint(tmp_path):
         check=False,
     )
     assert result.returncode == 1
-    assert "became nan at step 8" in result.stderr
+    assert "train/loss became nan at step 8" in result.stderr
     assert str(run_dir / "checkpoints" / "last" / "4") in result.stderr
     # Nothing after the divergence was saved as if it were good.
     assert sorted(p.name for p in (run_dir / "checkpoints" / "last").iterdir()) == ["4"]
+
+
+def test_divergence_between_log_steps_names_its_step_and_resumes_with_a_lower_lr(tmp_path):
+    run_dir = tmp_path / "run"
+    diverging = (*TINY, "optim.name=sgd", "optim.clip_grad_norm=null", "trainer.max_steps=20",
+                 "trainer.log_every=10", "trainer.eval_every=10", "trainer.checkpoint_every=2",
+                 "logger=none", f"hydra.run.dir={run_dir}")
+    result = run_cli(*diverging, "optim.lr=30", cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1 and "Traceback" not in message
+    match = re.search(r"train/loss became (inf|nan) at step (\d+) .*checkpoint before it is "
+                      r"(\S+)/(\d+)\.", message)
+    assert match, message
+    bad_step, good_step = int(match[2]), int(match[4])
+    assert bad_step % 10 != 0  # not a log step: caught at the step it appeared
+    # The newest checkpoint whose state still gives a finite loss; none saved after it.
+    assert good_step < bad_step - 1
+    steps = sorted(int(p.name) for p in (run_dir / "checkpoints" / "last").iterdir())
+    assert steps[-1] == good_step
+    for which in ("last", "best"):
+        for step_dir in (run_dir / "checkpoints" / which).iterdir():
+            for leaf in _params_at(step_dir.parent, int(step_dir.name)):
+                assert np.isfinite(leaf).all(), step_dir
+
+    resumed = run_cli(*diverging, "optim.lr=1e-3", "trainer.resume=true",
+                      "trainer.resume_allow=[optim.lr]", cwd=tmp_path)
+    assert f"Resuming from step {good_step}" in resumed.stdout + resumed.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == 20
+    losses = [r["train/loss"] for r in read_jsonl(run_dir / "metrics.jsonl")
+              if "train/loss" in r]
+    assert losses and all(loss is not None and np.isfinite(loss) for loss in losses)
 
 
 def test_missing_data_file_names_the_file_the_source_and_the_setting(tmp_path):

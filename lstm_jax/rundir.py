@@ -1,0 +1,159 @@
+"""One run per run dir (DESIGN.md contract 3), checked before Hydra writes anything there.
+
+A start in a dir that already holds a run is refused unless `trainer.resume=true`; a
+resume whose config differs from the stored `.hydra/config.yaml` in a key that changes
+shapes, data or the optimisation trajectory is refused unless the key is listed in
+`trainer.resume_allow`. Accepted changes are appended to `resumes.jsonl` in the run dir.
+
+`lstm_jax.cli.OutputDirCheck.on_run_start` calls `check_start` before Hydra saves the new
+config, so a refused start changes nothing in the dir.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from lstm_jax.train.optim import SCHEDULE_KEYS
+
+# What a run leaves in its dir once it has started training.
+RUN_MARKERS = ("metrics.jsonl", "summary.json", "checkpoints")
+RESUME_LOG = "resumes.jsonl"
+
+# Keys that may change on a resume without changing what the run computes.
+_FREE_PREFIXES = ("hydra.", "logger.", "paths.")
+_FREE_KEYS = {
+    "experiment_name",
+    "task.data_dir",
+    "trainer.resume",
+    "trainer.resume_allow",
+    "trainer.progress_bar",
+    "trainer.log_every",
+    "trainer.eval_every",
+    "trainer.checkpoint_every",
+    "trainer.keep_checkpoints",
+    "trainer.evaluate_test",
+    "trainer.early_stopping_patience",
+    "trainer.stop_when",
+    # A longer or shorter run is the same trajectory unless a schedule reads max_steps, and
+    # then the schedule's own key (optim.schedule.decay_steps) differs.
+    "trainer.max_steps",
+}
+
+
+class RunDirError(ValueError):
+    """A start that would mix two runs in one dir, or a resume with a changed config."""
+
+
+def holds_run(run_dir: Path) -> bool:
+    return any((Path(run_dir) / name).exists() for name in RUN_MARKERS)
+
+
+def _leaves(cfg: DictConfig) -> dict[str, tuple[Any, Any]]:
+    """{dotted key: (resolved value, raw value)}; a value that cannot be resolved here
+    (`${hydra:...}` outside a job) is kept raw."""
+    out: dict[str, tuple[Any, Any]] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        for key in node:
+            path = f"{prefix}{key}"
+            child = node._get_node(key)
+            if isinstance(child, DictConfig) and not child._is_interpolation():
+                walk(child, path + ".")
+                continue
+            raw = child._value()
+            try:
+                value = OmegaConf.select(cfg, path, throw_on_resolution_failure=True)
+            except Exception:  # noqa: BLE001 - unresolvable here: compare the raw text
+                value = raw
+            if isinstance(value, DictConfig | ListConfig):
+                value = OmegaConf.to_container(value, resolve=False)
+            out[path] = (value, raw)
+
+    walk(cfg, "")
+    return out
+
+
+def _material(key: str, cfg: dict[str, tuple[Any, Any]]) -> bool:
+    if key in _FREE_KEYS or key.startswith(_FREE_PREFIXES):
+        return False
+    if key.startswith("optim.schedule.") and key != "optim.schedule.name":
+        name = cfg.get("optim.schedule.name", (None, None))[0]
+        return key.rpartition(".")[2] in SCHEDULE_KEYS.get(name, ())
+    return True
+
+
+def config_changes(old: DictConfig, new: DictConfig) -> dict[str, tuple[Any, Any, Any]]:
+    """The keys that matter whose values differ: {key: (old, new, new raw value)}."""
+    old_leaves, new_leaves = _leaves(old), _leaves(new)
+    missing = ("<absent>", None)
+    changes = {}
+    for key in sorted(old_leaves.keys() | new_leaves.keys()):
+        before, after = old_leaves.get(key, missing), new_leaves.get(key, missing)
+        if before[0] == after[0]:
+            continue
+        if _material(key, new_leaves) or _material(key, old_leaves):
+            changes[key] = (before[0], after[0], after[1])
+    return changes
+
+
+def _allowed(key: str, raw: Any, allow: set[str]) -> bool:
+    """Listed in trainer.resume_allow, or an interpolation of a listed key
+    (optim.schedule.decay_steps: ${trainer.max_steps})."""
+    return key in allow or (isinstance(raw, str) and any(f"${{{a}}}" in raw for a in allow))
+
+
+def _source(key: str, raw: Any) -> str:
+    """The key a user sets: `trainer.max_steps` for `optim.schedule.decay_steps:
+    ${trainer.max_steps}`."""
+    if isinstance(raw, str) and raw.startswith("${") and raw.endswith("}") and ":" not in raw:
+        return raw[2:-1]
+    return key
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def check_start(cfg: DictConfig, run_dir: str | Path) -> dict[str, tuple[Any, Any]]:
+    """Refuses (RunDirError) a start that would mix runs in `run_dir`; returns the allowed
+    config changes of a resume ({key: (old, new)}), recorded in resumes.jsonl."""
+    run_dir = Path(run_dir)
+    if not holds_run(run_dir):
+        return {}
+    resume = bool(cfg.trainer.get("resume", False))
+    if not resume:
+        raise RunDirError(
+            f"the run dir {run_dir} already holds a run. Start this one in a new dir "
+            f"(hydra.run.dir=PATH, or leave hydra.run.dir unset for a fresh time-stamped one), "
+            f"or continue that run with trainer.resume=true hydra.run.dir={run_dir}."
+        )
+    stored = run_dir / ".hydra" / "config.yaml"
+    if not stored.is_file():
+        return {}
+    changes = config_changes(OmegaConf.load(stored), cfg)
+    allow = set(cfg.trainer.get("resume_allow") or [])
+    refused = {k: v for k, v in changes.items() if not _allowed(k, v[2], allow)}
+    if refused:
+        listed = "; ".join(
+            f"{k}: {_show(a)} -> {_show(b)}" + (f" (from {_source(k, raw)})"
+                                                 if _source(k, raw) != k else "")
+            for k, (a, b, raw) in refused.items()
+        )
+        keys = dict.fromkeys(_source(k, raw) for k, (_, _, raw) in refused.items())
+        raise RunDirError(
+            f"trainer.resume=true in {run_dir}, but this config differs from the run's in "
+            f"{listed}. Resume with the run's values, start a new run in another dir, or "
+            f"allow the change with trainer.resume_allow=[{','.join(keys)}]."
+        )
+    accepted = {k: (a, b) for k, (a, b, _) in changes.items()}
+    if accepted:
+        with open(run_dir / RESUME_LOG, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                "allowed_changes": {k: list(v) for k, v in accepted.items()}},
+                               default=str) + "\n")
+    return accepted

@@ -1,0 +1,80 @@
+"""Bad input is refused before any work starts, in one line naming the key and the value."""
+
+from __future__ import annotations
+
+import pytest
+from cli_runner import run_cli
+from hydra import compose, initialize_config_dir
+
+import lstm_jax.cli  # noqa: F401  (registers the config resolvers)
+from lstm_jax.config import CONFIG_DIR
+from lstm_jax.schema import ConfigError, validate
+
+
+def compose_train(*overrides):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        return compose("train", overrides=[*overrides, "paths.data_dir=/tmp"])
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["model.hidden_size=0"], "model.hidden_size=0: Input should be greater than or equal to 1."),
+    (["optim.lr=-1"], "optim.lr=-1: Input should be greater than 0."),
+    (["optim.lr=nan"], "optim.lr=nan: Input should be greater than 0."),
+    (["model.dropout=1.0"], "model.dropout=1.0: Input should be less than 1."),
+    (["model.cell=lstmm"], "model.cell='lstmm': Input should be 'lstm', 'gru' or 'rnn'."),
+    (["trainer.batch_size=0"],
+     "trainer.batch_size=0: Input should be greater than or equal to 1."),
+    (["trainer.early_stopping_patience=0"],
+     "trainer.early_stopping_patience=0: Input should be greater than or equal to 1."),
+    (["optim.clip_grad_norm=0"], "optim.clip_grad_norm=0: Input should be greater than 0."),
+    (["task.seq_len=0"], "task.seq_len=0: Input should be greater than or equal to 1."),
+    (["task.val_size=-3"], "task.val_size=-3: Input should be greater than or equal to 1."),
+    (["experiment=fsdd_bilstm", "task.crop_fraction=1.5"],
+     "task.crop_fraction=1.5: Input should be less than 1."),
+    (["experiment=shakespeare_char", "task.dropout=-0.1"],
+     "task.dropout=-0.1: Input should be greater than or equal to 0."),
+    (["experiment=csv_forecast"],
+     "task.path is required and not set: add task.path=VALUE to the command line."),
+    (["optim.schedule.name=warmup_cosine", "optim.schedule.warmup_steps=2000"],
+     ("optim.schedule: Value error, decay_steps=800 must exceed warmup_steps=2000 "
+      "(decay_steps counts the warmup; it defaults to trainer.max_steps).")),
+])
+def test_bad_values_are_refused_naming_the_key_and_value(overrides, message):
+    cfg = compose_train(*overrides)
+    with pytest.raises(ConfigError) as error:
+        validate(cfg)
+    assert str(error.value) == message
+
+
+def test_every_preset_passes_the_schema():
+    # A new task needs no table of its own: ranges come from its parameter names.
+    from test_presets import EXPERIMENTS
+
+    for experiment in EXPERIMENTS:
+        extra = ["task.path=my.csv", "task.target=load"] if experiment == "csv_forecast" else []
+        validate(compose_train(f"experiment={experiment}", *extra))
+        # debug=fdr's six steps are shorter than some presets' warmups.
+        validate(compose_train(f"experiment={experiment}", "debug=fdr", *extra))
+
+
+def test_bad_value_on_the_command_line_is_one_line_and_writes_nothing(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli("model.hidden_size=0", f"hydra.run.dir={run_dir}", cwd=tmp_path,
+                     check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "lstm-jax: error: model.hidden_size=0: Input should be greater than or equal to 1."
+    )
+    assert not run_dir.exists() or not any(run_dir.iterdir())
+
+
+def test_error_building_the_task_is_one_line_with_the_traceback_on_request(tmp_path):
+    overrides = ("task._target_=fault_tasks.BrokenTask", "logger=none")
+    result = run_cli(*overrides, cwd=tmp_path, check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "lstm-jax: error: building the task fault_tasks.BrokenTask or its model failed: "
+        "ZeroDivisionError: division by zero (HYDRA_FULL_ERROR=1 shows the traceback)"
+    )
+    verbose = run_cli(*overrides, cwd=tmp_path, check=False, env={"HYDRA_FULL_ERROR": "1"})
+    assert "Traceback" in verbose.stderr and "ZeroDivisionError" in verbose.stderr
