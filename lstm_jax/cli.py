@@ -128,6 +128,10 @@ def _run(cfg: DictConfig) -> float:
     # the run's own lines there.
     for noisy in ("absl", "jax._src.xla_bridge"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # An unreadable checkpoint fails inside orbax's asyncio tasks, which asyncio may log
+    # again with orbax's traceback when they are collected; the trainer reports the fault
+    # itself in one line (train/checkpoint.py), so that second report is dropped.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     for key, (old, new) in _accepted_changes.items():
         log.warning("Resumed with %s changed from %r to %r (trainer.resume_allow; recorded in "
                     "%s)", key, old, new, run_dir / "resumes.jsonl")

@@ -41,7 +41,10 @@ def under_root(path):
 def hook(event, args):
     if event == "open" and args[2] is not None and args[2] & WRITE_FLAGS and under_root(args[0]):
         writes.append([event, os.fspath(args[0])])
-    elif event == "os.mkdir" and under_root(args[0]) and not os.path.exists(args[0]):
+    # The run dir itself may be made by whichever process's Hydra gets there first (an
+    # empty dir, exist_ok); what goes into it must come from process 0 alone.
+    elif (event == "os.mkdir" and under_root(args[0]) and not os.path.exists(args[0])
+          and os.path.realpath(os.fspath(args[0])) != root):
         writes.append([event, os.fspath(args[0])])
     elif event == "os.rename" and (under_root(args[0]) or under_root(args[1])):
         writes.append([event, os.fspath(args[1])])
