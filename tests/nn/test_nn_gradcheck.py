@@ -129,11 +129,13 @@ def test_reverse_direction_of_a_padded_batch_matches_the_loop(kind):
     _check(kind, bidirectional=True, num_layers=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 def test_unrolled_scan_matches_the_loop(kind):
     _check(kind, bidirectional=True, num_layers=1, unroll=3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["lstm", "gru", "rnn"])
 def test_bfloat16_backward_is_close_to_the_float32_loop(kind):
     # bfloat16 matmuls carry 8 bits of mantissa: a relative tolerance of a few percent.

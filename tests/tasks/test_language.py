@@ -373,6 +373,8 @@ def test_generate_is_seeded_and_greedy_at_zero_temperature(char_file):
 # --- presets end to end ------------------------------------------------------------------
 
 
+# Slow (CI runs it as a step of its own): the full-size Zaremba models compile for ~17 s each.
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "preset",
     [

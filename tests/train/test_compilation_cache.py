@@ -3,14 +3,30 @@ elsewhere with paths.compilation_cache_dir, off with paths.compilation_cache_dir
 
 from __future__ import annotations
 
-from cli_runner import run_cli
+import os
+import subprocess
+import sys
+from pathlib import Path
 
-TINY = ("task.seq_len=8", "task.val_size=16", "task.test_size=16", "task.eval_batch_size=16",
-        "model.hidden_size=8", "trainer.batch_size=8", "trainer.max_steps=2",
-        "trainer.eval_every=2", "trainer.log_every=1", "trainer.checkpoint_every=2",
-        "logger=none", "trainer.progress_bar=false", "logger.diagnostics_every=0")
-# Store every program, however quickly it compiled, so that the tiny run leaves entries.
-ENV = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+from hydra import compose, initialize_config_dir
+
+from lstm_jax.config import CONFIG_DIR, user_cache
+
+# A fresh process (JAX reads the cache setting once) that enables the cache the way the CLI
+# does and compiles one program; every program is stored, however fast it compiled.
+PROGRAM = """
+import sys, jax, jax.numpy as jnp
+from lstm_jax.config import enable_compilation_cache
+enable_compilation_cache(None if sys.argv[1] == "null" else sys.argv[1])
+print(float(jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((64, 64))).sum()))
+print("cache dir:", jax.config.jax_compilation_cache_dir)
+"""
+ENV = {**os.environ, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
+def _compile_with_cache(directory: str) -> str:
+    return subprocess.run([sys.executable, "-c", PROGRAM, directory], env=ENV, check=True,
+                          capture_output=True, text=True, timeout=120).stdout
 
 
 def _entries(directory):
@@ -19,22 +35,26 @@ def _entries(directory):
 
 def test_the_cache_fills_where_the_setting_points_and_a_rerun_reuses_it(tmp_path):
     cache = tmp_path / "xla_cache"
-    run_cli(*TINY, f"paths.compilation_cache_dir={cache}", f"hydra.run.dir={tmp_path / 'a'}",
-            cwd=tmp_path, env=ENV)
+    _compile_with_cache(str(cache))
     first = _entries(cache)
-    assert len(first) >= 2  # at least the train step and the evaluation
-    run_cli(*TINY, f"paths.compilation_cache_dir={cache}", f"hydra.run.dir={tmp_path / 'b'}",
-            cwd=tmp_path, env=ENV)
-    assert _entries(cache) == first  # the same programs: read back, nothing new written
+    assert first
+    _compile_with_cache(str(cache))
+    assert _entries(cache) == first  # the same program: read back, nothing new written
 
 
-def test_the_default_is_the_user_cache_dir_and_null_turns_it_off(tmp_path):
-    home_cache = tmp_path / "xdg"
-    env = {**ENV, "XDG_CACHE_HOME": str(home_cache)}
-    run_cli(*TINY, f"hydra.run.dir={tmp_path / 'a'}", cwd=tmp_path, env=env)
-    assert _entries(home_cache / "lstm_jax" / "xla")
-    off = tmp_path / "off"
-    env = {**ENV, "XDG_CACHE_HOME": str(off)}
-    run_cli(*TINY, "paths.compilation_cache_dir=null", f"hydra.run.dir={tmp_path / 'b'}",
-            cwd=tmp_path, env=env)
-    assert not (off / "lstm_jax" / "xla").exists()
+def test_null_leaves_the_cache_off():
+    assert "cache dir: None" in _compile_with_cache("null")
+
+
+def test_the_default_is_the_user_cache_dir_and_the_cli_applies_the_setting():
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[])
+        off = compose("train", overrides=["paths.compilation_cache_dir=null"])
+    if "LSTM_JAX_COMPILATION_CACHE" not in os.environ:
+        assert cfg.paths.compilation_cache_dir == user_cache("xla")
+    assert off.paths.compilation_cache_dir is None
+    # The CLI hands the setting to JAX before the trainer compiles anything.
+    from lstm_jax import cli
+
+    source = Path(cli.__file__).read_text()
+    assert 'enable_compilation_cache(cfg.paths.get("compilation_cache_dir"))' in source
