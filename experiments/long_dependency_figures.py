@@ -28,6 +28,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from lstm_jax.compare.over import carry_forward
+
 JOB = re.compile(r"^(?P<task>[a-z_]+)_T(?P<T>\d+)_(?P<variant>\w+)$")
 
 
@@ -81,6 +83,20 @@ def relative_loss(rows):
     return out
 
 
+def _save_log_panel(fig, ax, ylabel: str, title: str, path: Path) -> Path:
+    """Log-y panel over training steps, labelled and saved."""
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_relative(jobs, task, names, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for k, job in enumerate(sorted(names)):
@@ -89,15 +105,7 @@ def plot_relative(jobs, task, names, out: Path) -> Path:
         if not curves:
             continue
         steps = sorted({s for c in curves for s, _ in c})
-        carried = []
-        for c in curves:  # a run that stopped (solved) keeps its last value
-            values, j, last = [], 0, float("nan")
-            for s in steps:
-                while j < len(c) and c[j][0] <= s:
-                    last = c[j][1]
-                    j += 1
-                values.append(last)
-            carried.append(values)
+        carried = [carry_forward(c, steps) for c in curves]  # a solved run keeps its last value
         columns = [[v for v in col if not math.isnan(v)] for col in zip(*carried)]
         xs = [s for s, col in zip(steps, columns) if col]
         cols = [col for col in columns if col]
@@ -107,17 +115,9 @@ def plot_relative(jobs, task, names, out: Path) -> Path:
         ax.fill_between(xs, [min(c) for c in cols], [max(c) for c in cols], color=color,
                         alpha=0.2, linewidth=0)
     ax.axhline(1.0, color="k", linestyle="--", linewidth=0.8, label="memoryless baseline")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("val loss / baseline")
-    ax.set_title(f"{task}: validation loss relative to the baseline (median, min-max)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / f"{task}_relative_ce.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_log_panel(fig, ax, "val loss / baseline",
+                           f"{task}: validation loss relative to the baseline (median, min-max)",
+                           out / f"{task}_relative_ce.png")
 
 
 def plot_dh_t(jobs, task, names, out: Path) -> Path | None:
@@ -166,17 +166,9 @@ def plot_tau(jobs, task, names, out: Path) -> Path | None:
     match = re.search(r"_T(\d+)$", task)
     if match:
         ax.axhline(int(match[1]), color="k", linestyle="--", linewidth=0.8, label="T")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("tau = -1 / ln f (steps)")
-    ax.set_title(f"{task}: forget-gate time constants (5-50-95th percentile), seed 0")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / f"{task}_forget_tau.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save_log_panel(fig, ax, "tau = -1 / ln f (steps)",
+                           f"{task}: forget-gate time constants (5-50-95th percentile), seed 0",
+                           out / f"{task}_forget_tau.png")
 
 
 def horizon(jobs, done) -> dict[str, dict[str, dict[int, tuple[int, int]]]]:

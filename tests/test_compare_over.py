@@ -114,7 +114,7 @@ def test_over_draws_a_median_and_band_per_group(runs_root, tmp_path, capsys):
 
 
 def test_band_carries_a_stopped_run_forward():
-    from lstm_jax.compare.over import _carried
+    from lstm_jax.compare.over import carry_forward
 
     series = [(100, 0.0), (200, 1.0)]  # stopped when solved at step 200
-    assert _carried(series, [50, 100, 200, 300, 600])[1:] == [0.0, 1.0, 1.0, 1.0]
+    assert carry_forward(series, [50, 100, 200, 300, 600])[1:] == [0.0, 1.0, 1.0, 1.0]

@@ -105,7 +105,7 @@ def build_over_table(runs: list[Run], table: Table, over: str,
     return Table(columns=columns, rows=rows, params=shared, fixed=table.fixed)
 
 
-def _carried(series: list[tuple[int, float]], steps: list[int]) -> list[float]:
+def carry_forward(series: list[tuple[int, float]], steps: list[int]) -> list[float]:
     """`series` at each of `steps`, its last value carried forward past its end (NaN
     before its first point)."""
     out, j, last = [], 0, math.nan
@@ -130,7 +130,7 @@ def plot_group_curves(runs: list[Run], groups: list[tuple[dict[str, Any], list[i
         if not series:
             continue
         steps = sorted({step for s in series for step, _ in s})
-        columns = [_carried(s, steps) for s in series]
+        columns = [carry_forward(s, steps) for s in series]
         finite = [[v for v in values if not math.isnan(v)] for values in zip(*columns)]
         keep = [k for k, values in enumerate(finite) if values]
         xs = [steps[k] for k in keep]
