@@ -122,6 +122,10 @@ def _run(cfg: DictConfig) -> float:
     # A job launched by submitit on a cluster enters here, not through main().
     distributed.maybe_initialize_distributed()
 
+    # Own W&B service per run: one inherited from a parent Python process that uses W&B
+    # (WANDB_SERVICE) would keep a SIGKILLed run's id registered, and its resume would then
+    # fail with "run ID ... is in use".
+    os.environ.pop("WANDB_SERVICE", None)
     enable_compilation_cache(cfg.paths.get("compilation_cache_dir"))
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     # Hydra logs INFO to the run's log file; orbax and JAX's backend probing would bury

@@ -22,7 +22,6 @@ import netrc
 import os
 import secrets
 import string
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -163,25 +162,6 @@ def _config_dict(cfg: Any) -> dict:
         return OmegaConf.to_container(cfg, resolve=False)
 
 
-def _init_waiting_for_a_killed_run(mode: str, init_kwargs: dict, wait_s: float = 120.0):
-    """`wandb.init`, retried while W&B reports the run's id "in use": after a SIGKILL the
-    killed process's W&B service lives on until it notices its parent is gone (seconds, more
-    on a loaded machine), and a resume started at once would otherwise fail."""
-    import wandb
-
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            return wandb.init(mode=mode, **init_kwargs)
-        except Exception as error:  # wandb's ServerResponseError is not a wandb.errors.Error
-            if "in use" not in str(error) or time.monotonic() > deadline:
-                raise
-            log.warning("W&B run %s is still held by a killed process's W&B service; "
-                        "retrying in 2 s", init_kwargs.get("id"))
-            wandb.teardown()
-            time.sleep(2.0)
-
-
 class WandbLogger:
     """One W&B run. `log(metrics, step)`, `log_summary(summary)`, `finish()`."""
 
@@ -225,7 +205,7 @@ class WandbLogger:
         if init_timeout is not None:
             init_kwargs["settings"] = wandb.Settings(init_timeout=init_timeout)
         try:
-            self.run = _init_waiting_for_a_killed_run(self.mode, init_kwargs)
+            self.run = wandb.init(mode=self.mode, **init_kwargs)
         except wandb.errors.Error as e:
             if not (auto_mode and self.mode == "online"):
                 raise
