@@ -56,8 +56,9 @@ def make_lstm_jax(b, t, d, h, layers, x_np, lengths=None, bidirectional=False, b
 
     from lstm_jax.nn import LSTM
 
-    model = LSTM(d, h, num_layers=layers, bidirectional=bidirectional, backend=backend,
-                 rngs=nnx.Rngs(0))
+    model = LSTM(
+        d, h, num_layers=layers, bidirectional=bidirectional, backend=backend, rngs=nnx.Rngs(0)
+    )
     graphdef, params = nnx.split(model, nnx.Param)
 
     @jax.jit
@@ -82,8 +83,9 @@ def make_torch(b, t, d, h, layers, x_np, lengths=None, bidirectional=False):
 
     torch.set_num_threads(os.cpu_count() or 1)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = torch.nn.LSTM(d, h, num_layers=layers, batch_first=True,
-                          bidirectional=bidirectional).to(device)
+    model = torch.nn.LSTM(
+        d, h, num_layers=layers, batch_first=True, bidirectional=bidirectional
+    ).to(device)
     x = torch.as_tensor(x_np, device=device)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
@@ -93,7 +95,8 @@ def make_torch(b, t, d, h, layers, x_np, lengths=None, bidirectional=False):
             y, _ = model(x)
         else:  # packed, as a speech model would run it
             packed = torch.nn.utils.rnn.pack_padded_sequence(
-                x, torch.as_tensor(lengths), batch_first=True, enforce_sorted=False)
+                x, torch.as_tensor(lengths), batch_first=True, enforce_sorted=False
+            )
             y, _ = torch.nn.utils.rnn.pad_packed_sequence(model(packed)[0], batch_first=True)
         y.pow(2).mean().backward()
         sync()
@@ -182,8 +185,12 @@ def _available(name):
         from lstm_jax.nn import cudnn
 
         return cudnn.on_cuda()
-    module = {"pytorch": "torch", "flax.linen": "flax.linen", "haiku": "haiku",
-              "equinox": "equinox"}.get(name)
+    module = {
+        "pytorch": "torch",
+        "flax.linen": "flax.linen",
+        "haiku": "haiku",
+        "equinox": "equinox",
+    }.get(name)
     if module is None:
         return True
     try:
@@ -260,7 +267,9 @@ def worker(name: str, key: str, warmup: int) -> None:
     rng = np.random.default_rng(0)
     x_np = rng.standard_normal((b, t, d)).astype(np.float32)
     lengths = rng.integers(t // 2, t + 1, size=b).astype(np.int32) if ragged else None
-    kwargs = {"lengths": lengths, "bidirectional": bidirectional} if (ragged or bidirectional) else {}
+    kwargs = (
+        {"lengths": lengths, "bidirectional": bidirectional} if (ragged or bidirectional) else {}
+    )
     step = MAKERS[name](b, t, d, h, layers, x_np, **kwargs)
     for _ in range(warmup):
         step()
@@ -277,7 +286,10 @@ def bench_shape(key: str, repeats: int, warmup: int, names: list[str]) -> dict[s
     for name in names:
         procs[name] = subprocess.Popen(
             [sys.executable, __file__, "--worker", name, "--shapes", key, "--warmup", str(warmup)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         # Build one at a time: compilation is itself a heavy job.
         if procs[name].stdout.readline().strip() != "ready":
             raise RuntimeError(f"{name} at {key} failed to start (see its stderr above)")
@@ -312,20 +324,35 @@ def main(argv=None):
     if args.worker:
         return worker(args.worker, args.shapes, args.warmup)
 
-    machine = {**cpu_description(), "backend": jax.default_backend(),
-               "device": jax.devices()[0].device_kind, **library_versions()}
+    machine = {
+        **cpu_description(),
+        "backend": jax.default_backend(),
+        "device": jax.devices()[0].device_kind,
+        **library_versions(),
+    }
     machine["gemm_peak_gflops"] = gemm_peak_gflops()
     names = [n for n in args.impls.split(",") if _available(n)]
-    print(f"# machine: {machine['cpu']} ({machine['isa']}, {machine['cores']} cores), "
-          f"{machine['backend']} {machine['device']}, JAX GEMM peak "
-          f"{machine['gemm_peak_gflops']:.0f} GFLOP/s (float32 2048^3)")
-    print("# " + ", ".join(f"{k} {v}" for k, v in machine.items()
-                           if k in ("python", "jax", "jaxlib", "flax", "torch", "haiku",
-                                    "equinox")))
-    print(f"# one process per implementation, taking turns; {args.repeats} rounds after "
-          f"{args.warmup} warm-up steps; median [IQR]")
-    print(f"{'shape':<5} {'impl':<15} {'median ms':>10} {'IQR ms':>8} {'ms/step t':>9} "
-          f"{'% peak':>7} {'vs torch':>9} {'vs best JAX peer':>17}")
+    print(
+        f"# machine: {machine['cpu']} ({machine['isa']}, {machine['cores']} cores), "
+        f"{machine['backend']} {machine['device']}, JAX GEMM peak "
+        f"{machine['gemm_peak_gflops']:.0f} GFLOP/s (float32 2048^3)"
+    )
+    print(
+        "# "
+        + ", ".join(
+            f"{k} {v}"
+            for k, v in machine.items()
+            if k in ("python", "jax", "jaxlib", "flax", "torch", "haiku", "equinox")
+        )
+    )
+    print(
+        f"# one process per implementation, taking turns; {args.repeats} rounds after "
+        f"{args.warmup} warm-up steps; median [IQR]"
+    )
+    print(
+        f"{'shape':<5} {'impl':<15} {'median ms':>10} {'IQR ms':>8} {'ms/step t':>9} "
+        f"{'% peak':>7} {'vs torch':>9} {'vs best JAX peer':>17}"
+    )
     results = {}
     for key in args.shapes.split(","):
         shape = SHAPES[key]
@@ -336,9 +363,13 @@ def main(argv=None):
         best_peer = min(peers, key=medians.get) if peers else None
         rows = {}
         for name, sec in medians.items():
-            row = {"median_s": sec, "iqr_s": _spread(raw[name]), "times_s": raw[name],
-                   "ms_per_timestep": sec * 1e3 / shape[1],
-                   "fraction_of_gemm_peak": step_gflop(shape) / sec / machine["gemm_peak_gflops"]}
+            row = {
+                "median_s": sec,
+                "iqr_s": _spread(raw[name]),
+                "times_s": raw[name],
+                "ms_per_timestep": sec * 1e3 / shape[1],
+                "fraction_of_gemm_peak": step_gflop(shape) / sec / machine["gemm_peak_gflops"],
+            }
             if "pytorch" in medians:
                 row["speedup_vs_pytorch"] = medians["pytorch"] / sec
             if best_peer:
@@ -346,9 +377,12 @@ def main(argv=None):
             rows[name] = row
             vs_t = f"{row.get('speedup_vs_pytorch', float('nan')):.2f}x"
             vs_j = f"{row.get('speedup_vs_best_jax_peer', float('nan')):.2f}x"
-            print(f"{key:<5} {name:<15} {sec * 1e3:>10.1f} {row['iqr_s'] * 1e3:>8.1f} "
-                  f"{row['ms_per_timestep']:>9.3f} {100 * row['fraction_of_gemm_peak']:>6.1f}% "
-                  f"{vs_t:>9} {vs_j:>17}", flush=True)
+            print(
+                f"{key:<5} {name:<15} {sec * 1e3:>10.1f} {row['iqr_s'] * 1e3:>8.1f} "
+                f"{row['ms_per_timestep']:>9.3f} {100 * row['fraction_of_gemm_peak']:>6.1f}% "
+                f"{vs_t:>9} {vs_j:>17}",
+                flush=True,
+            )
         results[key] = {"shape": shape, "best_jax_peer": best_peer, "results": rows}
     if args.json:
         with open(args.json, "w") as f:

@@ -31,8 +31,7 @@ def main() -> int:
     lengths[3] = 0
     results = {}
     for backend in ("scan", "cudnn"):
-        layer = LSTM(D, H, num_layers=LAYERS, bidirectional=True, backend=backend,
-                     rngs=nnx.Rngs(0))
+        layer = LSTM(D, H, num_layers=LAYERS, bidirectional=True, backend=backend, rngs=nnx.Rngs(0))
         graphdef, params = nnx.split(layer, nnx.Param)
 
         def loss(p, x, graphdef=graphdef):
@@ -40,7 +39,8 @@ def main() -> int:
             return jnp.sum(jnp.sin(y)) + jnp.sum(h**2) + jnp.sum(c), (y, h, c)
 
         (_, outs), grads = jax.jit(jax.value_and_grad(loss, has_aux=True, argnums=(0, 1)))(
-            params, jnp.asarray(x))
+            params, jnp.asarray(x)
+        )
         results[backend] = (outs, grads)
         state_dict = layer.to_torch()
 
@@ -57,7 +57,9 @@ def main() -> int:
     (y_c, h_c, c_c), g_c = results["cudnn"]
     for name, a, b in (("y", y_c, y_s), ("h_n", h_c, h_s), ("c_n", c_c, c_s)):
         report(name, a, b)
-    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(g_c)[0], jax.tree.leaves(g_s)):
+    for (path, a), b in zip(
+        jax.tree_util.tree_flatten_with_path(g_c)[0], jax.tree.leaves(g_s), strict=False
+    ):
         report("grad " + jax.tree_util.keystr(path), a, b)
 
     try:
@@ -71,8 +73,11 @@ def main() -> int:
     xt = torch.as_tensor(x, device="cuda", requires_grad=True)
     keep = lengths > 0  # PyTorch packing refuses zero lengths; compare the other rows
     packed = torch.nn.utils.rnn.pack_padded_sequence(
-        xt[torch.as_tensor(keep)], torch.as_tensor(lengths[keep]), batch_first=True,
-        enforce_sorted=False)
+        xt[torch.as_tensor(keep)],
+        torch.as_tensor(lengths[keep]),
+        batch_first=True,
+        enforce_sorted=False,
+    )
     out, (h_t, c_t) = model(packed)
     y_t, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)
     print("PyTorch cuDNN vs lstm_jax cuDNN (rows of nonzero length; outputs):")

@@ -106,18 +106,24 @@ def plot_relative(jobs, task, names, out: Path) -> Path:
             continue
         steps = sorted({s for c in curves for s, _ in c})
         carried = [carry_forward(c, steps) for c in curves]  # a solved run keeps its last value
-        columns = [[v for v in col if not math.isnan(v)] for col in zip(*carried)]
-        xs = [s for s, col in zip(steps, columns) if col]
+        columns = [[v for v in col if not math.isnan(v)] for col in zip(*carried, strict=False)]
+        xs = [s for s, col in zip(steps, columns, strict=False) if col]
         cols = [col for col in columns if col]
         color = plt.get_cmap("tab10")(k)
-        ax.plot(xs, [statistics.median(c) for c in cols], color=color,
-                label=f"{job} (n={len(curves)})")
-        ax.fill_between(xs, [min(c) for c in cols], [max(c) for c in cols], color=color,
-                        alpha=0.2, linewidth=0)
+        ax.plot(
+            xs, [statistics.median(c) for c in cols], color=color, label=f"{job} (n={len(curves)})"
+        )
+        ax.fill_between(
+            xs, [min(c) for c in cols], [max(c) for c in cols], color=color, alpha=0.2, linewidth=0
+        )
     ax.axhline(1.0, color="k", linestyle="--", linewidth=0.8, label="memoryless baseline")
-    return _save_log_panel(fig, ax, "val loss / baseline",
-                           f"{task}: validation loss relative to the baseline (median, min-max)",
-                           out / f"{task}_relative_ce.png")
+    return _save_log_panel(
+        fig,
+        ax,
+        "val loss / baseline",
+        f"{task}: validation loss relative to the baseline (median, min-max)",
+        out / f"{task}_relative_ce.png",
+    )
 
 
 def plot_dh_t(jobs, task, names, out: Path) -> Path | None:
@@ -125,7 +131,7 @@ def plot_dh_t(jobs, task, names, out: Path) -> Path | None:
     if not names:
         return None
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), squeeze=False)
-    for ax, job in zip(axes[0], names):
+    for ax, job in zip(axes[0], names, strict=False):
         profiles = series(jobs[job][0], "grad_norm/dh_t")
         picks = sorted({0, len(profiles) // 2, len(profiles) - 1})
         for k in picks:
@@ -157,8 +163,14 @@ def plot_tau(jobs, task, names, out: Path) -> Path | None:
         color = plt.get_cmap("tab10")(k)
         steps = [s for s, _ in points]
         ax.plot(steps, [v["p50"] for _, v in points], color=color, label=f"{job} median")
-        ax.fill_between(steps, [v["p05"] for _, v in points], [v["p95"] for _, v in points],
-                        color=color, alpha=0.2, linewidth=0)
+        ax.fill_between(
+            steps,
+            [v["p05"] for _, v in points],
+            [v["p95"] for _, v in points],
+            color=color,
+            alpha=0.2,
+            linewidth=0,
+        )
         drawn = True
     if not drawn:
         plt.close(fig)
@@ -166,9 +178,13 @@ def plot_tau(jobs, task, names, out: Path) -> Path | None:
     match = re.search(r"_T(\d+)$", task)
     if match:
         ax.axhline(int(match[1]), color="k", linestyle="--", linewidth=0.8, label="T")
-    return _save_log_panel(fig, ax, "tau = -1 / ln f (steps)",
-                           f"{task}: forget-gate time constants (5-50-95th percentile), seed 0",
-                           out / f"{task}_forget_tau.png")
+    return _save_log_panel(
+        fig,
+        ax,
+        "tau = -1 / ln f (steps)",
+        f"{task}: forget-gate time constants (5-50-95th percentile), seed 0",
+        out / f"{task}_forget_tau.png",
+    )
 
 
 def horizon(jobs, done) -> dict[str, dict[str, dict[int, tuple[int, int]]]]:
@@ -180,7 +196,7 @@ def horizon(jobs, done) -> dict[str, dict[str, dict[int, tuple[int, int]]]]:
         if not match:
             continue
         solved = [any(r.get("val/solved") for r in rows) for rows in seeds.values()]
-        results = sum(s or (job, seed) in done for s, seed in zip(solved, seeds))
+        results = sum(s or (job, seed) in done for s, seed in zip(solved, seeds, strict=False))
         if results:
             out[match["task"]][match["variant"]][int(match["T"])] = (sum(solved), results)
     return out
@@ -191,14 +207,19 @@ def plot_horizon(jobs, done, out: Path) -> Path | None:
     if not table:
         return None
     fig, axes = plt.subplots(1, len(table), figsize=(5.5 * len(table), 4), squeeze=False)
-    for ax, (task, variants) in zip(axes[0], sorted(table.items())):
+    for ax, (task, variants) in zip(axes[0], sorted(table.items()), strict=False):
         for k, (variant, by_t) in enumerate(sorted(variants.items())):
             ts = sorted(by_t)
             fractions = [by_t[t][0] / by_t[t][1] if by_t[t][1] else 0.0 for t in ts]
             ax.plot(ts, [f + 0.02 * k for f in fractions], marker="o", label=variant)
-            for t, f in zip(ts, fractions):
-                ax.annotate(f"{by_t[t][0]}/{by_t[t][1]}", (t, f + 0.02 * k), fontsize=7,
-                            textcoords="offset points", xytext=(3, 3))
+            for t, f in zip(ts, fractions, strict=False):
+                ax.annotate(
+                    f"{by_t[t][0]}/{by_t[t][1]}",
+                    (t, f + 0.02 * k),
+                    fontsize=7,
+                    textcoords="offset points",
+                    xytext=(3, 3),
+                )
         ax.set_xscale("log")
         ax.set_ylim(-0.1, 1.15)
         ax.set_xlabel("T")
@@ -224,8 +245,9 @@ def main(argv=None) -> int:
     written = []
     for task, names in sorted(by_task(jobs).items()):
         written.append(plot_relative(jobs, task, names, out))
-        written += [p for p in (plot_dh_t(jobs, task, names, out),
-                                plot_tau(jobs, task, names, out)) if p]
+        written += [
+            p for p in (plot_dh_t(jobs, task, names, out), plot_tau(jobs, task, names, out)) if p
+        ]
     horizon_path = plot_horizon(jobs, done, out)
     written += [horizon_path] if horizon_path else []
     for path in written:

@@ -1,9 +1,9 @@
 """`lstm-jax`: the Hydra app that trains one run (or, with -m, a sweep of runs).
 
-    lstm-jax                                   # the default experiment (adding, T=100, LSTM)
-    lstm-jax experiment=copy_T200_chrono model.hidden_size=256 optim.lr=3e-3
-    lstm-jax -m model.cell=rnn,gru,lstm task.seq_len=100,200
-    lstm-jax --help                            # the config groups and the composed config
+lstm-jax                                   # the default experiment (adding, T=100, LSTM)
+lstm-jax experiment=copy_T200_chrono model.hidden_size=256 optim.lr=3e-3
+lstm-jax -m model.cell=rnn,gru,lstm task.seq_len=100,200
+lstm-jax --help                            # the config groups and the composed config
 """
 
 from __future__ import annotations
@@ -102,15 +102,20 @@ def _check_run_dir(config: DictConfig, run_dir: Path) -> None:
     except (ConfigError, RunDirError) as error:
         _fail(str(error))
     except Exception as error:  # noqa: BLE001 - Hydra would only warn and start the run
-        _fail(f"checking the config failed: {type(error).__name__}: "
-              f"{str(error).splitlines()[0] if str(error) else ''}")
+        _fail(
+            f"checking the config failed: {type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}"
+        )
 
 
 def resume_command(run_dir: Path, extra: tuple[str, ...] = ()) -> str:
     """The command line that resumes the run in `run_dir`: this job's overrides (without
     trainer.resume and trainer.resume_allow), `extra`, trainer.resume=true and the dir."""
-    overrides = [o for o in HydraConfig.get().overrides.task
-                 if not o.lstrip("+~").startswith(("trainer.resume=", "trainer.resume_allow="))]
+    overrides = [
+        o
+        for o in HydraConfig.get().overrides.task
+        if not o.lstrip("+~").startswith(("trainer.resume=", "trainer.resume_allow="))
+    ]
     words = ["lstm-jax", *overrides, *extra, "trainer.resume=true", f"hydra.run.dir={run_dir}"]
     return shlex.join(words)
 
@@ -137,8 +142,13 @@ def _run(cfg: DictConfig) -> float:
     # itself in one line (train/checkpoint.py), so that second report is dropped.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     for key, (old, new) in _accepted_changes.items():
-        log.warning("Resumed with %s changed from %r to %r (trainer.resume_allow; recorded in "
-                    "%s)", key, old, new, run_dir / "resumes.jsonl")
+        log.warning(
+            "Resumed with %s changed from %r to %r (trainer.resume_allow; recorded in %s)",
+            key,
+            old,
+            new,
+            run_dir / "resumes.jsonl",
+        )
     try:
         trainer = Trainer(cfg, run_dir)
     except Exception as error:
@@ -149,17 +159,25 @@ def _run(cfg: DictConfig) -> float:
             cause = error.__cause__  # hydra.utils.instantiate wraps the task's own error
         message = cause.args[0] if cause.args and isinstance(cause.args[0], str) else ""
         if not isinstance(cause, _USER_ERRORS) or not message:
-            message = (f"building the task {cfg.task.get('_target_')} or its model failed: "
-                       f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
-                       " (HYDRA_FULL_ERROR=1 shows the traceback)")
+            message = (
+                f"building the task {cfg.task.get('_target_')} or its model failed: "
+                f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}"
+                " (HYDRA_FULL_ERROR=1 shows the traceback)"
+            )
         _fail(message)
     try:
         return monitor_value(trainer, trainer.fit())
     except RunInterrupted as stop:
-        saved = (f"its state at step {stop.step} is in {stop.checkpoint}" if stop.checkpoint
-                 else "no step had completed, nothing was saved")
-        print(f"lstm-jax: {signal.Signals(stop.signum).name} at step {stop.step}: {saved}. "
-              f"Resume with: {resume_command(run_dir)}", file=sys.stderr)
+        saved = (
+            f"its state at step {stop.step} is in {stop.checkpoint}"
+            if stop.checkpoint
+            else "no step had completed, nothing was saved"
+        )
+        print(
+            f"lstm-jax: {signal.Signals(stop.signum).name} at step {stop.step}: {saved}. "
+            f"Resume with: {resume_command(run_dir)}",
+            file=sys.stderr,
+        )
         raise SystemExit(128 + stop.signum) from None
     except KeyboardInterrupt:
         # A second signal, before the loop could save.

@@ -57,17 +57,22 @@ def detect_multiprocess(env: Mapping[str, str] | None = None) -> dict[str, Any] 
     env = os.environ if env is None else env
     n = _int_env(env, "JAX_NUM_PROCESSES")
     if n is not None and n > 1:
-        return {"source": "jax", "num_processes": n,
-                "process_id": _int_env(env, "JAX_PROCESS_ID")}
+        return {"source": "jax", "num_processes": n, "process_id": _int_env(env, "JAX_PROCESS_ID")}
     if "SLURM_JOB_ID" in env and "SLURM_PROCID" in env:
         n = _int_env(env, "SLURM_STEP_NUM_TASKS") or _int_env(env, "SLURM_NTASKS")
         if n is not None and n > 1:
-            return {"source": "slurm", "num_processes": n,
-                    "process_id": _int_env(env, "SLURM_PROCID")}
+            return {
+                "source": "slurm",
+                "num_processes": n,
+                "process_id": _int_env(env, "SLURM_PROCID"),
+            }
     n = _int_env(env, "OMPI_COMM_WORLD_SIZE")
     if n is not None and n > 1:
-        return {"source": "ompi", "num_processes": n,
-                "process_id": _int_env(env, "OMPI_COMM_WORLD_RANK")}
+        return {
+            "source": "ompi",
+            "num_processes": n,
+            "process_id": _int_env(env, "OMPI_COMM_WORLD_RANK"),
+        }
     return None
 
 

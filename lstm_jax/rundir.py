@@ -140,8 +140,8 @@ def check_start(cfg: DictConfig, run_dir: str | Path) -> dict[str, tuple[Any, An
     refused = {k: v for k, v in changes.items() if not _allowed(k, v[2], allow)}
     if refused:
         listed = "; ".join(
-            f"{k}: {_show(a)} -> {_show(b)}" + (f" (from {_source(k, raw)})"
-                                                 if _source(k, raw) != k else "")
+            f"{k}: {_show(a)} -> {_show(b)}"
+            + (f" (from {_source(k, raw)})" if _source(k, raw) != k else "")
             for k, (a, b, raw) in refused.items()
         )
         keys = dict.fromkeys(_source(k, raw) for k, (_, _, raw) in refused.items())
@@ -153,7 +153,14 @@ def check_start(cfg: DictConfig, run_dir: str | Path) -> dict[str, tuple[Any, An
     accepted = {k: (a, b) for k, (a, b, _) in changes.items()}
     if accepted:
         with open(run_dir / RESUME_LOG, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                "allowed_changes": {k: list(v) for k, v in accepted.items()}},
-                               default=str) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        "allowed_changes": {k: list(v) for k, v in accepted.items()},
+                    },
+                    default=str,
+                )
+                + "\n"
+            )
     return accepted

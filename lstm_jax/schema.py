@@ -95,13 +95,17 @@ class ModelSchema(_Group):
 
 
 GROUPS: dict[str, type[BaseModel]] = {
-    "trainer": TrainerSchema, "optim": OptimSchema, "model": ModelSchema,
+    "trainer": TrainerSchema,
+    "optim": OptimSchema,
+    "model": ModelSchema,
 }
 
 # Ranges of task parameters by name (regular expressions over the full name).
 TASK_RANGES: list[tuple[str, Any]] = [
-    (r"(.*_)?(size|len|length|steps|every)|seq_len|horizon|n_(mels|mfcc|fft)|frame_stack",
-     Field(ge=1)),
+    (
+        r"(.*_)?(size|len|length|steps|every)|seq_len|horizon|n_(mels|mfcc|fft)|frame_stack",
+        Field(ge=1),
+    ),
     (r"num_.*|.*_masks|.*_width|pad_multiple|bucket_batches", Field(ge=0)),
     (r".*dropout.*|.*_prob|.*_fraction", Field(ge=0.0, lt=1.0)),
 ]
@@ -142,8 +146,7 @@ def _user_key(cfg: DictConfig | None, key: str) -> str:
     return match[1] if match else key
 
 
-def _one_line(key: str, value: Any, error: ValidationError, cfg: DictConfig | None = None
-              ) -> str:
+def _one_line(key: str, value: Any, error: ValidationError, cfg: DictConfig | None = None) -> str:
     first = error.errors()[0]
     loc = ".".join(str(part) for part in first["loc"] if not isinstance(part, int))
     full = _user_key(cfg, f"{key}.{loc}" if loc else key)

@@ -46,15 +46,25 @@ def tiny_adding(steps: int) -> list[str]:
     """Overrides for a real but tiny training on the adding task (T=6, hidden 16): a loss
     line every step, an evaluation every 4, a checkpoint every 2; no diagnostics."""
     return [
-        "task=adding", "task.seq_len=6", "task.val_size=64", "task.test_size=64",
-        "task.eval_batch_size=32", "model.hidden_size=16", "trainer.batch_size=16",
-        f"trainer.max_steps={steps}", "trainer.log_every=1", "trainer.eval_every=4",
-        "trainer.checkpoint_every=2", "logger.diagnostics_every=null",
+        "task=adding",
+        "task.seq_len=6",
+        "task.val_size=64",
+        "task.test_size=64",
+        "task.eval_batch_size=32",
+        "model.hidden_size=16",
+        "trainer.batch_size=16",
+        f"trainer.max_steps={steps}",
+        "trainer.log_every=1",
+        "trainer.eval_every=4",
+        "trainer.checkpoint_every=2",
+        "logger.diagnostics_every=null",
         "trainer.progress_bar=false",
     ]
 
 
 def slow_adding(seconds_per_batch: float) -> list[str]:
     """The same data with a pause per batch (tests/fault_tasks.py), to stop a run mid-way."""
-    return ["task._target_=fault_tasks.SlowAddingTask",
-            f"+task.seconds_per_batch={seconds_per_batch}"]
+    return [
+        "task._target_=fault_tasks.SlowAddingTask",
+        f"+task.seconds_per_batch={seconds_per_batch}",
+    ]

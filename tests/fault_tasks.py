@@ -32,8 +32,9 @@ class NanFromStepTask(AddingTask):
     def train_batch(self, step: int):
         batch = super().train_batch(step)
         if step >= self.nan_from_step:
-            batch = {k: np.full_like(v, np.nan) if v.dtype.kind == "f" else v
-                     for k, v in batch.items()}
+            batch = {
+                k: np.full_like(v, np.nan) if v.dtype.kind == "f" else v for k, v in batch.items()
+            }
         return batch
 
 

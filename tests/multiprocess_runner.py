@@ -71,15 +71,16 @@ def free_port() -> int:
 
 def cpu_env(devices: int) -> dict[str, str]:
     """The environment of a CPU process with `devices` host devices, W&B offline."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SLURM_", "JAX_", "OMPI_"))}
-    env.update({
-        "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
-    })
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JAX_", "OMPI_"))}
+    env.update(
+        {
+            "JAX_PLATFORMS": "cpu",
+            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+            "WANDB_MODE": "offline",
+            "WANDB_SILENT": "true",
+            "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+        }
+    )
     return env
 
 
@@ -101,11 +102,13 @@ def start_processes(
     for i in range(num_processes):
         env = cpu_env(devices_per_process)
         if num_processes > 1:
-            env.update({
-                "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
-                "JAX_NUM_PROCESSES": str(num_processes),
-                "JAX_PROCESS_ID": str(i),
-            })
+            env.update(
+                {
+                    "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+                    "JAX_NUM_PROCESSES": str(num_processes),
+                    "JAX_PROCESS_ID": str(i),
+                }
+            )
         args = [*overrides, f"hydra.run.dir={run_dir}"]
         if audit_out is not None and i >= audit_from:
             env.update({"AUDIT_DIR": str(run_dir), "AUDIT_OUT": f"{audit_out}.p{i}.json"})
@@ -113,8 +116,7 @@ def start_processes(
         else:
             cmd = [sys.executable, "-m", "lstm_jax", *args]
         log = open(run_dir.parent / f"{run_dir.name}.p{i}.log", "w")  # noqa: SIM115
-        procs.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log,
-                                      stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT))
         log.close()
     return procs
 
@@ -140,6 +142,7 @@ def wait_all(procs: list[subprocess.Popen], run_dir: Path, timeout: float = 300)
                 p.wait()
     codes = [p.returncode for p in procs]
     if any(codes):
-        tails = "\n".join(f"--- process {i} (exit {c}):\n{log_tail(run_dir, i)}"
-                          for i, c in enumerate(codes))
+        tails = "\n".join(
+            f"--- process {i} (exit {c}):\n{log_tail(run_dir, i)}" for i, c in enumerate(codes)
+        )
         raise AssertionError(f"a process of the run failed: exit codes {codes}\n{tails}")

@@ -31,30 +31,61 @@ SEQ_LENS = (10, 50, 200, 1000)
 HORIZON = {"rnn": 10, "gru": 50, "lstm": 200}  # the largest T each fabricated cell solves
 
 
-def _write_run(run_dir: Path, cell: str, seq_len: int, *, finished: bool = True,
-               extra_overrides: tuple[str, ...] = ()) -> None:
+def _write_run(
+    run_dir: Path,
+    cell: str,
+    seq_len: int,
+    *,
+    finished: bool = True,
+    extra_overrides: tuple[str, ...] = (),
+) -> None:
     """A run dir as the trainer writes it, for the copy task: val/loss falls to a floor
     that is low (solved) when T is within the cell's horizon."""
     (run_dir / ".hydra").mkdir(parents=True)
-    overrides = ["experiment=memory_horizon", f"model.cell={cell}", f"task.seq_len={seq_len}",
-                 "trainer.max_steps=40", *extra_overrides]
+    overrides = [
+        "experiment=memory_horizon",
+        f"model.cell={cell}",
+        f"task.seq_len={seq_len}",
+        "trainer.max_steps=40",
+        *extra_overrides,
+    ]
     (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    config = {"experiment_name": "memory_horizon", "seed": 0,
-              "model": {"cell": cell, "hidden_size": 64},
-              "task": {"_target_": "lstm_jax.tasks.synthetic.CopyTask", "seq_len": seq_len,
-                       "batch_size": "${trainer.batch_size}"},
-              "trainer": {"max_steps": 40, "batch_size": 32},
-              "paths": {"output_dir": str(run_dir)}}
+    config = {
+        "experiment_name": "memory_horizon",
+        "seed": 0,
+        "model": {"cell": cell, "hidden_size": 64},
+        "task": {
+            "_target_": "lstm_jax.tasks.synthetic.CopyTask",
+            "seq_len": seq_len,
+            "batch_size": "${trainer.batch_size}",
+        },
+        "trainer": {"max_steps": 40, "batch_size": 32},
+        "paths": {"output_dir": str(run_dir)},
+    }
     (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     solved = seq_len <= HORIZON[cell]
     floor = 0.01 if solved else 0.5
     lines = []
     for step in range(10, 41, 10):
-        lines.append({"step": step, "train/loss": 2.0 / step + floor, "train/lr": 1e-3,
-                      "grad_norm/dh_t": [0.1, 0.2], "gates/layer_0/input": {"mean": 0.5}})
+        lines.append(
+            {
+                "step": step,
+                "train/loss": 2.0 / step + floor,
+                "train/lr": 1e-3,
+                "grad_norm/dh_t": [0.1, 0.2],
+                "gates/layer_0/input": {"mean": 0.5},
+            }
+        )
         val_loss = 1.0 / step + floor
-        lines.append({"step": step, "val/loss": val_loss, "val/baseline_loss": 0.3,
-                      "val/acc": 1.0 if solved else 0.2, "val/solved": float(solved and step >= 20)})
+        lines.append(
+            {
+                "step": step,
+                "val/loss": val_loss,
+                "val/baseline_loss": 0.3,
+                "val/acc": 1.0 if solved else 0.2,
+                "val/solved": float(solved and step >= 20),
+            }
+        )
     if finished:
         lines.append({"step": 40, "test/loss": floor, "test/acc": 1.0 if solved else 0.2})
     text = "\n".join(json.dumps(line) for line in lines) + "\n"
@@ -62,10 +93,16 @@ def _write_run(run_dir: Path, cell: str, seq_len: int, *, finished: bool = True,
         text += '{"step": 50, "train/lo'  # killed mid-write
     (run_dir / "metrics.jsonl").write_text(text)
     if finished:
-        summary = {"monitor": "val/loss", "monitor_mode": "min",
-                   "best": {"val/loss": 1.0 / 40 + floor, "step": 40},
-                   "test": {"test/loss": floor, "test/acc": 1.0 if solved else 0.2},
-                   "steps": 40, "wall_time_s": 12.5, "num_params": 1234, "device_kind": "cpu"}
+        summary = {
+            "monitor": "val/loss",
+            "monitor_mode": "min",
+            "best": {"val/loss": 1.0 / 40 + floor, "step": 40},
+            "test": {"test/loss": floor, "test/acc": 1.0 if solved else 0.2},
+            "steps": 40,
+            "wall_time_s": 12.5,
+            "num_params": 1234,
+            "device_kind": "cpu",
+        }
         (run_dir / "summary.json").write_text(json.dumps(summary))
 
 
@@ -109,7 +146,8 @@ def test_sweep_dir_gives_one_row_per_job_in_job_order(sweep: Path):
     assert table.params == ["model.cell", "task.seq_len"]
     assert table.fixed == {"experiment": "memory_horizon", "trainer.max_steps": 40}
     assert [(r["model.cell"], r["task.seq_len"]) for r in table.rows] == [
-        (c, t) for c in CELLS for t in SEQ_LENS]
+        (c, t) for c in CELLS for t in SEQ_LENS
+    ]
     # best from summary.json; final values are the last logged; baselines left out
     assert "val/baseline_loss" not in table.columns
     assert table.columns[:5] == ["run", "model.cell", "task.seq_len", "best val/loss", "best step"]
@@ -177,9 +215,24 @@ def test_main_writes_table_files_and_valid_pngs(sweep: Path, capsys):
 
 def test_main_custom_axes_and_out_dir(sweep: Path, tmp_path: Path, capsys):
     out_dir = tmp_path / "plots"
-    code = main([str(sweep), "--format", "csv", "--out-dir", str(out_dir), "--solved",
-                 "best val/loss<0.1", "--y", "best val/loss", "--x", "model.cell",
-                 "--curves", "val/acc", "--logy"])
+    code = main(
+        [
+            str(sweep),
+            "--format",
+            "csv",
+            "--out-dir",
+            str(out_dir),
+            "--solved",
+            "best val/loss<0.1",
+            "--y",
+            "best val/loss",
+            "--x",
+            "model.cell",
+            "--curves",
+            "val/acc",
+            "--logy",
+        ]
+    )
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert len(rows) == 12 and {r["solved"] for r in rows} == {"0.0", "1.0"}
@@ -198,7 +251,10 @@ def test_errors_are_one_line(tmp_path: Path, capsys):
 def test_console_script_runs(sweep: Path):
     result = subprocess.run(
         [sys.executable, "-m", "lstm_jax.compare", str(sweep), "--no-plots"],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 1 + 1 + 2 + 12  # counts, fixed, header, rule, rows

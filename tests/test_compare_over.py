@@ -32,22 +32,37 @@ def _write_run(run_dir: Path, init: str, seed: int) -> None:
     (run_dir / ".hydra").mkdir(parents=True)
     overrides = [f"seed={seed}"] + ([f"model.chrono_max_steps={chrono}"] if chrono else [])
     (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    config = {"experiment_name": "copy_T500", "seed": seed,
-              "model": {"cell": "lstm", "chrono_max_steps": chrono},
-              "task": {"seq_len": 500}, "trainer": {"max_steps": 600}}
+    config = {
+        "experiment_name": "copy_T500",
+        "seed": seed,
+        "model": {"cell": "lstm", "chrono_max_steps": chrono},
+        "task": {"seq_len": 500},
+        "trainer": {"max_steps": 600},
+    }
     (run_dir / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
     last = solved_at or 600
     lines = []
     for step in range(100, last + 1, 100):
         solved = float(solved_at is not None and step >= solved_at)
         # val/loss falls by 0.01 per evaluation from a seed-dependent start
-        lines.append({"step": step, "train/loss": 1.0, "val/loss": 0.1 * (seed + 1) - step / 1e4,
-                      "val/solved": solved})
+        lines.append(
+            {
+                "step": step,
+                "train/loss": 1.0,
+                "val/loss": 0.1 * (seed + 1) - step / 1e4,
+                "val/solved": solved,
+            }
+        )
     lines.append({"step": last, "test/acc": test_acc})
     (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
-    summary = {"monitor": "val/loss", "monitor_mode": "min",
-               "best": {"val/loss": lines[-2]["val/loss"], "step": last},
-               "test": {"test/acc": test_acc}, "steps": last, "wall_time_s": 10.0 * last}
+    summary = {
+        "monitor": "val/loss",
+        "monitor_mode": "min",
+        "best": {"val/loss": lines[-2]["val/loss"], "step": last},
+        "test": {"test/acc": test_acc},
+        "steps": last,
+        "wall_time_s": 10.0 * last,
+    }
     (run_dir / "summary.json").write_text(json.dumps(summary))
 
 
@@ -65,8 +80,23 @@ def _rows(capsys) -> dict[str, dict[str, str]]:
 
 
 def test_over_seed_reports_n_mean_std_solved_fraction_and_steps_to_solve(runs_root, capsys):
-    assert main([str(runs_root), "--over", "seed", "--solved", "val/solved>0", "--format", "csv",
-                 "--no-plots", "--metrics", "test/acc"]) == 0
+    assert (
+        main(
+            [
+                str(runs_root),
+                "--over",
+                "seed",
+                "--solved",
+                "val/solved>0",
+                "--format",
+                "csv",
+                "--no-plots",
+                "--metrics",
+                "test/acc",
+            ]
+        )
+        == 0
+    )
     rows = _rows(capsys)
     assert set(rows) == {"750", ""}  # two groups: chrono and standard (null)
     chrono, standard = rows["750"], rows[""]
@@ -92,8 +122,21 @@ def test_over_seed_reports_n_mean_std_solved_fraction_and_steps_to_solve(runs_ro
 def test_steps_to_solve_of_a_test_condition_is_read_on_validation(runs_root, capsys):
     # test/acc >= 0.99 holds for chrono seeds 0 and 1; over training it is checked on
     # val/acc, which these runs do not log, so no run has steps to solve.
-    assert main([str(runs_root), "--over", "seed", "--solved", "test/acc>=0.99", "--format",
-                 "csv", "--no-plots"]) == 0
+    assert (
+        main(
+            [
+                str(runs_root),
+                "--over",
+                "seed",
+                "--solved",
+                "test/acc>=0.99",
+                "--format",
+                "csv",
+                "--no-plots",
+            ]
+        )
+        == 0
+    )
     chrono = _rows(capsys)["750"]
     assert float(chrono["solved fraction"]) == pytest.approx(2 / 3)
     assert chrono["solved runs"] == "0" and chrono["steps to solve median"] == ""
@@ -106,8 +149,20 @@ def test_over_an_unknown_key_is_a_clear_error(runs_root, capsys):
 
 def test_over_draws_a_median_and_band_per_group(runs_root, tmp_path, capsys):
     out = tmp_path / "plots"
-    assert main([str(runs_root), "--over", "seed", "--curves", "val/loss,val/solved",
-                 "--out-dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                str(runs_root),
+                "--over",
+                "seed",
+                "--curves",
+                "val/loss,val/solved",
+                "--out-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     for name in ("val_loss_over_seed.png", "val_solved_over_seed.png"):
         assert (out / name).read_bytes().startswith(b"\x89PNG")
     assert "val_solved_over_seed.png" in capsys.readouterr().out

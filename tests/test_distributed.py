@@ -31,18 +31,24 @@ from lstm_jax.distributed import (
 
 def _run_8_devices(script: str, timeout: float = 240) -> dict:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    ).strip()
     env["JAX_PLATFORMS"] = "cpu"
     for name in ("SLURM_JOB_ID", "SLURM_PROCID", "JAX_NUM_PROCESSES", "OMPI_COMM_WORLD_SIZE"):
         env.pop(name, None)
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(script)],
-        env=env, capture_output=True, text=True, timeout=timeout, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert lines, proc.stdout[-2000:] + proc.stderr[-2000:]
-    return json.loads(lines[-1][len("RESULT "):])
+    return json.loads(lines[-1][len("RESULT ") :])
 
 
 # ---------------------------------------------------------------- process detection
@@ -51,7 +57,9 @@ def _run_8_devices(script: str, timeout: float = 240) -> dict:
 def test_single_process_environments_are_not_distributed():
     assert detect_multiprocess({}) is None
     # a SLURM job with one task (the submitit default: tasks_per_node=1, nodes=1)
-    assert detect_multiprocess({"SLURM_JOB_ID": "7", "SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) is None
+    assert (
+        detect_multiprocess({"SLURM_JOB_ID": "7", "SLURM_PROCID": "0", "SLURM_NTASKS": "1"}) is None
+    )
     # an salloc shell without a job step: SLURM_PROCID is missing
     assert detect_multiprocess({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "4"}) is None
     assert detect_multiprocess({"OMPI_COMM_WORLD_SIZE": "1"}) is None
@@ -59,13 +67,25 @@ def test_single_process_environments_are_not_distributed():
 
 
 def test_multi_process_environments_are_detected():
-    slurm = {"SLURM_JOB_ID": "7", "SLURM_PROCID": "3", "SLURM_NTASKS": "8",
-             "SLURM_STEP_NUM_TASKS": "4"}
+    slurm = {
+        "SLURM_JOB_ID": "7",
+        "SLURM_PROCID": "3",
+        "SLURM_NTASKS": "8",
+        "SLURM_STEP_NUM_TASKS": "4",
+    }
     assert detect_multiprocess(slurm) == {"source": "slurm", "num_processes": 4, "process_id": 3}
     assert detect_multiprocess({"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "1"}) == {
-        "source": "ompi", "num_processes": 2, "process_id": 1}
-    jax_env = {"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "0", "SLURM_JOB_ID": "7",
-               "SLURM_PROCID": "0", "SLURM_NTASKS": "4"}
+        "source": "ompi",
+        "num_processes": 2,
+        "process_id": 1,
+    }
+    jax_env = {
+        "JAX_NUM_PROCESSES": "2",
+        "JAX_PROCESS_ID": "0",
+        "SLURM_JOB_ID": "7",
+        "SLURM_PROCID": "0",
+        "SLURM_NTASKS": "4",
+    }
     assert detect_multiprocess(jax_env)["source"] == "jax"  # explicit settings win
 
 
@@ -73,8 +93,12 @@ def test_maybe_initialize_is_a_no_op_for_one_process(monkeypatch):
     calls = []
     monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
     assert maybe_initialize_distributed({}) is False
-    assert maybe_initialize_distributed({"SLURM_JOB_ID": "1", "SLURM_PROCID": "0",
-                                         "SLURM_NTASKS": "1"}) is False
+    assert (
+        maybe_initialize_distributed(
+            {"SLURM_JOB_ID": "1", "SLURM_PROCID": "0", "SLURM_NTASKS": "1"}
+        )
+        is False
+    )
     assert calls == []
 
 
@@ -86,15 +110,26 @@ def test_maybe_initialize_calls_jax_for_several_processes(monkeypatch):
     monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
     monkeypatch.setattr(xla_bridge, "backends_are_initialized", lambda: False)
     monkeypatch.setattr(distributed, "describe_topology", lambda: "")
-    slurm = {"SLURM_JOB_ID": "7", "SLURM_PROCID": "1", "SLURM_NTASKS": "2",
-             "SLURM_STEP_NODELIST": "node[01-02]", "SLURM_LOCALID": "0"}
+    slurm = {
+        "SLURM_JOB_ID": "7",
+        "SLURM_PROCID": "1",
+        "SLURM_NTASKS": "2",
+        "SLURM_STEP_NODELIST": "node[01-02]",
+        "SLURM_LOCALID": "0",
+    }
     assert maybe_initialize_distributed(slurm) is True
     assert calls[-1] == {"cluster_detection_method": "slurm"}
-    explicit = {"JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": "1",
-                "JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}
+    explicit = {
+        "JAX_NUM_PROCESSES": "2",
+        "JAX_PROCESS_ID": "1",
+        "JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234",
+    }
     assert maybe_initialize_distributed(explicit) is True
-    assert calls[-1] == {"coordinator_address": "10.0.0.1:1234", "num_processes": 2,
-                         "process_id": 1}
+    assert calls[-1] == {
+        "coordinator_address": "10.0.0.1:1234",
+        "num_processes": 2,
+        "process_id": 1,
+    }
     # LSTM_JAX_DISTRIBUTED=0 turns it off; =1 forces it (JAX detects the cluster itself)
     assert maybe_initialize_distributed({**slurm, "LSTM_JAX_DISTRIBUTED": "0"}) is False
     assert maybe_initialize_distributed({"LSTM_JAX_DISTRIBUTED": "1"}) is True
@@ -137,8 +172,11 @@ def test_one_device_mesh_shards_and_replicates_trivially():
     assert mesh.axis_names == ("data",)
     assert mesh.shape["data"] == jax.device_count()
     assert is_main_process()
-    batch = {"x": np.ones((4, 3, 2), np.float32), "seq_lengths": np.full((4,), 3, np.int32),
-             "scale": np.float32(2.0)}
+    batch = {
+        "x": np.ones((4, 3, 2), np.float32),
+        "seq_lengths": np.full((4,), 3, np.int32),
+        "scale": np.float32(2.0),
+    }
     out = shard_batch(batch, mesh)
     assert set(out) == set(batch)
     np.testing.assert_array_equal(np.asarray(out["x"]), batch["x"])

@@ -60,10 +60,12 @@ def max_differences(a: Path, b: Path) -> dict[str, float]:
     diffs = {}
     for key in ca:
         assert [s for s, _ in ca[key]] == [s for s, _ in cb[key]], key
-        diffs[key] = max(abs(x - y) for (_, x), (_, y) in zip(ca[key], cb[key]))
+        diffs[key] = max(abs(x - y) for (_, x), (_, y) in zip(ca[key], cb[key], strict=False))
     pa, pb = final_params(a), final_params(b)
     assert [p.shape for p in pa] == [p.shape for p in pb]
-    diffs["params"] = max(float(np.max(np.abs(x - y))) for x, y in zip(pa, pb) if x.size)
+    diffs["params"] = max(
+        float(np.max(np.abs(x - y))) for x, y in zip(pa, pb, strict=False) if x.size
+    )
     return diffs
 
 
@@ -85,19 +87,28 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     run_cli(*TINY, f"hydra.run.dir={dirs['1x1']}", cwd=root, env=cpu_env(1))
     # One process with 8 devices, its writes audited (what the audit of process 1 below
     # would see if it wrote the run dir).
-    procs = start_processes(dirs["1x8"], TINY, num_processes=1, devices_per_process=8,
-                            cwd=root, audit_out=root / "audit_1x8", audit_from=0)
+    procs = start_processes(
+        dirs["1x8"],
+        TINY,
+        num_processes=1,
+        devices_per_process=8,
+        cwd=root,
+        audit_out=root / "audit_1x8",
+        audit_from=0,
+    )
     wait_all(procs, dirs["1x8"])
 
     run_dir = dirs["2x4"]
-    procs = start_processes(run_dir, TINY, num_processes=2, devices_per_process=4, cwd=root,
-                            audit_out=root / "audit")
+    procs = start_processes(
+        run_dir, TINY, num_processes=2, devices_per_process=4, cwd=root, audit_out=root / "audit"
+    )
     wait_all(procs, run_dir)
 
     # Killed (SIGKILL, both processes) once a checkpoint exists, then resumed.
     run_dir = dirs["2x4_killed"]
-    procs = start_processes(run_dir, [*TINY, *SLOW], num_processes=2, devices_per_process=4,
-                            cwd=root)
+    procs = start_processes(
+        run_dir, [*TINY, *SLOW], num_processes=2, devices_per_process=4, cwd=root
+    )
     deadline = time.monotonic() + 240
     while not (run_dir / "checkpoints" / "last" / "4").is_dir():
         assert all(p.poll() is None for p in procs), "a process exited before step 4"
@@ -107,11 +118,17 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         p.send_signal(signal.SIGKILL)
     for p in procs:
         p.wait()
-    killed_at = sorted(int(p.name) for p in (run_dir / "checkpoints" / "last").iterdir()
-                       if p.name.isdigit())
+    killed_at = sorted(
+        int(p.name) for p in (run_dir / "checkpoints" / "last").iterdir() if p.name.isdigit()
+    )
     assert killed_at[-1] < STEPS and not (run_dir / "summary.json").exists()
-    procs = start_processes(run_dir, [*TINY, *SLOW, "trainer.resume=true"], num_processes=2,
-                            devices_per_process=4, cwd=root)
+    procs = start_processes(
+        run_dir,
+        [*TINY, *SLOW, "trainer.resume=true"],
+        num_processes=2,
+        devices_per_process=4,
+        cwd=root,
+    )
     wait_all(procs, run_dir)
     dirs["audit"] = root / "audit.p1.json"
     dirs["audit_1x8"] = root / "audit_1x8.p0.json"
@@ -121,8 +138,9 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 def test_8_devices_and_2_processes_train_like_1_device(runs):
     """Loss, validation and test metrics at every step, and the final parameters, agree
     to 1e-5 between 1 device, 8 devices of one process and 2 processes x 4 devices."""
-    summaries = {k: json.loads((runs[k] / "summary.json").read_text())
-                 for k in ("1x1", "1x8", "2x4")}
+    summaries = {
+        k: json.loads((runs[k] / "summary.json").read_text()) for k in ("1x1", "1x8", "2x4")
+    }
     assert [s["device_count"] for s in summaries.values()] == [1, 8, 8]
     for other in ("1x8", "2x4"):
         diffs = max_differences(runs["1x1"], runs[other])
@@ -136,8 +154,10 @@ def test_8_devices_and_2_processes_train_like_1_device(runs):
 def test_only_process_0_writes_the_run_dir(runs):
     run_dir = runs["2x4"]
     # The audit hook sees a process that writes the run dir ...
-    seen = {Path(p).relative_to(runs["1x8"]).as_posix()
-            for _, p in json.loads(runs["audit_1x8"].read_text())}
+    seen = {
+        Path(p).relative_to(runs["1x8"]).as_posix()
+        for _, p in json.loads(runs["audit_1x8"].read_text())
+    }
     assert {".hydra/config.yaml", "metrics.jsonl", "summary.json", "cli.log"} <= seen
     # ... and process 1 of the 2-process run makes no (Python-level) write there
     assert json.loads(runs["audit"].read_text()) == []

@@ -93,15 +93,22 @@ def test_sample_console_script(char_run, capsys):
     assert result.returncode == 1 and "not in the vocabulary" in result.stderr
 
 
-_TEMPERATURE = ("must be a finite number >= 0 (0: the most likely token; 1: the model's own "
-                "distribution)")
+_TEMPERATURE = (
+    "must be a finite number >= 0 (0: the most likely token; 1: the model's own distribution)"
+)
 
 
-@pytest.mark.parametrize(("arg", "message"), [
-    ("temperature=-0.5", f"lstm-jax-sample: error: temperature=-0.5: {_TEMPERATURE}"),
-    ("temperature=nan", f"lstm-jax-sample: error: temperature=nan: {_TEMPERATURE}"),
-    ("top_k=0", "lstm-jax-sample: error: top_k=0: must be at least 1 (or none for every token)"),
-])
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("temperature=-0.5", f"lstm-jax-sample: error: temperature=-0.5: {_TEMPERATURE}"),
+        ("temperature=nan", f"lstm-jax-sample: error: temperature=nan: {_TEMPERATURE}"),
+        (
+            "top_k=0",
+            "lstm-jax-sample: error: top_k=0: must be at least 1 (or none for every token)",
+        ),
+    ],
+)
 def test_bad_sampling_options_are_refused(arg, message):
     from lstm_jax.sample import parse_args
 

@@ -25,9 +25,13 @@ SCRIPT = REPO / "experiments" / "slurm_local_cluster.sh"
 STEPS = 12
 # Each job: 1 CPU, no GPU, 1 GB, so that both jobs of the sweep run at once on 2 cores.
 LAUNCH = [
-    "hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.gpus_per_node=0",
-    "hydra.launcher.tasks_per_node=1", "hydra.launcher.cpus_per_task=1",
-    "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10",
+    "hydra/launcher=slurm",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.gpus_per_node=0",
+    "hydra.launcher.tasks_per_node=1",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=10",
 ]
 TINY = tiny_adding(STEPS)
 # The same data with a pause per batch: 8 s of training left after the step-4 checkpoint,
@@ -37,8 +41,9 @@ ENV = {"JAX_PLATFORMS": "cpu"}
 
 
 def _script(action: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SCRIPT), action], capture_output=True, text=True,
-                          timeout=900, check=check)
+    return subprocess.run(
+        ["bash", str(SCRIPT), action], capture_output=True, text=True, timeout=900, check=check
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +61,15 @@ def _curve(run_dir: Path) -> list[tuple]:
     out = []
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
-        out.append(tuple(sorted((k, v) for k, v in record.items()
-                                if k == "step" or k.split("/")[0] in ("train", "val", "test"))))
+        out.append(
+            tuple(
+                sorted(
+                    (k, v)
+                    for k, v in record.items()
+                    if k == "step" or k.split("/")[0] in ("train", "val", "test")
+                )
+            )
+        )
     return out
 
 
@@ -75,8 +87,16 @@ def sweep(cluster, tmp_path_factory) -> dict:
     work = tmp_path_factory.mktemp("slurm")
     sweep_dir = work / "sweep"
     t0 = time.monotonic()
-    run_cli("-m", *LAUNCH, *TINY, "seed=0,1", f"hydra.sweep.dir={sweep_dir}", cwd=work,
-            env=ENV, timeout=600)
+    run_cli(
+        "-m",
+        *LAUNCH,
+        *TINY,
+        "seed=0,1",
+        f"hydra.sweep.dir={sweep_dir}",
+        cwd=work,
+        env=ENV,
+        timeout=600,
+    )
     return {"dir": sweep_dir, "work": work, "seconds": time.monotonic() - t0}
 
 
@@ -99,13 +119,32 @@ def test_sweep_of_2_jobs_runs_on_slurm(sweep):
 
 def test_requeued_job_resumes_to_the_uninterrupted_result(sweep):
     work, sweep_dir = sweep["work"], sweep["dir"] / "requeue"
-    env = {**os.environ, **ENV, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-           "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        **ENV,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+    }
     t0 = time.monotonic()
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "lstm_jax", "-m", *LAUNCH, *TINY, *SLOW, "seed=0",
-         "trainer.resume=true", f"hydra.sweep.dir={sweep_dir}"],
-        cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "lstm_jax",
+            "-m",
+            *LAUNCH,
+            *TINY,
+            *SLOW,
+            "seed=0",
+            "trainer.resume=true",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=work,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     run_dir = sweep_dir / "0"
     try:
@@ -118,11 +157,11 @@ def test_requeued_job_resumes_to_the_uninterrupted_result(sweep):
         requeued_at = time.monotonic() - t0
         # SLURM holds a requeued job ~2 minutes before it may start again; start it now.
         while True:
-            state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%t"], capture_output=True,
-                                   text=True, check=False).stdout.strip()
+            state = subprocess.run(
+                ["squeue", "-h", "-j", job, "-o", "%t"], capture_output=True, text=True, check=False
+            ).stdout.strip()
             if state == "PD":
-                subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"],
-                               check=True)
+                subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
                 break
             assert time.monotonic() - t0 < 300, f"job {job} not pending again: {state!r}"
             time.sleep(0.2)
@@ -132,8 +171,9 @@ def test_requeued_job_resumes_to_the_uninterrupted_result(sweep):
             launcher.kill()
     seconds = time.monotonic() - t0
     assert launcher.returncode == 0, out[-4000:]
-    info = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True,
-                          check=True).stdout
+    info = subprocess.run(
+        ["scontrol", "show", "job", job], capture_output=True, text=True, check=True
+    ).stdout
     assert "Restarts=1" in info, info
     log = (run_dir / "cli.log").read_text()
     assert "Resuming from step" in log, log[-3000:]
@@ -146,5 +186,7 @@ def test_requeued_job_resumes_to_the_uninterrupted_result(sweep):
     expected = json.loads((reference / "summary.json").read_text())
     assert summary["steps"] == STEPS
     assert summary["test"] == expected["test"] and summary["best"] == expected["best"]
-    print(f"requeue: requeued at {requeued_at:.1f} s (after the step-4 checkpoint), resumed "
-          f"from step {resumed_from}, finished at {seconds:.1f} s")
+    print(
+        f"requeue: requeued at {requeued_at:.1f} s (after the step-4 checkpoint), resumed "
+        f"from step {resumed_from}, finished at {seconds:.1f} s"
+    )

@@ -20,10 +20,17 @@ from lstm_jax.compare import main as compare_main
 CONFIGS = str(REPO / "configs")
 # The smallest real training: a few steps of a tiny model on short sequences.
 TINY = [
-    "trainer.max_steps=4", "trainer.log_every=2", "trainer.eval_every=2",
-    "trainer.checkpoint_every=4", "trainer.batch_size=8", "model.hidden_size=8",
-    "task.val_size=16", "task.test_size=16", "task.eval_batch_size=16",
-    "logger.diagnostics_every=null", "trainer.progress_bar=false",
+    "trainer.max_steps=4",
+    "trainer.log_every=2",
+    "trainer.eval_every=2",
+    "trainer.checkpoint_every=4",
+    "trainer.batch_size=8",
+    "model.hidden_size=8",
+    "task.val_size=16",
+    "task.test_size=16",
+    "task.eval_batch_size=16",
+    "logger.diagnostics_every=null",
+    "trainer.progress_bar=false",
 ]
 
 
@@ -45,8 +52,14 @@ def horizon_sweep(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("horizon")
     sweep = work / "sweep"
     run_cli(
-        "experiment=memory_horizon", "model.cell=rnn,lstm", "task.seq_len=5,8", *TINY,
-        "logger=wandb", f"hydra.sweep.dir={sweep}", cwd=work, timeout=540,
+        "experiment=memory_horizon",
+        "model.cell=rnn,lstm",
+        "task.seq_len=5,8",
+        *TINY,
+        "logger=wandb",
+        f"hydra.sweep.dir={sweep}",
+        cwd=work,
+        timeout=540,
     )
     return sweep
 
@@ -70,7 +83,7 @@ def test_multirun_writes_one_run_dir_per_job(horizon_sweep: Path):
 
 
 def test_multirun_makes_one_wandb_run_per_job_in_one_group(horizon_sweep: Path):
-    from lstm_jax.logging.wandb_reader import read_wandb_run
+    from lstm_jax.loggers.wandb_reader import read_wandb_run
 
     runs = [read_wandb_run(horizon_sweep / str(job)) for job in range(4)]
     assert len({r["run_id"] for r in runs}) == 4
@@ -92,20 +105,25 @@ def _leet_screen(wandb_dir: Path, expect: str, timeout: float = 60) -> str:
     import subprocess
     import time
 
-    from lstm_jax.logging.wandb_reader import wandb_command
+    from lstm_jax.loggers.wandb_reader import wandb_command
 
     tmux = shutil.which("tmux")
     assert tmux, "tmux is needed to drive the W&B dashboard (apt-get install tmux)"
     base = [tmux, "-L", f"lstm-jax-test-{os.getpid()}"]
     leet = " ".join([*wandb_command(), "leet", str(wandb_dir)])
-    subprocess.run([*base, "new-session", "-d", "-s", "leet", "-x", "240", "-y", "48", leet],
-                   check=True)
+    subprocess.run(
+        [*base, "new-session", "-d", "-s", "leet", "-x", "240", "-y", "48", leet], check=True
+    )
     screen = ""
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            screen = subprocess.run([*base, "capture-pane", "-p", "-t", "leet"],
-                                    check=False, capture_output=True, text=True).stdout
+            screen = subprocess.run(
+                [*base, "capture-pane", "-p", "-t", "leet"],
+                check=False,
+                capture_output=True,
+                text=True,
+            ).stdout
             if expect in screen:
                 break
             time.sleep(0.5)
@@ -117,7 +135,7 @@ def _leet_screen(wandb_dir: Path, expect: str, timeout: float = 60) -> str:
 def test_offline_dashboard_lists_every_run_of_the_sweep(horizon_sweep: Path):
     """`wandb leet <sweep dir>/wandb` (W&B's terminal dashboard) lists the 4 jobs' runs:
     each job links its offline run into the sweep's wandb/ dir."""
-    from lstm_jax.logging.wandb_reader import read_wandb_run
+    from lstm_jax.loggers.wandb_reader import read_wandb_run
 
     links = sorted((horizon_sweep / "wandb").iterdir())
     assert len(links) == 4 and all(p.is_symlink() and p.is_dir() for p in links)
@@ -131,15 +149,28 @@ def test_offline_dashboard_lists_every_run_of_the_sweep(horizon_sweep: Path):
 
 def test_compare_on_the_real_sweep(horizon_sweep: Path, capsys):
     out_dir = horizon_sweep.parent / "compare"
-    code = compare_main([str(horizon_sweep), "--solved", "test/mse<0.01", "--format",
-                         "markdown", "--out-dir", str(out_dir)])
+    code = compare_main(
+        [
+            str(horizon_sweep),
+            "--solved",
+            "test/mse<0.01",
+            "--format",
+            "markdown",
+            "--out-dir",
+            str(out_dir),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "4 runs (4 done)" in out
     rows = list(csv.DictReader((out_dir / "table.csv").open()))
     assert [(r["model.cell"], r["task.seq_len"]) for r in rows] == [
-        ("rnn", "5"), ("rnn", "8"), ("lstm", "5"), ("lstm", "8")]
-    for row, job in zip(rows, range(4)):
+        ("rnn", "5"),
+        ("rnn", "8"),
+        ("lstm", "5"),
+        ("lstm", "8"),
+    ]
+    for row, job in zip(rows, range(4), strict=False):
         summary = json.loads((horizon_sweep / str(job) / "summary.json").read_text())
         assert float(row["best val/mse"]) == pytest.approx(summary["best"]["val/mse"])
         assert float(row["test/mse"]) == pytest.approx(summary["test"]["test/mse"])
@@ -165,20 +196,29 @@ def test_optuna_preset_runs_trials_into_a_sqlite_study_that_continues(tmp_path: 
         )
     # (model.hidden_size is searched: a fixed override would take it out of the space)
     tiny = [o for o in TINY if not o.startswith("model.hidden_size=")]
-    common = ["hparams_search=adding_optuna", "task.seq_len=5", *tiny,
-              "trainer.evaluate_test=false", "logger=none", "experiment_name=optuna_test",
-              "hydra.sweeper.sampler.n_startup_trials=2"]
+    common = [
+        "hparams_search=adding_optuna",
+        "task.seq_len=5",
+        *tiny,
+        "trainer.evaluate_test=false",
+        "logger=none",
+        "experiment_name=optuna_test",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+    ]
     first = tmp_path / "multirun" / "optuna_test" / "first"
-    run_cli(*common, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={first}", cwd=tmp_path,
-            timeout=400)
+    run_cli(
+        *common, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={first}", cwd=tmp_path, timeout=400
+    )
     db = tmp_path / "multirun" / "optuna_test" / "optuna.db"
     assert db.is_file()
     study = optuna.load_study(study_name="optuna_test", storage=f"sqlite:///{db}")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 3
     # each trial's value is what the train function returned: the best val/mse of its run
-    returned = sorted(json.loads((first / str(i) / "summary.json").read_text())["best"]["val/mse"]
-                      for i in range(3))
+    returned = sorted(
+        json.loads((first / str(i) / "summary.json").read_text())["best"]["val/mse"]
+        for i in range(3)
+    )
     assert sorted(t.value for t in complete) == pytest.approx(returned)
     for trial in complete:
         assert 1e-4 <= trial.params["optim.lr"] <= 3e-2
@@ -188,8 +228,9 @@ def test_optuna_preset_runs_trials_into_a_sqlite_study_that_continues(tmp_path: 
 
     # The same command again continues the study (a new sweep dir, the same optuna.db).
     second = tmp_path / "multirun" / "optuna_test" / "second"
-    run_cli(*common, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={second}", cwd=tmp_path,
-            timeout=300)
+    run_cli(
+        *common, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={second}", cwd=tmp_path, timeout=300
+    )
     study = optuna.load_study(study_name="optuna_test", storage=f"sqlite:///{db}")
     assert len(study.trials) == 4 and study.trials[-1].number == 3
 
@@ -230,9 +271,15 @@ def test_slurm_launcher_composes_into_an_sbatch_script(tmp_path: Path, monkeypat
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
     from omegaconf import OmegaConf
 
-    cfg = _compose(["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=4",
-                    "hydra.launcher.partition=gpu", "hydra.launcher.nodes=2",
-                    "experiment=memory_horizon"])
+    cfg = _compose(
+        [
+            "hydra/launcher=slurm",
+            "hydra.launcher.gpus_per_node=4",
+            "hydra.launcher.partition=gpu",
+            "hydra.launcher.nodes=2",
+            "experiment=memory_horizon",
+        ]
+    )
     HydraConfig.instance().set_config(cfg)
     launcher = instantiate(cfg.hydra.launcher)
     assert type(launcher).__name__ == "SlurmLauncher"
@@ -246,15 +293,28 @@ def test_slurm_launcher_composes_into_an_sbatch_script(tmp_path: Path, monkeypat
     (tmp_path / "bin" / "srun").write_text("#!/bin/sh\nexit 1\n")
     (tmp_path / "bin" / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    executor = submitit.AutoExecutor(folder=tmp_path / "submitit", cluster="slurm",
-                                     slurm_max_num_timeout=params["max_num_timeout"])
+    executor = submitit.AutoExecutor(
+        folder=tmp_path / "submitit",
+        cluster="slurm",
+        slurm_max_num_timeout=params["max_num_timeout"],
+    )
     base = set(OmegaConf.structured(BaseQueueConf).keys())
-    executor.update_parameters(**{
-        k if k in base else f"slurm_{k}": v for k, v in params.items()
-        if k not in ("submitit_folder", "max_num_timeout")
-    })
+    executor.update_parameters(
+        **{
+            k if k in base else f"slurm_{k}": v
+            for k, v in params.items()
+            if k not in ("submitit_folder", "max_num_timeout")
+        }
+    )
     script = executor._executor._make_submission_file_text("python -m submitit.core._submit", "0")
-    for line in ("--partition=gpu", "--gpus-per-node=4", "--ntasks-per-node=4", "--nodes=2",
-                 "--time=240", "--cpus-per-task=8", "--mem=64GB"):
+    for line in (
+        "--partition=gpu",
+        "--gpus-per-node=4",
+        "--ntasks-per-node=4",
+        "--nodes=2",
+        "--time=240",
+        "--cpus-per-task=8",
+        "--mem=64GB",
+    ):
         assert f"#SBATCH {line}" in script, script
     assert "srun" in script

@@ -16,29 +16,49 @@ def compose_train(*overrides):
         return compose("train", overrides=[*overrides, "paths.data_dir=/tmp"])
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["model.hidden_size=0"], "model.hidden_size=0: Input should be greater than or equal to 1."),
-    (["optim.lr=-1"], "optim.lr=-1: Input should be greater than 0."),
-    (["optim.lr=nan"], "optim.lr=nan: Input should be greater than 0."),
-    (["model.dropout=1.0"], "model.dropout=1.0: Input should be less than 1."),
-    (["model.cell=lstmm"], "model.cell='lstmm': Input should be 'lstm', 'gru' or 'rnn'."),
-    (["trainer.batch_size=0"],
-     "trainer.batch_size=0: Input should be greater than or equal to 1."),
-    (["trainer.early_stopping_patience=0"],
-     "trainer.early_stopping_patience=0: Input should be greater than or equal to 1."),
-    (["optim.clip_grad_norm=0"], "optim.clip_grad_norm=0: Input should be greater than 0."),
-    (["task.seq_len=0"], "task.seq_len=0: Input should be greater than or equal to 1."),
-    (["task.val_size=-3"], "task.val_size=-3: Input should be greater than or equal to 1."),
-    (["experiment=fsdd_bilstm", "task.crop_fraction=1.5"],
-     "task.crop_fraction=1.5: Input should be less than 1."),
-    (["experiment=shakespeare_char", "task.dropout=-0.1"],
-     "task.dropout=-0.1: Input should be greater than or equal to 0."),
-    (["experiment=csv_forecast"],
-     "task.path is required and not set: add task.path=VALUE to the command line."),
-    (["optim.schedule.name=warmup_cosine", "optim.schedule.warmup_steps=2000"],
-     ("optim.schedule: Value error, decay_steps=800 must exceed warmup_steps=2000 "
-      "(decay_steps counts the warmup; it defaults to trainer.max_steps).")),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["model.hidden_size=0"],
+            "model.hidden_size=0: Input should be greater than or equal to 1.",
+        ),
+        (["optim.lr=-1"], "optim.lr=-1: Input should be greater than 0."),
+        (["optim.lr=nan"], "optim.lr=nan: Input should be greater than 0."),
+        (["model.dropout=1.0"], "model.dropout=1.0: Input should be less than 1."),
+        (["model.cell=lstmm"], "model.cell='lstmm': Input should be 'lstm', 'gru' or 'rnn'."),
+        (
+            ["trainer.batch_size=0"],
+            "trainer.batch_size=0: Input should be greater than or equal to 1.",
+        ),
+        (
+            ["trainer.early_stopping_patience=0"],
+            "trainer.early_stopping_patience=0: Input should be greater than or equal to 1.",
+        ),
+        (["optim.clip_grad_norm=0"], "optim.clip_grad_norm=0: Input should be greater than 0."),
+        (["task.seq_len=0"], "task.seq_len=0: Input should be greater than or equal to 1."),
+        (["task.val_size=-3"], "task.val_size=-3: Input should be greater than or equal to 1."),
+        (
+            ["experiment=fsdd_bilstm", "task.crop_fraction=1.5"],
+            "task.crop_fraction=1.5: Input should be less than 1.",
+        ),
+        (
+            ["experiment=shakespeare_char", "task.dropout=-0.1"],
+            "task.dropout=-0.1: Input should be greater than or equal to 0.",
+        ),
+        (
+            ["experiment=csv_forecast"],
+            "task.path is required and not set: add task.path=VALUE to the command line.",
+        ),
+        (
+            ["optim.schedule.name=warmup_cosine", "optim.schedule.warmup_steps=2000"],
+            (
+                "optim.schedule: Value error, decay_steps=800 must exceed warmup_steps=2000 "
+                "(decay_steps counts the warmup; it defaults to trainer.max_steps)."
+            ),
+        ),
+    ],
+)
 def test_bad_values_are_refused_naming_the_key_and_value(overrides, message):
     cfg = compose_train(*overrides)
     with pytest.raises(ConfigError) as error:
@@ -59,8 +79,7 @@ def test_every_preset_passes_the_schema():
 
 def test_bad_value_on_the_command_line_is_one_line_and_writes_nothing(tmp_path):
     run_dir = tmp_path / "run"
-    result = run_cli("model.hidden_size=0", f"hydra.run.dir={run_dir}", cwd=tmp_path,
-                     check=False)
+    result = run_cli("model.hidden_size=0", f"hydra.run.dir={run_dir}", cwd=tmp_path, check=False)
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "lstm-jax: error: model.hidden_size=0: Input should be greater than or equal to 1."

@@ -22,7 +22,6 @@ at the best checkpoint), `steps`, `wall_time_s` and `status` (`done` once summar
 exists, else `incomplete`).
 """
 
-
 from lstm_jax.compare.cli import main
 from lstm_jax.compare.runs import Run, find_runs, goal, parse_override, read_run
 from lstm_jax.compare.table import Table, build_table, format_table, parse_condition

@@ -28,33 +28,65 @@ def _parser() -> argparse.ArgumentParser:
         description="Compare finished lstm-jax runs offline: a table of the swept parameters "
         "against the final and best metrics, and PNG plots.",
     )
-    p.add_argument("paths", nargs="+", metavar="RUN_OR_SWEEP_DIR",
-                   help="run dirs, or dirs holding run dirs (a sweep: multirun/<exp>/<time>)")
-    p.add_argument("--format", choices=("text", "csv", "markdown"), default="text",
-                   help="how the table is printed (default: text)")
-    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS),
-                   help="comma-separated metric names or globs for the final-value columns "
-                   "(default: val/*,test/*)")
-    p.add_argument("--exclude", default=",".join(DEFAULT_EXCLUDE),
-                   help="comma-separated globs of metrics left out (default: *baseline*)")
-    p.add_argument("--solved", metavar="COLUMN<NUMBER",
-                   help="adds a column 'solved' (1/0), e.g. 'test/mse<0.01' or 'val/acc>=0.99'")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="RUN_OR_SWEEP_DIR",
+        help="run dirs, or dirs holding run dirs (a sweep: multirun/<exp>/<time>)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("text", "csv", "markdown"),
+        default="text",
+        help="how the table is printed (default: text)",
+    )
+    p.add_argument(
+        "--metrics",
+        default=",".join(DEFAULT_METRICS),
+        help="comma-separated metric names or globs for the final-value columns "
+        "(default: val/*,test/*)",
+    )
+    p.add_argument(
+        "--exclude",
+        default=",".join(DEFAULT_EXCLUDE),
+        help="comma-separated globs of metrics left out (default: *baseline*)",
+    )
+    p.add_argument(
+        "--solved",
+        metavar="COLUMN<NUMBER",
+        help="adds a column 'solved' (1/0), e.g. 'test/mse<0.01' or 'val/acc>=0.99'",
+    )
     p.add_argument("--sort", metavar="COLUMN", help="sort rows by this column")
-    p.add_argument("--out-dir", type=Path,
-                   help="where plots and table.csv / table.md go (default: <dir>/compare for one "
-                   "dir given, else ./compare)")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        help="where plots and table.csv / table.md go (default: <dir>/compare for one "
+        "dir given, else ./compare)",
+    )
     p.add_argument("--no-plots", action="store_true", help="only print the table")
-    p.add_argument("--curves", default=None,
-                   help="comma-separated metrics for learning_curves.png "
-                   "(default: train/loss and the monitored metric)")
+    p.add_argument(
+        "--curves",
+        default=None,
+        help="comma-separated metrics for learning_curves.png "
+        "(default: train/loss and the monitored metric)",
+    )
     p.add_argument("--logy", action="store_true", help="log-scale y for learning curves")
-    p.add_argument("--y", help="table column plotted against --x (default: solved, or the best monitor)")
-    p.add_argument("--x", help="swept parameter on the x-axis (default: the numeric one with most values)")
-    p.add_argument("--group", help="swept parameter: one line per value (default: another swept one)")
-    p.add_argument("--over", metavar="KEY",
-                   help="one row per group of runs that differ only in KEY (e.g. seed): n, mean "
-                   "and std of each metric, and with --solved the solved fraction and the "
-                   "median/min/max steps to solve; curves become a median and min-max band")
+    p.add_argument(
+        "--y", help="table column plotted against --x (default: solved, or the best monitor)"
+    )
+    p.add_argument(
+        "--x", help="swept parameter on the x-axis (default: the numeric one with most values)"
+    )
+    p.add_argument(
+        "--group", help="swept parameter: one line per value (default: another swept one)"
+    )
+    p.add_argument(
+        "--over",
+        metavar="KEY",
+        help="one row per group of runs that differ only in KEY (e.g. seed): n, mean "
+        "and std of each metric, and with --solved the solved fraction and the "
+        "median/min/max steps to solve; curves become a median and min-max band",
+    )
     return p
 
 
@@ -68,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         runs = find_runs(args.paths)
         if not runs:
             raise FileNotFoundError(
-                f"no run dirs (with {' or '.join(RUN_MARKERS)}) under {', '.join(args.paths)}")
-        table = build_table(runs, _split(args.metrics), _split(args.exclude), args.solved, args.sort)
+                f"no run dirs (with {' or '.join(RUN_MARKERS)}) under {', '.join(args.paths)}"
+            )
+        table = build_table(
+            runs, _split(args.metrics), _split(args.exclude), args.solved, args.sort
+        )
         groups = group_runs(runs, table, args.over) if args.over else None
         shown = build_over_table(runs, table, args.over, args.solved) if args.over else table
     except (FileNotFoundError, ValueError) as error:
@@ -84,8 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.format != "csv":
         print(f"{len(runs)} runs ({done} done)", file=out)
         if table.fixed:
-            print("fixed: " + " ".join(f"{k}={'null' if v is None else _fmt(v)}"
-                                      for k, v in table.fixed.items()), file=out)
+            print(
+                "fixed: "
+                + " ".join(
+                    f"{k}={'null' if v is None else _fmt(v)}" for k, v in table.fixed.items()
+                ),
+                file=out,
+            )
     out.write(format_table(shown, args.format))
     optuna = _optuna_results(args.paths)
     if optuna and args.format != "csv":
@@ -93,8 +133,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.no_plots:
         return 0
-    out_dir = args.out_dir or (Path(args.paths[0]) / "compare" if len(args.paths) == 1
-                               and not _is_run_dir(Path(args.paths[0])) else Path("compare"))
+    out_dir = args.out_dir or (
+        Path(args.paths[0]) / "compare"
+        if len(args.paths) == 1 and not _is_run_dir(Path(args.paths[0]))
+        else Path("compare")
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "table.csv").write_text(format_table(shown, "csv"), encoding="utf-8")
     (out_dir / "table.md").write_text(format_table(shown, "markdown"), encoding="utf-8")
@@ -107,23 +150,30 @@ def main(argv: list[str] | None = None) -> int:
             band = plot_group_curves(runs, groups, table.params, metric, path, logy=args.logy)
             written += [band] if band else []
     else:
-        curve_path = plot_learning_curves(runs, table.params, curves,
-                                          out_dir / "learning_curves.png", logy=args.logy)
+        curve_path = plot_learning_curves(
+            runs, table.params, curves, out_dir / "learning_curves.png", logy=args.logy
+        )
         written += [curve_path] if curve_path else []
         y, x, group = default_axes(table, args.x)
         y, group = args.y or y, args.group or group
         if y and x:
             for name, what in (("--y", y), ("--x", x), ("--group", group)):
                 if what and what not in table.columns:
-                    print(f"lstm-jax-compare: error: {name} {what!r} is not a column; "
-                          f"columns: {table.columns}", file=sys.stderr)
+                    print(
+                        f"lstm-jax-compare: error: {name} {what!r} is not a column; "
+                        f"columns: {table.columns}",
+                        file=sys.stderr,
+                    )
                     return 1
             name = f"{_safe(y)}_vs_{_safe(x)}" + (f"_by_{_safe(group)}" if group else "") + ".png"
             param_path = plot_metric_vs_param(table, y, x, group, out_dir / name)
             written += [param_path] if param_path else []
     if args.format != "csv":
-        print(f"wrote {out_dir / 'table.csv'}, {out_dir / 'table.md'}"
-              + "".join(f", {p}" for p in written), file=out)
+        print(
+            f"wrote {out_dir / 'table.csv'}, {out_dir / 'table.md'}"
+            + "".join(f", {p}" for p in written),
+            file=out,
+        )
     return 0
 
 
@@ -136,7 +186,8 @@ def _optuna_results(paths: list[str]) -> str | None:
                 data = yaml.safe_load(result.read_text(encoding="utf-8")) or {}
             except yaml.YAMLError:
                 continue
-            lines.append(f"optuna best ({given}): value {_fmt(data.get('best_value'))} with "
-                         + " ".join(f"{k}={_fmt(v)}" for k, v in (data.get("best_params") or {}).items()))
+            lines.append(
+                f"optuna best ({given}): value {_fmt(data.get('best_value'))} with "
+                + " ".join(f"{k}={_fmt(v)}" for k, v in (data.get("best_params") or {}).items())
+            )
     return "\n".join(lines) or None
-

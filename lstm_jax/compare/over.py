@@ -29,9 +29,9 @@ from lstm_jax.compare.table import Table, _fmt, param_value, parse_condition
 def validation_column(column: str) -> str:
     """The validation series a `--solved` column is checked on over training."""
     if column.startswith("test/"):
-        return "val/" + column[len("test/"):]
+        return "val/" + column[len("test/") :]
     if column.startswith("best "):
-        return column[len("best "):]
+        return column[len("best ") :]
     return column
 
 
@@ -60,8 +60,7 @@ def group_runs(runs: list[Run], table: Table, over: str) -> list[tuple[dict[str,
     """[(the parameters a group shares, indices of its runs in `runs`)], in first-seen
     order. Runs join a group when every swept parameter but `over` is equal."""
     if over not in table.params and not any(over in (r.config or r.overrides) for r in runs):
-        raise ValueError(
-            f"--over {over!r}: no run has that key; swept parameters: {table.params}")
+        raise ValueError(f"--over {over!r}: no run has that key; swept parameters: {table.params}")
     shared = [p for p in table.params if p != over]
     groups: dict[str, tuple[dict[str, Any], list[int]]] = {}
     for index, run in enumerate(runs):
@@ -72,29 +71,33 @@ def group_runs(runs: list[Run], table: Table, over: str) -> list[tuple[dict[str,
     return list(groups.values())
 
 
-def build_over_table(runs: list[Run], table: Table, over: str,
-                     solved: str | None = None) -> Table:
+def build_over_table(runs: list[Run], table: Table, over: str, solved: str | None = None) -> Table:
     """The per-group table of `table` (one row per run, as `build_table` makes it)."""
     groups = group_runs(runs, table, over)
     shared = [p for p in table.params if p != over]
     skip = {"run", *table.params, "status", "solved", "best step"}
-    metric_columns = [c for c in table.columns if c not in skip
-                      and any(_is_number(r.get(c)) for r in table.rows)]
+    metric_columns = [
+        c for c in table.columns if c not in skip and any(_is_number(r.get(c)) for r in table.rows)
+    ]
     rows = []
     for params, members in groups:
-        row: dict[str, Any] = {**params, "n": len(members),
-                               over: ",".join(_fmt(param_value(runs[i], over)) for i in members)}
+        row: dict[str, Any] = {
+            **params,
+            "n": len(members),
+            over: ",".join(_fmt(param_value(runs[i], over)) for i in members),
+        }
         for column in metric_columns:
-            values = [float(table.rows[i][column]) for i in members
-                      if _is_number(table.rows[i].get(column))
-                      and math.isfinite(table.rows[i][column])]
+            values = [
+                float(table.rows[i][column])
+                for i in members
+                if _is_number(table.rows[i].get(column)) and math.isfinite(table.rows[i][column])
+            ]
             row[f"{column} mean"], row[f"{column} std"] = _mean_std(values)
         if solved:
             flags = [table.rows[i].get("solved") for i in members]
             known = [f for f in flags if f is not None]
             row["solved fraction"] = sum(known) / len(known) if known else None
-            steps = [s for s in (steps_to_solve(runs[i], solved) for i in members)
-                     if s is not None]
+            steps = [s for s in (steps_to_solve(runs[i], solved) for i in members) if s is not None]
             row["solved runs"] = len(steps)
             row["steps to solve median"] = statistics.median(steps) if steps else None
             row["steps to solve min"] = min(steps) if steps else None
@@ -117,9 +120,14 @@ def carry_forward(series: list[tuple[int, float]], steps: list[int]) -> list[flo
     return out
 
 
-def plot_group_curves(runs: list[Run], groups: list[tuple[dict[str, Any], list[int]]],
-                      params: list[str], metric: str, path: Path,
-                      logy: bool = False) -> Path | None:
+def plot_group_curves(
+    runs: list[Run],
+    groups: list[tuple[dict[str, Any], list[int]]],
+    params: list[str],
+    metric: str,
+    path: Path,
+    logy: bool = False,
+) -> Path | None:
     """One median line and min-max band of `metric` per group, step on x."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -131,16 +139,25 @@ def plot_group_curves(runs: list[Run], groups: list[tuple[dict[str, Any], list[i
             continue
         steps = sorted({step for s in series for step, _ in s})
         columns = [carry_forward(s, steps) for s in series]
-        finite = [[v for v in values if not math.isnan(v)] for values in zip(*columns)]
+        finite = [
+            [v for v in values if not math.isnan(v)] for values in zip(*columns, strict=False)
+        ]
         keep = [k for k, values in enumerate(finite) if values]
         xs = [steps[k] for k in keep]
         median = [statistics.median(finite[k]) for k in keep]
         color = plt.get_cmap("tab10")(number % 10)
         label = ", ".join(f"{p.rsplit('.', 1)[-1]}={_fmt(v)}" for p, v in shared.items()) or (
-            _label(runs[members[0]], params))
+            _label(runs[members[0]], params)
+        )
         ax.plot(xs, median, color=color, label=f"{label} (n={len(series)})", linewidth=1.4)
-        ax.fill_between(xs, [min(finite[k]) for k in keep], [max(finite[k]) for k in keep],
-                        color=color, alpha=0.2, linewidth=0)
+        ax.fill_between(
+            xs,
+            [min(finite[k]) for k in keep],
+            [max(finite[k]) for k in keep],
+            color=color,
+            alpha=0.2,
+            linewidth=0,
+        )
         drawn = True
     if not drawn:
         plt.close(fig)

@@ -33,8 +33,9 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
-def plot_learning_curves(runs: list[Run], params: list[str], metrics: list[str], path: Path,
-                         logy: bool = False) -> Path | None:
+def plot_learning_curves(
+    runs: list[Run], params: list[str], metrics: list[str], path: Path, logy: bool = False
+) -> Path | None:
     """One panel per metric, one line per run (step on x)."""
     metrics = [m for m in metrics if any(m in r.series for r in runs)]
     if not metrics:
@@ -42,13 +43,19 @@ def plot_learning_curves(runs: list[Run], params: list[str], metrics: list[str],
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
     cmap = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
-    for ax, metric in zip(axes[0], metrics):
+    for ax, metric in zip(axes[0], metrics, strict=False):
         for i, run in enumerate(runs):
             if metric not in run.series:
                 continue
-            steps, values = zip(*run.series[metric])
-            ax.plot(steps, values, label=_label(run, params), color=cmap(i % cmap.N),
-                    marker="." if len(steps) < 30 else None, linewidth=1.2)
+            steps, values = zip(*run.series[metric], strict=False)
+            ax.plot(
+                steps,
+                values,
+                label=_label(run, params),
+                color=cmap(i % cmap.N),
+                marker="." if len(steps) < 30 else None,
+                linewidth=1.2,
+            )
         ax.set_xlabel("step")
         ax.set_title(metric)
         if logy and all(v > 0 for r in runs for _, v in r.series.get(metric, [])):
@@ -63,7 +70,9 @@ def plot_learning_curves(runs: list[Run], params: list[str], metrics: list[str],
     return path
 
 
-def plot_metric_vs_param(table: Table, y: str, x: str, group: str | None, path: Path) -> Path | None:
+def plot_metric_vs_param(
+    table: Table, y: str, x: str, group: str | None, path: Path
+) -> Path | None:
     """`y` (a table column) against swept parameter `x`, one line per value of `group`;
     runs with the same (x, group) (e.g. several seeds) are averaged, each also shown as a dot."""
     points: dict[Any, dict[Any, list[float]]] = {}
@@ -71,7 +80,9 @@ def plot_metric_vs_param(table: Table, y: str, x: str, group: str | None, path: 
         value = row.get(y)
         if not _is_number(value) or row.get(x) is None:
             continue
-        points.setdefault(row.get(group) if group else None, {}).setdefault(row[x], []).append(float(value))
+        points.setdefault(row.get(group) if group else None, {}).setdefault(row[x], []).append(
+            float(value)
+        )
     if not points:
         return None
     plt = _pyplot()
@@ -88,10 +99,15 @@ def plot_metric_vs_param(table: Table, y: str, x: str, group: str | None, path: 
         if binary:  # lines of several groups at 0 or 1 would hide each other
             means = [m + 0.025 * (i - (len(keys) - 1) / 2) for m in means]
         label = f"{group.rsplit('.', 1)[-1]}={_fmt(key)}" if group else None
-        line, = ax.plot([position(v) for v in xs], means, marker="o", label=label)
+        (line,) = ax.plot([position(v) for v in xs], means, marker="o", label=label)
         if any(len(by_x[v]) > 1 for v in xs):
-            ax.scatter([position(v) for v in xs for _ in by_x[v]], [s for v in xs for s in by_x[v]],
-                       color=line.get_color(), alpha=0.35, s=12)
+            ax.scatter(
+                [position(v) for v in xs for _ in by_x[v]],
+                [s for v in xs for s in by_x[v]],
+                color=line.get_color(),
+                alpha=0.35,
+                s=12,
+            )
     if numeric_x:
         if min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 20:
             ax.set_xscale("log")
@@ -124,13 +140,17 @@ def default_axes(table: Table, x: str | None = None) -> tuple[str | None, str | 
     """(y, x, group) for the parameter plot: x the numeric swept parameter with the most
     values (unless given), group the other swept parameter with the fewest; y "solved"
     when the table has it, else the best monitored value."""
+
     def n_values(p: str) -> int:
         return len({json.dumps(r.get(p), default=str) for r in table.rows})
 
     params = [p for p in table.params if n_values(p) > 1]
     if x is None and params:
-        numeric = [p for p in params
-                   if all(_is_number(r.get(p)) for r in table.rows if r.get(p) is not None)]
+        numeric = [
+            p
+            for p in params
+            if all(_is_number(r.get(p)) for r in table.rows if r.get(p) is not None)
+        ]
         x = max(numeric or params, key=n_values)
     others = [p for p in params if p != x]
     group = min(others, key=n_values) if others else None
@@ -141,5 +161,3 @@ def default_axes(table: Table, x: str | None = None) -> tuple[str | None, str | 
     else:
         y = next((c for c in table.columns if c.startswith("best ") and c != "best step"), None)
     return y, x, group
-
-

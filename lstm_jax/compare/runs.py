@@ -75,8 +75,11 @@ class Run:
     def best(self, metric: str, mode: str | None = None) -> tuple[float | None, int | None]:
         """The best logged value of `metric` and its step (the summary's, for the monitor)."""
         best = self.summary.get("best")
-        if (metric == self.summary.get("monitor") and isinstance(best, dict)
-                and _is_number(best.get(metric))):
+        if (
+            metric == self.summary.get("monitor")
+            and isinstance(best, dict)
+            and _is_number(best.get(metric))
+        ):
             step = best.get("step")
             return float(best[metric]), int(step) if _is_number(step) else None
         values = [(s, v) for s, v in self.series.get(metric, []) if math.isfinite(v)]
@@ -88,8 +91,8 @@ class Run:
 
 
 def goal(metric: str) -> str | None:
-    """"min" or "max" for a metric name (the W&B logger's rule), None if unknown."""
-    from lstm_jax.logging.wandb_logger import metric_goal
+    """ "min" or "max" for a metric name (the W&B logger's rule), None if unknown."""
+    from lstm_jax.loggers.wandb_logger import metric_goal
 
     last = metric.rsplit("/", 1)[-1].lower()
     if last in ("solved", "seq_acc"):
@@ -115,7 +118,7 @@ def _parse_value(text: str) -> Any:
 
 
 def parse_override(override: str) -> tuple[str, Any]:
-    """"model.cell=gru" -> ("model.cell", "gru"); "+x=1" -> ("x", 1); "~x" -> ("x", None)."""
+    """ "model.cell=gru" -> ("model.cell", "gru"); "+x=1" -> ("x", 1); "~x" -> ("x", None)."""
     key, _, value = override.partition("=")
     key = key.lstrip("+~").strip()
     return key, _parse_value(value) if value else None
@@ -147,7 +150,11 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
     path = Path(path)
     run = Run(path=path, name=name or path.name)
     hydra_dir = path / ".hydra"
-    overrides = _read_yaml(hydra_dir / "overrides.yaml", run) if (hydra_dir / "overrides.yaml").exists() else None
+    overrides = (
+        _read_yaml(hydra_dir / "overrides.yaml", run)
+        if (hydra_dir / "overrides.yaml").exists()
+        else None
+    )
     for item in overrides or []:
         key, value = parse_override(str(item))
         if key and not key.startswith("hydra."):
@@ -206,8 +213,12 @@ def find_runs(paths: list[str | Path]) -> list[Run]:
             found = [root]
         else:
             found = sorted(
-                {p.parent for marker in RUN_MARKERS for p in root.rglob(marker)
-                 if ".hydra" not in p.parts and "wandb" not in p.parts},
+                {
+                    p.parent
+                    for marker in RUN_MARKERS
+                    for p in root.rglob(marker)
+                    if ".hydra" not in p.parts and "wandb" not in p.parts
+                },
                 key=lambda p: _sort_key(p.relative_to(root)),
             )
         for run_dir in found:
@@ -216,8 +227,12 @@ def find_runs(paths: list[str | Path]) -> list[Run]:
                 continue
             seen.add(resolved)
             rel = run_dir.relative_to(root) if run_dir != root else Path(run_dir.name)
-            name = str(rel) if len(paths) == 1 else f"{root.name}/{rel}" if run_dir != root else root.name
+            name = (
+                str(rel)
+                if len(paths) == 1
+                else f"{root.name}/{rel}"
+                if run_dir != root
+                else root.name
+            )
             runs.append(read_run(run_dir, name))
     return runs
-
-

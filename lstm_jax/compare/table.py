@@ -57,9 +57,12 @@ def param_value(run: Run, key: str) -> Any:
 
 
 def _select(names: list[str], include: tuple[str, ...], exclude: tuple[str, ...]) -> list[str]:
-    return [n for n in names
-            if any(fnmatch.fnmatch(n, p) for p in include)
-            and not any(fnmatch.fnmatch(n, p) for p in exclude)]
+    return [
+        n
+        for n in names
+        if any(fnmatch.fnmatch(n, p) for p in include)
+        and not any(fnmatch.fnmatch(n, p) for p in exclude)
+    ]
 
 
 def _metric_order(name: str) -> tuple:
@@ -67,13 +70,21 @@ def _metric_order(name: str) -> tuple:
     return (split, name)
 
 
-_CONDITION = re.compile(r"^\s*(?P<column>.+?)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<value>[-+0-9.eE]+)\s*$")
-_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
-        "==": operator.eq, "!=": operator.ne}
+_CONDITION = re.compile(
+    r"^\s*(?P<column>.+?)\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<value>[-+0-9.eE]+)\s*$"
+)
+_OPS = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
 
 
 def parse_condition(text: str) -> tuple[str, Any, float]:
-    """"test/mse<0.01" -> ("test/mse", operator.lt, 0.01)."""
+    """ "test/mse<0.01" -> ("test/mse", operator.lt, 0.01)."""
     match = _CONDITION.match(text)
     if not match:
         raise ValueError(f"--solved {text!r}: expected COLUMN OP NUMBER, e.g. 'test/mse<0.01'")
@@ -102,8 +113,14 @@ def build_table(
             if not run.done:
                 run.monitor_hint = next(iter(finished))
     names = sorted(set().union(*(r.series for r in runs)), key=_metric_order)
-    test_names = sorted({k for r in runs for k in (r.summary.get("test") or {})
-                         if _is_number((r.summary.get("test") or {}).get(k))})
+    test_names = sorted(
+        {
+            k
+            for r in runs
+            for k in (r.summary.get("test") or {})
+            if _is_number((r.summary.get("test") or {}).get(k))
+        }
+    )
     names += [n for n in test_names if n not in names]
     chosen = _select(names, metrics, exclude)
     if solved:  # the column the --solved condition reads is shown whatever --metrics says
@@ -123,7 +140,9 @@ def build_table(
             row["best step" if len(monitors) == 1 else f"best step {monitor}"] = step
         for name in chosen:
             row[name] = run.final(name)
-        row["steps"] = run.summary.get("steps", max((s for v in run.series.values() for s, _ in v), default=None))
+        row["steps"] = run.summary.get(
+            "steps", max((s for v in run.series.values() for s, _ in v), default=None)
+        )
         wall = run.summary.get("wall_time_s")
         row["wall_time_s"] = float(wall) if _is_number(wall) else None
         row["status"] = "done" if run.done else "incomplete"
@@ -164,30 +183,32 @@ def _fmt(value: Any) -> str:
 def format_table(table: Table, fmt: str = "text") -> str:
     if fmt == "csv":
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=table.columns, extrasaction="ignore",
-                                lineterminator="\n")
+        writer = csv.DictWriter(
+            buffer, fieldnames=table.columns, extrasaction="ignore", lineterminator="\n"
+        )
         writer.writeheader()
         for row in table.rows:
             writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in table.columns})
         return buffer.getvalue()
     cells = [[_fmt(row.get(c)) for c in table.columns] for row in table.rows]
     if fmt == "markdown":
-        lines = ["| " + " | ".join(table.columns) + " |",
-                 "|" + "|".join("---:" if _numeric_column(table, c) else "---"
-                                for c in table.columns) + "|"]
+        lines = [
+            "| " + " | ".join(table.columns) + " |",
+            "|"
+            + "|".join("---:" if _numeric_column(table, c) else "---" for c in table.columns)
+            + "|",
+        ]
         lines += ["| " + " | ".join(r) + " |" for r in cells]
         return "\n".join(lines) + "\n"
     if fmt != "text":
         raise ValueError(f"unknown format {fmt!r}; choose text, csv or markdown")
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(table.columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(table.columns, widths))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(table.columns, widths, strict=False))]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)) for r in cells]
     return "\n".join(lines) + "\n"
 
 
 def _numeric_column(table: Table, column: str) -> bool:
     values = [r.get(column) for r in table.rows if r.get(column) is not None]
     return bool(values) and all(_is_number(v) for v in values)
-
-

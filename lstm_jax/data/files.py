@@ -10,11 +10,11 @@ loader asks for a file by its path relative to that root:
 If the file is there and its SHA-256 is known, the copy is verified the first time it is
 used (a truncated or damaged copy is an error naming the file and the fix); the result is
 cached by size and mtime under ~/.cache/lstm_jax/checksums, so reruns pay nothing.
-`LSTM_JAX_VERIFY_CHECKSUMS=0` turns the check off (the test suite's fake copies). If not, and a `url` is given, it is downloaded to a temporary
-file next to its destination, its SHA-256 is checked, and it is moved into place. If the
-download fails (no network, as on cluster nodes) or no url is known, a `FileNotFoundError`
-names the file, where it was looked for, where to get it, and the setting that points at the
-data root.
+`LSTM_JAX_VERIFY_CHECKSUMS=0` turns the check off (the test suite's fake copies).
+If the file is missing and a `url` is given, it is downloaded to a temporary file next to
+its destination, its SHA-256 is checked, and it is moved into place. If the download fails
+(no network, as on cluster nodes) or no url is known, a `FileNotFoundError` names the file,
+where it was looked for, where to get it, and the setting that points at the data root.
 """
 
 from __future__ import annotations
@@ -67,8 +67,12 @@ def verify_checksum(path: Path, sha256: str, url: str | None = None) -> None:
     if os.environ.get(VERIFY_ENV, "1") == "0":
         return
     stat = path.stat()
-    entry = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-             "sha256": sha256.lower()}
+    entry = {
+        "path": str(path.resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "sha256": sha256.lower(),
+    }
     cache = _checksum_cache(path)
     try:
         if json.loads(cache.read_text()) == entry:

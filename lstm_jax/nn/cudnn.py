@@ -28,7 +28,8 @@ def on_cuda() -> bool:
     """Whether JAX's default backend is a CUDA GPU (the one jax.experimental.rnn needs)."""
     try:
         return jax.default_backend() == "gpu" and any(
-            "cuda" in d.client.platform_version.lower() for d in jax.devices())
+            "cuda" in d.client.platform_version.lower() for d in jax.devices()
+        )
     except (RuntimeError, AttributeError):
         return False
 
@@ -59,8 +60,7 @@ def flat_weights(layers: list, num_directions: int) -> jax.Array:
     return jnp.concatenate(linear + biases).astype(jnp.float32)
 
 
-def lstm(x, seq_lengths, h0, c0, weights, *, input_size, hidden_size, num_layers,
-         bidirectional):
+def lstm(x, seq_lengths, h0, c0, weights, *, input_size, hidden_size, num_layers, bidirectional):
     """y (B, T, N*H) (zero past each length), h_n, c_n (L*N, B, H) from cuDNN; rows of length
     zero give zeros and the initial state."""
     from jax.experimental import rnn
@@ -71,9 +71,17 @@ def lstm(x, seq_lengths, h0, c0, weights, *, input_size, hidden_size, num_layers
     seq_lengths = jnp.asarray(seq_lengths, jnp.int32)
     empty = seq_lengths == 0
     y, h_n, c_n = rnn.lstm(
-        x.astype(jnp.float32), h0, c0, weights, jnp.maximum(seq_lengths, 1),
-        input_size=input_size, hidden_size=hidden_size, num_layers=num_layers,
-        dropout=0.0, bidirectional=bidirectional)
+        x.astype(jnp.float32),
+        h0,
+        c0,
+        weights,
+        jnp.maximum(seq_lengths, 1),
+        input_size=input_size,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        dropout=0.0,
+        bidirectional=bidirectional,
+    )
     valid = jnp.arange(time)[None, :] < seq_lengths[:, None]  # (B, T); false for empty rows
     y = jnp.where(valid[..., None], y, 0.0)
     h_n = jnp.where(empty[None, :, None], h0, h_n)

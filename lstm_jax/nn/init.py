@@ -35,8 +35,7 @@ def recurrent_weights(key, num_dirs, gates, hidden, dtype=jnp.float32):
     return jnp.transpose(blocks, (0, 2, 1, 3)).reshape(num_dirs, hidden, gates * hidden)
 
 
-def lstm_bias(key, num_dirs, hidden, forget_bias=1.0, chrono_max_steps=None,
-              dtype=jnp.float32):
+def lstm_bias(key, num_dirs, hidden, forget_bias=1.0, chrono_max_steps=None, dtype=jnp.float32):
     """(N, 4H) in gate order i, f, g, o.
 
     Chrono init (Tallec & Ollivier 2018), used when ``chrono_max_steps`` = T_max is given:

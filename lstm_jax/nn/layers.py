@@ -86,9 +86,20 @@ class _Recurrent(nnx.Module):
     GATES: tuple[str, ...] = ()
     STATE_PARTS = 1  # LSTM: 2 (h, c)
 
-    def __init__(self, in_features, hidden_size, *, num_layers=1, bidirectional=False,
-                 dropout=0.0, use_bias=True, dtype=None, param_dtype=F32, rngs: nnx.Rngs,
-                 **cell_kwargs):
+    def __init__(
+        self,
+        in_features,
+        hidden_size,
+        *,
+        num_layers=1,
+        bidirectional=False,
+        dropout=0.0,
+        use_bias=True,
+        dtype=None,
+        param_dtype=F32,
+        rngs: nnx.Rngs,
+        **cell_kwargs,
+    ):
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if not 0.0 <= dropout < 1.0:
@@ -118,11 +129,10 @@ class _Recurrent(nnx.Module):
         if dropout > 0.0 and num_layers == 1:
             warnings.warn(
                 "dropout > 0 with num_layers=1 has no effect: like torch.nn.LSTM, dropout is "
-                "applied between layers only.", stacklevel=2,
+                "applied between layers only.",
+                stacklevel=2,
             )
-        self.dropout = (
-            nnx.Dropout(dropout, rngs=rngs) if dropout > 0.0 and num_layers > 1 else None
-        )
+        self.dropout = nnx.Dropout(dropout, rngs=rngs) if dropout > 0.0 and num_layers > 1 else None
 
     # ---- cell hooks ---------------------------------------------------------------------
 
@@ -147,8 +157,15 @@ class _Recurrent(nnx.Module):
 
     # ---- forward ------------------------------------------------------------------------
 
-    def __call__(self, x, seq_lengths=None, initial_state=None, *, return_gates=False,
-                 hidden_perturbation=None):
+    def __call__(
+        self,
+        x,
+        seq_lengths=None,
+        initial_state=None,
+        *,
+        return_gates=False,
+        hidden_perturbation=None,
+    ):
         """x (B, T, D); seq_lengths (B,) int or None; initial_state like the returned state.
 
         Returns y (B, T, N*H), zero at t >= seq_lengths[b], and the final state taken at each
@@ -158,8 +175,9 @@ class _Recurrent(nnx.Module):
         """
         b, t, d = x.shape
         if d != self.in_features:
-            raise ValueError(f"expected input features {self.in_features}, got x of shape "
-                             f"{x.shape}")
+            raise ValueError(
+                f"expected input features {self.in_features}, got x of shape {x.shape}"
+            )
         n, h_size = self.num_directions, self.hidden_size
         cdt = jnp.dtype(self.dtype) if self.dtype is not None else None
         mask = None
@@ -178,8 +196,11 @@ class _Recurrent(nnx.Module):
             bias = self._input_bias(p)
             # The input projection of every step and direction: one matmul outside the loop.
             xw = scan.input_projection(
-                h, w_ih.reshape(w_ih.shape[0], n * gh),
-                None if bias is None else bias.reshape(n * gh), compute_dtype=cdt)
+                h,
+                w_ih.reshape(w_ih.shape[0], n * gh),
+                None if bias is None else bias.reshape(n * gh),
+                compute_dtype=cdt,
+            )
             xw = _to_dirs(xw.reshape(t, b, n, gh), n, rev)
             pert = None
             if hidden_perturbation is not None and k == self.num_layers - 1:
@@ -191,7 +212,8 @@ class _Recurrent(nnx.Module):
             if return_gates:
                 gates_out[f"layer_{k}"] = {
                     name: jnp.swapaxes(
-                        _from_dirs(gates[..., j * h_size : (j + 1) * h_size], n, rev), 0, 1)
+                        _from_dirs(gates[..., j * h_size : (j + 1) * h_size], n, rev), 0, 1
+                    )
                     for j, name in enumerate(self.GATES)
                 }
             if self.dropout is not None and k < self.num_layers - 1:
@@ -210,14 +232,14 @@ class _Recurrent(nnx.Module):
         n, shape = self.num_directions, (self.num_directions, batch, self.hidden_size)
         parts = initial_state if self.STATE_PARTS > 1 else (initial_state,)
         if initial_state is None:
-            return [tuple(jnp.zeros(shape, F32) for _ in range(self.STATE_PARTS))
-                    ] * self.num_layers
+            return [tuple(jnp.zeros(shape, F32) for _ in range(self.STATE_PARTS))] * self.num_layers
         full = (self.num_layers * n, batch, self.hidden_size)
         for s in parts:
             if s.shape != full:
                 raise ValueError(f"initial_state parts must have shape {full}, got {s.shape}")
-        return [tuple(s[k * n : (k + 1) * n].astype(F32) for s in parts)
-                for k in range(self.num_layers)]
+        return [
+            tuple(s[k * n : (k + 1) * n].astype(F32) for s in parts) for k in range(self.num_layers)
+        ]
 
     def _scan_kwargs(self, return_gates):
         return {"return_gates": return_gates, "compute_dtype": self.dtype, "unroll": self.unroll}
@@ -230,9 +252,13 @@ class _Recurrent(nnx.Module):
         sizes, layers, bidirectional and bias are inferred. kwargs: dropout, dtype, ..."""
         cfg = torch_io.infer_config(state_dict, len(cls.GATES))
         layer = cls(
-            cfg["in_features"], cfg["hidden_size"], num_layers=cfg["num_layers"],
-            bidirectional=cfg["bidirectional"], use_bias=cfg["use_bias"],
-            rngs=rngs if rngs is not None else nnx.Rngs(0), **kwargs,
+            cfg["in_features"],
+            cfg["hidden_size"],
+            num_layers=cfg["num_layers"],
+            bidirectional=cfg["bidirectional"],
+            use_bias=cfg["use_bias"],
+            rngs=rngs if rngs is not None else nnx.Rngs(0),
+            **kwargs,
         )
         for k in range(layer.num_layers):
             p = getattr(layer, f"layer_{k}")
@@ -253,7 +279,8 @@ class _Recurrent(nnx.Module):
             p = getattr(self, f"layer_{k}")
             biases = (
                 [self._bias_to_torch(p, d) for d in range(self.num_directions)]
-                if self.use_bias else []
+                if self.use_bias
+                else []
             )
             out.update(torch_io.layer_to_torch(k, p.w_ih[...], p.w_hh[...], biases))
         return {k: np.array(v, np.float32) for k, v in out.items()}  # writable copies
@@ -274,14 +301,36 @@ class LSTM(_Recurrent):
     GATES = ("input", "forget", "cell", "output")
     STATE_PARTS = 2
 
-    def __init__(self, in_features, hidden_size, *, num_layers=1, bidirectional=False,
-                 dropout=0.0, forget_bias=1.0, chrono_max_steps=None, use_bias=True,
-                 dtype=None, param_dtype=F32, backend="auto", rngs: nnx.Rngs):
+    def __init__(
+        self,
+        in_features,
+        hidden_size,
+        *,
+        num_layers=1,
+        bidirectional=False,
+        dropout=0.0,
+        forget_bias=1.0,
+        chrono_max_steps=None,
+        use_bias=True,
+        dtype=None,
+        param_dtype=F32,
+        backend="auto",
+        rngs: nnx.Rngs,
+    ):
         cudnn.check_backend(backend)
-        super().__init__(in_features, hidden_size, num_layers=num_layers,
-                         bidirectional=bidirectional, dropout=dropout, use_bias=use_bias,
-                         dtype=dtype, param_dtype=param_dtype, rngs=rngs,
-                         forget_bias=forget_bias, chrono_max_steps=chrono_max_steps)
+        super().__init__(
+            in_features,
+            hidden_size,
+            num_layers=num_layers,
+            bidirectional=bidirectional,
+            dropout=dropout,
+            use_bias=use_bias,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+            forget_bias=forget_bias,
+            chrono_max_steps=chrono_max_steps,
+        )
         self.backend = backend
 
     def cudnn_blockers(self, *, return_gates=False, hidden_perturbation=None) -> list[str]:
@@ -303,41 +352,72 @@ class LSTM(_Recurrent):
         """Whether a call with these arguments runs on cuDNN (see `backend`)."""
         if self.backend == "scan" or (self.backend == "auto" and not cudnn.on_cuda()):
             return False
-        reasons = self.cudnn_blockers(return_gates=return_gates,
-                                      hidden_perturbation=hidden_perturbation)
+        reasons = self.cudnn_blockers(
+            return_gates=return_gates, hidden_perturbation=hidden_perturbation
+        )
         if reasons and self.backend == "cudnn":
-            warnings.warn(f"backend='cudnn' falls back to the scan kernel: "
-                          f"{', '.join(reasons)}.", stacklevel=3)
+            warnings.warn(
+                f"backend='cudnn' falls back to the scan kernel: {', '.join(reasons)}.",
+                stacklevel=3,
+            )
         return not reasons
 
-    def __call__(self, x, seq_lengths=None, initial_state=None, *, return_gates=False,
-                 hidden_perturbation=None):
-        if not self.uses_cudnn(return_gates=return_gates,
-                               hidden_perturbation=hidden_perturbation):
-            return super().__call__(x, seq_lengths, initial_state, return_gates=return_gates,
-                                    hidden_perturbation=hidden_perturbation)
+    def __call__(
+        self,
+        x,
+        seq_lengths=None,
+        initial_state=None,
+        *,
+        return_gates=False,
+        hidden_perturbation=None,
+    ):
+        if not self.uses_cudnn(return_gates=return_gates, hidden_perturbation=hidden_perturbation):
+            return super().__call__(
+                x,
+                seq_lengths,
+                initial_state,
+                return_gates=return_gates,
+                hidden_perturbation=hidden_perturbation,
+            )
         if x.shape[-1] != self.in_features:
-            raise ValueError(f"expected input features {self.in_features}, got x of shape "
-                             f"{x.shape}")
+            raise ValueError(
+                f"expected input features {self.in_features}, got x of shape {x.shape}"
+            )
         carries = self._initial_carries(initial_state, x.shape[0])
         h0 = jnp.concatenate([c[0] for c in carries], axis=0)
         c0 = jnp.concatenate([c[1] for c in carries], axis=0)
         layers = [getattr(self, f"layer_{k}") for k in range(self.num_layers)]
         y, h_n, c_n = cudnn.lstm(
-            x, seq_lengths, h0, c0, cudnn.flat_weights(layers, self.num_directions),
-            input_size=self.in_features, hidden_size=self.hidden_size,
-            num_layers=self.num_layers, bidirectional=self.bidirectional)
+            x,
+            seq_lengths,
+            h0,
+            c0,
+            cudnn.flat_weights(layers, self.num_directions),
+            input_size=self.in_features,
+            hidden_size=self.hidden_size,
+            num_layers=self.num_layers,
+            bidirectional=self.bidirectional,
+        )
         return y, (h_n, c_n)
 
     def _init_bias(self, key, forget_bias=1.0, chrono_max_steps=None):
-        return {"b": init.lstm_bias(key, self.num_directions, self.hidden_size, forget_bias,
-                                     chrono_max_steps, self.param_dtype)}
+        return {
+            "b": init.lstm_bias(
+                key,
+                self.num_directions,
+                self.hidden_size,
+                forget_bias,
+                chrono_max_steps,
+                self.param_dtype,
+            )
+        }
 
     def _kernel(self, xw, p, carry0, mask, pert, return_gates):
         fn = scan.lstm_scan if self.scan_impl == "custom" else scan.lstm_scan_reference
         h0, c0 = carry0
-        y, h_t, c_t, gates = fn(xw, p.w_hh[...], h0, c0, mask, pert,
-                                **self._scan_kwargs(return_gates))
+        y, h_t, c_t, gates = fn(
+            xw, p.w_hh[...], h0, c0, mask, pert, **self._scan_kwargs(return_gates)
+        )
         return y, (h_t, c_t), gates
 
 
@@ -348,18 +428,30 @@ class GRU(_Recurrent):
 
     def _init_bias(self, key):
         n, h = self.num_directions, self.hidden_size
-        return {"b_i": jnp.zeros((n, 3 * h), self.param_dtype),
-                    "b_hn": jnp.zeros((n, h), self.param_dtype)}
+        return {
+            "b_i": jnp.zeros((n, 3 * h), self.param_dtype),
+            "b_hn": jnp.zeros((n, h), self.param_dtype),
+        }
 
     def _input_bias(self, p):
         return p.b_i[...] if self.use_bias else None
 
     def _kernel(self, xw, p, carry0, mask, pert, return_gates):
         fn = scan.gru_scan if self.scan_impl == "custom" else scan.gru_scan_reference
-        b_hn = (p.b_hn[...] if self.use_bias
-                else jnp.zeros((self.num_directions, self.hidden_size), F32))
-        y, h_t, gates = fn(xw, p.w_hh[...], b_hn.astype(F32), carry0[0], mask, pert,
-                           **self._scan_kwargs(return_gates))
+        b_hn = (
+            p.b_hn[...]
+            if self.use_bias
+            else jnp.zeros((self.num_directions, self.hidden_size), F32)
+        )
+        y, h_t, gates = fn(
+            xw,
+            p.w_hh[...],
+            b_hn.astype(F32),
+            carry0[0],
+            mask,
+            pert,
+            **self._scan_kwargs(return_gates),
+        )
         return y, (h_t,), gates
 
     @staticmethod
@@ -382,6 +474,7 @@ class SimpleRNN(_Recurrent):
 
     def _kernel(self, xw, p, carry0, mask, pert, return_gates):
         fn = scan.rnn_scan if self.scan_impl == "custom" else scan.rnn_scan_reference
-        y, h_t, gates = fn(xw, p.w_hh[...], carry0[0], mask, pert,
-                           **self._scan_kwargs(return_gates))
+        y, h_t, gates = fn(
+            xw, p.w_hh[...], carry0[0], mask, pert, **self._scan_kwargs(return_gates)
+        )
         return y, (h_t,), gates

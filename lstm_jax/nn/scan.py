@@ -49,8 +49,12 @@ def _weight_grad(h_prev, dz, cdt, dtype):
     if h_prev.ndim == 3:
         # One direction: (T*B, H)^T (T*B, M) as a plain 2-D matmul.
         h = h_prev.shape[-1]
-        flat = jax.lax.dot_general(h_prev.reshape(-1, h), dz.reshape(-1, dz.shape[-1]),
-                                   (((0,), (0,)), ((), ())), preferred_element_type=F32)
+        flat = jax.lax.dot_general(
+            h_prev.reshape(-1, h),
+            dz.reshape(-1, dz.shape[-1]),
+            (((0,), (0,)), ((), ())),
+            preferred_element_type=F32,
+        )
         return flat.astype(dtype)
     return jnp.einsum("tnbh,tnbm->nhm", h_prev, dz, preferred_element_type=F32).astype(dtype)
 
@@ -116,8 +120,9 @@ def _pert_add(h_new, p_t):
 # tests check the custom backward against them.
 
 
-def lstm_scan_reference(xw, w_hh, h0, c0, mask=None, pert=None, *, return_gates=False,
-                        compute_dtype=None, unroll=1):
+def lstm_scan_reference(
+    xw, w_hh, h0, c0, mask=None, pert=None, *, return_gates=False, compute_dtype=None, unroll=1
+):
     cdt = compute_dtype or F32
     w = w_hh.astype(cdt)
     mb, _ = _masks(mask, xw.ndim)
@@ -136,8 +141,9 @@ def lstm_scan_reference(xw, w_hh, h0, c0, mask=None, pert=None, *, return_gates=
     return y, hT, cT, gates
 
 
-def gru_scan_reference(xw, w_hh, b_hn, h0, mask=None, pert=None, *, return_gates=False,
-                       compute_dtype=None, unroll=1):
+def gru_scan_reference(
+    xw, w_hh, b_hn, h0, mask=None, pert=None, *, return_gates=False, compute_dtype=None, unroll=1
+):
     cdt = compute_dtype or F32
     w = w_hh.astype(cdt)
     mb, _ = _masks(mask, xw.ndim)
@@ -153,8 +159,9 @@ def gru_scan_reference(xw, w_hh, b_hn, h0, mask=None, pert=None, *, return_gates
     return y, hT, gates
 
 
-def rnn_scan_reference(xw, w_hh, h0, mask=None, pert=None, *, return_gates=False,
-                       compute_dtype=None, unroll=1):
+def rnn_scan_reference(
+    xw, w_hh, h0, mask=None, pert=None, *, return_gates=False, compute_dtype=None, unroll=1
+):
     cdt = compute_dtype or F32
     w = w_hh.astype(cdt)
     mb, _ = _masks(mask, xw.ndim)
@@ -198,7 +205,11 @@ def _lstm_kernel(return_gates, has_pert, cdt, unroll):
             # Residuals: activated gates and c_{t-1}; c_t is recomputed in the backward
             # (one fused multiply-add) instead of being stored.
             return (_freeze(m, h_new, h), _freeze(m, c_new, c)), (
-                _zero_pad(m, h_new), act, c, gates)
+                _zero_pad(m, h_new),
+                act,
+                c,
+                gates,
+            )
 
         (hT, cT), (y, act, c_prev, gates) = jax.lax.scan(
             step, (h0.astype(F32), c0.astype(F32)), (xw, mb, pert), unroll=unroll
@@ -242,8 +253,11 @@ def _lstm_kernel(return_gates, has_pert, cdt, unroll):
             return (dh_prev, dc_prev), (dz, dhn if has_pert else None)
 
         (dh0, dc0), (dz, dpert) = jax.lax.scan(
-            step, (dhT.astype(F32), dcT.astype(F32)), (dy, act, c_prev, mf, dgates),
-            reverse=True, unroll=unroll,
+            step,
+            (dhT.astype(F32), dcT.astype(F32)),
+            (dy, act, c_prev, mf, dgates),
+            reverse=True,
+            unroll=unroll,
         )
         # For every valid step t the carry h_{t-1} equals y_{t-1} (valid steps are a prefix);
         # dz is zero at padded steps, so shifting y gives h_{t-1} wherever it matters.
@@ -301,17 +315,18 @@ def _gru_kernel(return_gates, has_pert, cdt, unroll):
                 dn = dn + dg_t[..., 2 * hs :]
             dn_pre = dn * (1.0 - n * n)
             dr = dn_pre * hwn if dr is None else dr + dn_pre * hwn
-            dhw = jnp.concatenate(
-                [dr * r * (1.0 - r), dzg * z * (1.0 - z), dn_pre * r], axis=-1
-            )
+            dhw = jnp.concatenate([dr * r * (1.0 - r), dzg * z * (1.0 - z), dn_pre * r], axis=-1)
             dh_prev = _mm(dhw, w_t, cdt) + dh_direct
             if m is not None:
                 dh_prev = dh_prev + dh * (1.0 - m)
             return dh_prev, (dhw, dn_pre, dhn if has_pert else None)
 
         dh0, (dhw, dn_pre, dpert) = jax.lax.scan(
-            step, dhT.astype(F32), (dy, act, hw_n, h_prev, mf, dgates),
-            reverse=True, unroll=unroll,
+            step,
+            dhT.astype(F32),
+            (dy, act, hw_n, h_prev, mf, dgates),
+            reverse=True,
+            unroll=unroll,
         )
         dw = _weight_grad(h_prev, dhw, cdt, w_hh.dtype)
         db_hn = jnp.sum(dhw[..., 2 * hs :], axis=(0, act.ndim - 2)).astype(b_hn.dtype)
@@ -392,8 +407,9 @@ def _cdt(compute_dtype):
     return jnp.dtype(compute_dtype or F32)
 
 
-def lstm_scan(xw, w_hh, h0, c0, mask=None, pert=None, *, return_gates=False,
-              compute_dtype=None, unroll=1):
+def lstm_scan(
+    xw, w_hh, h0, c0, mask=None, pert=None, *, return_gates=False, compute_dtype=None, unroll=1
+):
     """LSTM over time with the hand-written backward. Returns (y, hT, cT, gates | None)."""
     k = _lstm_kernel(bool(return_gates), pert is not None, _cdt(compute_dtype), int(unroll))
     if xw.shape[1] == 1:
@@ -401,8 +417,9 @@ def lstm_scan(xw, w_hh, h0, c0, mask=None, pert=None, *, return_gates=False,
     return k(xw, w_hh, h0, c0, mask, pert)
 
 
-def gru_scan(xw, w_hh, b_hn, h0, mask=None, pert=None, *, return_gates=False,
-             compute_dtype=None, unroll=1):
+def gru_scan(
+    xw, w_hh, b_hn, h0, mask=None, pert=None, *, return_gates=False, compute_dtype=None, unroll=1
+):
     """GRU over time with the hand-written backward; b_hn: (N, H). Returns (y, hT, gates)."""
     k = _gru_kernel(bool(return_gates), pert is not None, _cdt(compute_dtype), int(unroll))
     if xw.shape[1] == 1:
@@ -410,8 +427,9 @@ def gru_scan(xw, w_hh, b_hn, h0, mask=None, pert=None, *, return_gates=False,
     return k(xw, w_hh, b_hn, h0, mask, pert)
 
 
-def rnn_scan(xw, w_hh, h0, mask=None, pert=None, *, return_gates=False,
-             compute_dtype=None, unroll=1):
+def rnn_scan(
+    xw, w_hh, h0, mask=None, pert=None, *, return_gates=False, compute_dtype=None, unroll=1
+):
     """tanh RNN over time with the hand-written backward. Returns (y, hT, gates | None)."""
     k = _rnn_kernel(bool(return_gates), pert is not None, _cdt(compute_dtype), int(unroll))
     if xw.shape[1] == 1:
@@ -429,8 +447,7 @@ def rnn_scan(xw, w_hh, h0, mask=None, pert=None, *, return_gates=False,
 def _projection(cdt):
     def fwd(x, w, b):
         t, bsz, d = x.shape
-        xw = jnp.dot(x.reshape(t * bsz, d).astype(cdt), w.astype(cdt),
-                     preferred_element_type=F32)
+        xw = jnp.dot(x.reshape(t * bsz, d).astype(cdt), w.astype(cdt), preferred_element_type=F32)
         if b is not None:
             xw = xw + b.astype(F32)
         return xw.reshape(t, bsz, -1), (x, w, b is not None)
@@ -440,8 +457,9 @@ def _projection(cdt):
         t, bsz, d = x.shape
         x2 = x.reshape(t * bsz, d).astype(cdt)
         g2 = dxw.reshape(t * bsz, -1)
-        dw = jax.lax.dot_general(x2, g2.astype(cdt), (((0,), (0,)), ((), ())),
-                                 preferred_element_type=F32).astype(w.dtype)
+        dw = jax.lax.dot_general(
+            x2, g2.astype(cdt), (((0,), (0,)), ((), ())), preferred_element_type=F32
+        ).astype(w.dtype)
         dx = jnp.dot(g2.astype(cdt), w.astype(cdt).T, preferred_element_type=F32)
         db = jnp.sum(g2, axis=0).astype(w.dtype) if has_bias else None
         return dx.reshape(x.shape).astype(x.dtype), dw, db

@@ -73,8 +73,9 @@ class SeriesTable:
 MISSING_POLICIES = ("error", "ffill")
 
 
-def read_csv(path: str | os.PathLike, *, date_column: str | None = "date",
-             missing: str = "error") -> SeriesTable:
+def read_csv(
+    path: str | os.PathLike, *, date_column: str | None = "date", missing: str = "error"
+) -> SeriesTable:
     """Reads a CSV with a header row: `date_column` (parsed as datetime64, e.g.
     "2016-07-01 00:00:00"; None: no date column) and numeric columns. An empty, NaN or
     infinite cell is an error that names the row and column, unless `missing="ffill"`
@@ -564,7 +565,7 @@ class TimeSeriesForecast(Task):
         fig = Figure(figsize=(10, 2.6 * k), constrained_layout=True)
         axes = fig.subplots(k, 1, squeeze=False)[:, 0]
         L, H = self.input_len, self.horizon
-        for ax, j, i in zip(axes, range(k), idx):
+        for ax, j, i in zip(axes, range(k), idx, strict=False):
             hist = self.scaler.inverse_transform(batch["x"][j, :, col], [col])
             truth = self.scaler.inverse_transform(batch["y"][j, :, out], [col])
             fc = self.scaler.inverse_transform(pred[j, :, out], [col])

@@ -45,8 +45,12 @@ def _to_savable(tree: Any) -> list[Any]:
     """
     leaves = [jax.random.key_data(x) if _is_prng_key(x) else x for x in jax.tree.leaves(tree)]
     if jax.process_count() > 1:
-        leaves = [np.asarray(x.addressable_data(0))
-                  if isinstance(x, jax.Array) and x.is_fully_replicated else x for x in leaves]
+        leaves = [
+            np.asarray(x.addressable_data(0))
+            if isinstance(x, jax.Array) and x.is_fully_replicated
+            else x
+            for x in leaves
+        ]
     return leaves
 
 
@@ -60,7 +64,7 @@ def _from_saved(leaves: list[Any], template: Any) -> Any:
             "optimizer config. Resume with the config of the run that wrote it."
         )
     restored = []
-    for saved, like in zip(leaves, template_leaves):
+    for saved, like in zip(leaves, template_leaves, strict=False):
         if _is_prng_key(like):
             saved = jax.random.wrap_key_data(saved, impl=jax.random.key_impl(like))
         elif np.shape(saved) != np.shape(like):
@@ -148,14 +152,18 @@ class Checkpointer:
             except Exception as error:  # noqa: BLE001 - any unreadable file: try the next one
                 reason = (str(error).strip().splitlines() or [""])[0]
                 reason = reason.split(" See full TensorStore")[0][:200]
-                skipped.append(f"{self.directory / which / str(step)} "
-                               f"({type(error).__name__}: {reason})")
+                skipped.append(
+                    f"{self.directory / which / str(step)} ({type(error).__name__}: {reason})"
+                )
                 self._set_aside(which, step)
                 continue
             if skipped:
-                log.warning("Skipped unreadable checkpoint %s (moved to %s); restored %s",
-                            "; ".join(skipped), self.directory / "corrupt",
-                            self.directory / which / str(step))
+                log.warning(
+                    "Skipped unreadable checkpoint %s (moved to %s); restored %s",
+                    "; ".join(skipped),
+                    self.directory / "corrupt",
+                    self.directory / which / str(step),
+                )
             return result
         raise CheckpointError(
             f"no intact '{which}' checkpoint in {self.directory}: {'; '.join(skipped)}. They "

@@ -58,7 +58,11 @@ def param_paths(tree: Any) -> list[tuple[tuple[str, ...], Any]]:
     out = []
     for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
         parts = tuple(_path_part(p) for p in path)
-        if len(parts) > 1 and parts[-1] == "value" and isinstance(path[-1], jax.tree_util.GetAttrKey):
+        if (
+            len(parts) > 1
+            and parts[-1] == "value"
+            and isinstance(path[-1], jax.tree_util.GetAttrKey)
+        ):
             parts = parts[:-1]
         out.append((parts, leaf))
     return out
@@ -159,8 +163,10 @@ def gate_stats(
                 log10_tau = -jnp.log10(-jnp.log(f))  # tau = -1 / ln f
                 lo_t, hi_t = np.log10(tau_range[0]), np.log10(tau_range[1])
                 hist = histogram(log10_tau, m.astype(jnp.int32), lo_t, hi_t, tau_bins)
-                out[f"{key}_tau"] = {"counts": hist["counts"],
-                                     "edges": jnp.logspace(lo_t, hi_t, tau_bins + 1)}
+                out[f"{key}_tau"] = {
+                    "counts": hist["counts"],
+                    "edges": jnp.logspace(lo_t, hi_t, tau_bins + 1),
+                }
                 # tau is increasing in f: the middle values of tau are tau(middle values of f).
                 f_lo, f_hi = lower_upper_median(f, m)
                 out[f"{key}_tau_median"] = -0.5 / jnp.log(f_lo) - 0.5 / jnp.log(f_hi)
@@ -192,8 +198,9 @@ def make_diagnostics_step(
         model = nnx.merge(graphdef, params, rest)
 
         def loss_fn(model, perturbation):
-            return task.loss(model, batch, carry, return_gates=True,
-                             hidden_perturbation=perturbation)
+            return task.loss(
+                model, batch, carry, return_gates=True, hidden_perturbation=perturbation
+            )
 
         _, aux_shape = nnx.eval_shape(lambda m: loss_fn(m, None), model)
         gates_shape = aux_shape.get("gates") if isinstance(aux_shape, dict) else None
@@ -217,8 +224,9 @@ def make_diagnostics_step(
         mask = valid_mask(lengths, b, t)
         dh = dh.astype(jnp.float32) * mask[:, :, None]
         out["grad_norm/dh_t"] = jnp.sqrt(jnp.sum(jnp.square(dh), axis=(0, 2)))
-        out.update(gate_stats(aux["gates"], mask, bins=bins, tau_bins=tau_bins,
-                              tau_range=tau_range))
+        out.update(
+            gate_stats(aux["gates"], mask, bins=bins, tau_bins=tau_bins, tau_range=tau_range)
+        )
         return out
 
     return jax.jit(diagnostics)

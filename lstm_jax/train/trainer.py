@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 
 from lstm_jax import distributed
-from lstm_jax.logging import make_loggers
+from lstm_jax.loggers import make_loggers
 from lstm_jax.schema import validate
 from lstm_jax.tasks.base import Task
 from lstm_jax.train.checkpoint import Checkpointer, CheckpointError
@@ -222,16 +222,25 @@ class Trainer:
             # (a resume from an older one, when the newest was unreadable or diverged).
             for which in ("last", "best"):
                 for newer in [s for s in checkpointer.steps(which) if s > step]:
-                    log.warning("Removing %s: it is newer than the resumed step",
-                                checkpointer.directory / which / str(newer))
+                    log.warning(
+                        "Removing %s: it is newer than the resumed step",
+                        checkpointer.directory / which / str(newer),
+                    )
                     checkpointer.delete(which, newer)
             log.info("Resuming from step %d (%s)", step, checkpointer.path("last"))
         elif tc.resume:
-            log.info("trainer.resume=true but no checkpoint in %s: starting at step 0",
-                     self.run_dir / "checkpoints")
+            log.info(
+                "trainer.resume=true but no checkpoint in %s: starting at step 0",
+                self.run_dir / "checkpoints",
+            )
         loggers = make_loggers(
-            cfg, self.run_dir, resume=step > 0, resume_step=step, is_main_process=is_main,
-            monitor=self.monitor, monitor_mode=self.monitor_mode,
+            cfg,
+            self.run_dir,
+            resume=step > 0,
+            resume_step=step,
+            is_main_process=is_main,
+            monitor=self.monitor,
+            monitor_mode=self.monitor_mode,
         )
         diagnostics_every = cfg.logger.diagnostics_every
         start_time = time.perf_counter()
@@ -303,8 +312,7 @@ class Trainer:
                     if is_log:
                         host = jax.device_get(window_metrics)
                         now = time.perf_counter()
-                        record = {k: float(np.mean([float(m[k]) for m in host]))
-                                  for k in host[0]}
+                        record = {k: float(np.mean([float(m[k]) for m in host])) for k in host[0]}
                         record["train/lr"] = float(self.learning_rate(step))
                         if window_steps_timed:
                             step_time = (now - window_start) / window_steps_timed
@@ -319,7 +327,9 @@ class Trainer:
                     if diagnostics_every and step % diagnostics_every == 0:
                         t0 = time.perf_counter()
                         diag = self._diagnostics_step(
-                            self.state["params"], self.state["rest"], device_batch,
+                            self.state["params"],
+                            self.state["rest"],
+                            device_batch,
                             self.state["carry"],
                         )
                         loggers.log(to_host(diag), step)
@@ -334,10 +344,8 @@ class Trainer:
                                 f"the task's evaluate() returned {sorted(val)} but its monitor "
                                 f"is {self.monitor!r}."
                             )
-                        tiebreak = (val.get(self.monitor_tiebreak) if self.monitor_tiebreak
-                                    else None)
-                        if _better(value, best_value, self.monitor_mode, tiebreak,
-                                   best_tiebreak):
+                        tiebreak = val.get(self.monitor_tiebreak) if self.monitor_tiebreak else None
+                        if _better(value, best_value, self.monitor_mode, tiebreak, best_tiebreak):
                             best_value, best_step, evals_without_improvement = value, step, 0
                             best_tiebreak = tiebreak
                             checkpointer.save("best", step, self.state, checkpoint_meta(step))
@@ -347,13 +355,20 @@ class Trainer:
                         progress.set_postfix(postfix)
                         patience = tc.early_stopping_patience
                         if patience is not None and evals_without_improvement >= patience:
-                            log.info("Early stop at step %d: %s has not improved for %d "
-                                     "evaluations", step, self.monitor, patience)
+                            log.info(
+                                "Early stop at step %d: %s has not improved for %d evaluations",
+                                step,
+                                self.monitor,
+                                patience,
+                            )
                             stopped_early = True
-                        if self.stop_when is not None and _stop_condition_met(
-                                val, self.stop_when):
-                            log.info("Stop at step %d: %s = %s", step, self.stop_when,
-                                     val[self.stop_when])
+                        if self.stop_when is not None and _stop_condition_met(val, self.stop_when):
+                            log.info(
+                                "Stop at step %d: %s = %s",
+                                step,
+                                self.stop_when,
+                                val[self.stop_when],
+                            )
                             stopped_early = stopped_when = True
 
                     wants_save = is_checkpoint or stopped_early or signals.received
@@ -378,16 +393,18 @@ class Trainer:
         best = {self.monitor: best_value, "step": best_step}
         if self.monitor_tiebreak is not None:
             best[self.monitor_tiebreak] = best_tiebreak
-        summary = self._summarize(checkpointer, loggers, step, best, train_time,
-                                  diagnostics_time, stopped_early)
+        summary = self._summarize(
+            checkpointer, loggers, step, best, train_time, diagnostics_time, stopped_early
+        )
         summary["stopped_when"] = self.stop_when if stopped_when else None
         checkpointer.close()
         loggers.log_summary(summary)  # writes summary.json beside metrics.jsonl
         loggers.finish()
         return summary
 
-    def _check_finite(self, window: list[dict[str, Any]], step: int,
-                      checkpointer: Checkpointer) -> None:
+    def _check_finite(
+        self, window: list[dict[str, Any]], step: int, checkpointer: Checkpointer
+    ) -> None:
         """Raises NonFiniteLossError naming the first step whose loss or gradient was not
         finite and the newest checkpoint saved before it. `window`: the metrics of the
         steps since the last log line (the bad step is among them)."""
@@ -396,13 +413,19 @@ class Trainer:
             return
         index = bad_step - (step - len(window)) - 1
         loss = float(window[index]["train/loss"]) if 0 <= index < len(window) else math.nan
-        what = (f"train/loss became {loss}" if not math.isfinite(loss)
-                else f"the gradient became non-finite (train/loss {loss:.4g})")
+        what = (
+            f"train/loss became {loss}"
+            if not math.isfinite(loss)
+            else f"the gradient became non-finite (train/loss {loss:.4g})"
+        )
         # The loss of step k is computed from the state after k - 1 updates: a checkpoint
         # of step bad_step - 1 (or later) would meet the same non-finite loss on resume.
         for dead_end in [s for s in checkpointer.steps("last") if s >= bad_step - 1]:
-            log.warning("Removing %s: its state gives the non-finite loss of step %d",
-                        checkpointer.directory / "last" / str(dead_end), bad_step)
+            log.warning(
+                "Removing %s: its state gives the non-finite loss of step %d",
+                checkpointer.directory / "last" / str(dead_end),
+                bad_step,
+            )
             checkpointer.delete("last", dead_end)
         last_good = checkpointer.path("last")
         if last_good is not None:
@@ -412,16 +435,20 @@ class Trainer:
                 "), set optim.clip_grad_norm, or check the data for NaNs."
             )
         else:
-            where = ("no checkpoint was written before it. Lower optim.lr, set "
-                     "optim.clip_grad_norm, or check the data for NaNs.")
+            where = (
+                "no checkpoint was written before it. Lower optim.lr, set "
+                "optim.clip_grad_norm, or check the data for NaNs."
+            )
         raise NonFiniteLossError(
             f"{what} at step {bad_step} (no update was applied from it on, nothing after it "
             f"was saved); {where}",
-            step=bad_step, checkpoint=last_good,
+            step=bad_step,
+            checkpoint=last_good,
         )
 
-    def _summarize(self, checkpointer, loggers, step, best, train_time, diagnostics_time,
-                   stopped_early) -> dict[str, Any]:
+    def _summarize(
+        self, checkpointer, loggers, step, best, train_time, diagnostics_time, stopped_early
+    ) -> dict[str, Any]:
         # The test metrics and figures are those of the best checkpoint, the one a user
         # keeps; without a best (no evaluation improved) the final parameters.
         params = self.state["params"]
@@ -463,5 +490,3 @@ def monitor_value(trainer: Trainer, summary: dict[str, Any]) -> float:
     """The best validation value of the task's monitor in `summary` (NaN if none)."""
     best = summary["best"][trainer.monitor]
     return float("nan") if best is None else float(best)
-
-

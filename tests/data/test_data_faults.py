@@ -26,8 +26,9 @@ def test_truncated_copy_of_a_known_file_is_refused_naming_it(verified, tmp_path)
     target.parent.mkdir(parents=True)
     target.write_bytes(content[:5000])
     with pytest.raises(ValueError) as error:
-        files.resolve_data_file(tmp_path / "data", "set/train.bin", url="https://x/train.bin",
-                                sha256=sha)
+        files.resolve_data_file(
+            tmp_path / "data", "set/train.bin", url="https://x/train.bin", sha256=sha
+        )
     assert str(error.value) == (
         f"Data file {target} is damaged or not the known copy (5000 bytes, sha256 "
         f"{hashlib.sha256(content[:5000]).hexdigest()[:16]}..., expected {sha[:16]}...). "
@@ -87,7 +88,8 @@ def test_non_finite_csv_cell_is_refused_with_row_and_column(tmp_path, cell):
 
 def test_missing_policy_ffill_carries_the_previous_row(tmp_path):
     path = tmp_path / "s.csv"
-    path.write_text("date,a,b\n2016-01-01 00:00:00,1,2\n2016-01-01 01:00:00,,nan\n"
-                    "2016-01-01 02:00:00,5,6\n")
+    path.write_text(
+        "date,a,b\n2016-01-01 00:00:00,1,2\n2016-01-01 01:00:00,,nan\n2016-01-01 02:00:00,5,6\n"
+    )
     table = read_csv(path, missing="ffill")
     np.testing.assert_array_equal(table.values, [[1, 2], [1, 2], [5, 6]])

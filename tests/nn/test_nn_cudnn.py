@@ -21,8 +21,15 @@ LENGTHS = jnp.array([7, 2, 5], jnp.int32)
 
 
 def _layer(num_layers=2, bidirectional=True, **kw):
-    layer = LSTM(D, H, num_layers=num_layers, bidirectional=bidirectional, backend="scan",
-                 rngs=nnx.Rngs(3), **kw)
+    layer = LSTM(
+        D,
+        H,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        backend="scan",
+        rngs=nnx.Rngs(3),
+        **kw,
+    )
     # Nonzero biases, so that a bias put in the wrong place shows.
     for k in range(num_layers):
         p = getattr(layer, f"layer_{k}")
@@ -30,27 +37,50 @@ def _layer(num_layers=2, bidirectional=True, **kw):
     return layer
 
 
-def _reference(x, h0, c0, weights, lengths, *, input_size, hidden_size, num_layers,
-               dropout, bidirectional):
+def _reference(
+    x, h0, c0, weights, lengths, *, input_size, hidden_size, num_layers, dropout, bidirectional
+):
     """jax.experimental.rnn.lstm's signature, computed by JAX's CPU reference."""
-    w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(weights, input_size, hidden_size,
-                                                     num_layers, bidirectional)
-    return rnn.lstm_ref(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, input_size,
-                        hidden_size, num_layers, dropout, bidirectional)
+    w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(
+        weights, input_size, hidden_size, num_layers, bidirectional
+    )
+    return rnn.lstm_ref(
+        x,
+        h0,
+        c0,
+        w_ih,
+        w_hh,
+        b_ih,
+        b_hh,
+        lengths,
+        input_size,
+        hidden_size,
+        num_layers,
+        dropout,
+        bidirectional,
+    )
 
 
 @pytest.mark.parametrize("num_layers, bidirectional", [(1, False), (2, True)])
 def test_flat_weights_follow_the_layout_of_jax_experimental_rnn(num_layers, bidirectional):
     layer = _layer(num_layers, bidirectional)
     n = 2 if bidirectional else 1
-    weights = cudnn.flat_weights(
-        [getattr(layer, f"layer_{k}") for k in range(num_layers)], n)
+    weights = cudnn.flat_weights([getattr(layer, f"layer_{k}") for k in range(num_layers)], n)
     assert weights.shape == (rnn.get_num_params_in_lstm(D, H, num_layers, bidirectional),)
     x = jax.random.normal(jax.random.PRNGKey(0), (B, T, D))
     zeros = jnp.zeros((num_layers * n, B, H))
-    y_ref, h_ref, c_ref = _reference(x, zeros, zeros, weights, LENGTHS, input_size=D,
-                                     hidden_size=H, num_layers=num_layers, dropout=0.0,
-                                     bidirectional=bidirectional)
+    y_ref, h_ref, c_ref = _reference(
+        x,
+        zeros,
+        zeros,
+        weights,
+        LENGTHS,
+        input_size=D,
+        hidden_size=H,
+        num_layers=num_layers,
+        dropout=0.0,
+        bidirectional=bidirectional,
+    )
     y, (h, c) = layer(x, LENGTHS)
     np.testing.assert_allclose(y, y_ref, atol=1e-5)
     np.testing.assert_allclose(h, h_ref, atol=1e-5)

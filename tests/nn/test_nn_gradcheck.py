@@ -86,8 +86,9 @@ CELLS = {"lstm": LSTM, "gru": GRU, "rnn": SimpleRNN}
 
 def _check(kind, *, bidirectional, num_layers, unroll=1, dtype=None, atol=2e-5):
     cls = CELLS[kind]
-    layer = cls(D, H, num_layers=num_layers, bidirectional=bidirectional, dtype=dtype,
-                rngs=nnx.Rngs(4))
+    layer = cls(
+        D, H, num_layers=num_layers, bidirectional=bidirectional, dtype=dtype, rngs=nnx.Rngs(4)
+    )
     layer.unroll = unroll
     graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
     x = jax.random.normal(jax.random.PRNGKey(5), (B, T, D))
@@ -98,13 +99,20 @@ def _check(kind, *, bidirectional, num_layers, unroll=1, dtype=None, atol=2e-5):
         n = 2 if bidirectional else 1
         parts = state if isinstance(state, tuple) else (state,)
         # Order the final states as the reference does: per sequence, layer, direction.
-        finals = [s[k * n + d, b] for b in range(B) for k in range(num_layers)
-                  for d in range(n) for s in parts]
+        finals = [
+            s[k * n + d, b]
+            for b in range(B)
+            for k in range(num_layers)
+            for d in range(n)
+            for s in parts
+        ]
         return _loss_of_outputs(y.astype(jnp.float32), finals)
 
     def ref_loss(params, x):
-        layers = [{name: getattr(v, "value", v) for name, v in params[f"layer_{k}"].items()}
-                  for k in range(num_layers)]
+        layers = [
+            {name: getattr(v, "value", v) for name, v in params[f"layer_{k}"].items()}
+            for k in range(num_layers)
+        ]
         return _loss_of_outputs(*reference(kind, layers, x, LENGTHS, bidirectional))
 
     value, grads = jax.jit(jax.value_and_grad(layer_loss, argnums=(0, 1)))(params, x)
@@ -113,7 +121,7 @@ def _check(kind, *, bidirectional, num_layers, unroll=1, dtype=None, atol=2e-5):
     np.testing.assert_allclose(value, ref_value, atol=atol * scale)
     flat, ref_flat = jax.tree.leaves(grads), jax.tree.leaves(ref_grads)
     assert len(flat) == len(ref_flat)
-    for a, b in zip(flat, ref_flat):
+    for a, b in zip(flat, ref_flat, strict=False):
         a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
         np.testing.assert_allclose(a, b, atol=atol * max(1.0, float(np.abs(b).max())))
     return grads

@@ -33,7 +33,7 @@ def test_padding_is_zero_and_state_is_taken_at_true_length(cls):
         y_b, s_b = layer(x[b : b + 1, :n])
         np.testing.assert_allclose(y[b, :n], y_b[0], atol=1e-5)
         assert np.all(np.asarray(y[b, n:]) == 0.0)
-        for full, alone in zip(jax.tree.leaves(state), jax.tree.leaves(s_b)):
+        for full, alone in zip(jax.tree.leaves(state), jax.tree.leaves(s_b), strict=False):
             np.testing.assert_allclose(full[:, b], alone[:, 0], atol=1e-5)
 
 
@@ -44,7 +44,7 @@ def test_initial_state_chains_two_halves():
     y1, s1 = layer(x[:, :4])
     y2, s2 = layer(x[:, 4:], initial_state=s1)
     np.testing.assert_allclose(jnp.concatenate([y1, y2], 1), y, atol=1e-5)
-    for a, b in zip(s2, state):
+    for a, b in zip(s2, state, strict=False):
         np.testing.assert_allclose(a, b, atol=1e-5)
     with pytest.raises(ValueError):
         layer(x, initial_state=(s1[0][:1], s1[1][:1]))
@@ -188,17 +188,25 @@ def test_bfloat16_compute_keeps_float32_params(cls):
 
     grads = jax.grad(loss)(params)
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
-    assert all(g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g)))
-               for g in jax.tree.leaves(grads))
+    assert all(
+        g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads)
+    )
 
 
 def test_model_core_factory_builds_every_cell():
     from lstm_jax.models.core import make_core
 
     for cell in ("lstm", "gru", "rnn"):
-        cfg = SimpleNamespace(cell=cell, num_layers=2, bidirectional=True, dropout=0.1,
-                              dtype="float32", hidden_size=H, forget_bias=1.0,
-                              chrono_max_steps=50)
+        cfg = SimpleNamespace(
+            cell=cell,
+            num_layers=2,
+            bidirectional=True,
+            dropout=0.1,
+            dtype="float32",
+            hidden_size=H,
+            forget_bias=1.0,
+            chrono_max_steps=50,
+        )
         core = make_core(cfg, D, rngs=nnx.Rngs(0))
         y, _ = core(_x(8), LENGTHS)
         assert y.shape == (B, T, 2 * H)

@@ -56,16 +56,22 @@ def test_custom_backward_matches_reference_autodiff(cell, gates):
         grads = {}
         for impl in ("custom", "reference"):
             loss = _kernel_loss(cell, impl, rg)
-            f = jax.jit(jax.value_and_grad(
-                lambda *a, loss=loss, m=m: loss(*a[:5], m, a[5]),
-                argnums=tuple(range(6 if p is not None else 5))))
+            f = jax.jit(
+                jax.value_and_grad(
+                    lambda *a, loss=loss, m=m: loss(*a[:5], m, a[5]),
+                    argnums=tuple(range(6 if p is not None else 5)),
+                )
+            )
             grads[impl] = f(*args, p)
         (v_c, g_c), (v_r, g_r) = grads["custom"], grads["reference"]
         np.testing.assert_allclose(v_c, v_r, rtol=1e-6)
-        for a, b in zip(g_c, g_r):
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5,
-                                       err_msg=f"{cell} mask={m is not None} "
-                                       f"pert={p is not None} gates={rg}")
+        for a, b in zip(g_c, g_r, strict=False):
+            np.testing.assert_allclose(
+                np.asarray(a),
+                np.asarray(b),
+                atol=2e-5,
+                err_msg=f"{cell} mask={m is not None} pert={p is not None} gates={rg}",
+            )
 
 
 @pytest.mark.parametrize("cls", [LSTM, GRU, SimpleRNN])
@@ -85,5 +91,5 @@ def test_layer_custom_backward_matches_reference(cls):
 
     grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2)), static_argnums=3)
     g_c, g_r = grad(params, x, pert, "custom"), grad(params, x, pert, "reference")
-    for a, b in zip(jax.tree.leaves(g_c), jax.tree.leaves(g_r)):
+    for a, b in zip(jax.tree.leaves(g_c), jax.tree.leaves(g_r), strict=False):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)

@@ -53,8 +53,16 @@ def _initial_state(cls, num_layers, bidirectional, seed=2):
 
 # Every layer count and direction for LSTM; the other cells share the stacking code, so two
 # configurations each keep the suite fast.
-CONFIGS = [(LSTM, 1, False), (LSTM, 1, True), (LSTM, 2, True), (LSTM, 3, False),
-           (GRU, 1, True), (GRU, 3, False), (SimpleRNN, 2, True), (SimpleRNN, 1, False)]
+CONFIGS = [
+    (LSTM, 1, False),
+    (LSTM, 1, True),
+    (LSTM, 2, True),
+    (LSTM, 3, False),
+    (GRU, 1, True),
+    (GRU, 3, False),
+    (SimpleRNN, 2, True),
+    (SimpleRNN, 1, False),
+]
 
 
 @pytest.mark.parametrize("cls,num_layers,bidirectional", CONFIGS)
@@ -67,7 +75,7 @@ def test_forward_matches_torch_packed(cls, num_layers, bidirectional):
         y_t, s_t = _torch_run(tm, torch.as_tensor(x), LENGTHS, th0)
     y, s = jax.jit(lambda x, n, h: layer(x, n, h))(jnp.asarray(x), jnp.asarray(LENGTHS), h0)
     np.testing.assert_allclose(np.asarray(y), y_t.numpy(), atol=1e-5, rtol=0)
-    for a, b in zip(_as_tuple(s), _as_tuple(s_t)):
+    for a, b in zip(_as_tuple(s), _as_tuple(s_t), strict=False):
         np.testing.assert_allclose(np.asarray(a), b.numpy(), atol=1e-5, rtol=0)
     # Padded positions are exactly zero, not merely small.
     pad = np.arange(T)[None, :] >= LENGTHS[:, None]
@@ -82,7 +90,7 @@ def test_forward_matches_torch_full_length_no_lengths(cls):
         y_t, s_t = tm(torch.as_tensor(x))
     y, s = layer(jnp.asarray(x))
     np.testing.assert_allclose(np.asarray(y), y_t.numpy(), atol=1e-5, rtol=0)
-    for a, b in zip(_as_tuple(s), _as_tuple(s_t)):
+    for a, b in zip(_as_tuple(s), _as_tuple(s_t), strict=False):
         np.testing.assert_allclose(np.asarray(a), b.numpy(), atol=1e-5, rtol=0)
 
 
@@ -93,15 +101,15 @@ def _jax_grads(layer, x, lengths, h0, wy, ws):
 
     def loss(params, x, h0):
         y, s = nnx.merge(graphdef, params, rest)(x, lengths, h0)
-        return jnp.sum(y * wy) + sum(jnp.sum(a * w) for a, w in zip(_as_tuple(s), ws))
+        return jnp.sum(y * wy) + sum(jnp.sum(a * w) for a, w in zip(_as_tuple(s), ws, strict=False))
 
     gp, gx, gh0 = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(params, x, h0)
     return nnx.merge(graphdef, gp, rest).to_torch(), gx, gh0
 
 
 @pytest.mark.parametrize(
-    "cls,num_layers,bidirectional", [(LSTM, 2, True), (LSTM, 1, False), (GRU, 2, True),
-                                     (SimpleRNN, 2, True)]
+    "cls,num_layers,bidirectional",
+    [(LSTM, 2, True), (LSTM, 1, False), (GRU, 2, True), (SimpleRNN, 2, True)],
 )
 def test_gradients_match_torch(cls, num_layers, bidirectional):
     tm, layer = _torch_pair(cls, num_layers, bidirectional, seed=5)
@@ -115,13 +123,13 @@ def test_gradients_match_torch(cls, num_layers, bidirectional):
     h0t = [torch.tensor(a, requires_grad=True) for a in _as_tuple(h0)]
     y_t, s_t = _torch_run(tm, xt, LENGTHS, tuple(h0t) if cls is LSTM else h0t[0])
     loss = (y_t * torch.as_tensor(wy)).sum() + sum(
-        (a * torch.as_tensor(w)).sum() for a, w in zip(_as_tuple(s_t), ws)
+        (a * torch.as_tensor(w)).sum() for a, w in zip(_as_tuple(s_t), ws, strict=False)
     )
     loss.backward()
 
     g_params, gx, gh0 = _jax_grads(layer, jnp.asarray(x), jnp.asarray(LENGTHS), h0, wy, ws)
     np.testing.assert_allclose(np.asarray(gx), xt.grad.numpy(), atol=1e-4, rtol=0)
-    for a, b in zip(_as_tuple(gh0), h0t):
+    for a, b in zip(_as_tuple(gh0), h0t, strict=False):
         np.testing.assert_allclose(np.asarray(a), b.grad.numpy(), atol=1e-4, rtol=0)
     torch_grads = {k: v.grad.numpy() for k, v in tm.named_parameters()}
     for name, g in torch_grads.items():
@@ -147,8 +155,11 @@ def test_from_torch_to_torch_round_trip(cls):
         np.testing.assert_allclose(tm2(x)[0].numpy(), tm(x)[0].numpy(), atol=1e-6)
     # And back: identical lstm_jax parameters.
     again = cls.from_torch(sd)
-    for a, b in zip(jax.tree.leaves(nnx.state(layer, nnx.Param)),
-                    jax.tree.leaves(nnx.state(again, nnx.Param))):
+    for a, b in zip(
+        jax.tree.leaves(nnx.state(layer, nnx.Param)),
+        jax.tree.leaves(nnx.state(again, nnx.Param)),
+        strict=False,
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
@@ -161,7 +172,8 @@ def test_from_torch_infers_sizes_and_bias():
     x = _inputs(11)
     with torch.no_grad():
         y_t, _ = tm(torch.as_tensor(x).transpose(0, 1))
-    np.testing.assert_allclose(np.asarray(layer(jnp.asarray(x))[0]),
-                               y_t.transpose(0, 1).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(layer(jnp.asarray(x))[0]), y_t.transpose(0, 1).numpy(), atol=1e-5
+    )
     with pytest.raises(ValueError):
         GRU.from_torch({k: v.numpy() for k, v in tm.state_dict().items()})

@@ -167,7 +167,7 @@ def test_eval_windows_score_every_prediction_exactly_once():
             assert w["inputs"].shape == w["targets"].shape == w["mask"].shape
             assert w["inputs"].shape[1] == T
             sel = w["mask"] > 0
-            pairs += list(zip(w["inputs"][sel].tolist(), w["targets"][sel].tolist()))
+            pairs += list(zip(w["inputs"][sel].tolist(), w["targets"][sel].tolist(), strict=False))
             total += w["mask"].sum()
         assert total == 102
         assert sorted(pairs) == [(i, i + 1) for i in range(1, 103)]
@@ -210,7 +210,7 @@ def test_state_carry_equals_one_long_sequence(char_file, cell, variational):
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, full_tg)
     np.testing.assert_allclose(float(l0), float(nll[:, :8].mean()), rtol=1e-5)
     np.testing.assert_allclose(float(l1), float(nll[:, 8:].mean()), rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(aux1["carry"]), jax.tree.leaves(state)):
+    for a, b in zip(jax.tree.leaves(aux1["carry"]), jax.tree.leaves(state), strict=False):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
     # the carry really matters: from a zero state window 1 scores differently
     l1_reset, _ = loss(model, b1, task.initial_carry(model))

@@ -25,8 +25,14 @@ ENV = {**os.environ, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
 
 def _compile_with_cache(directory: str) -> str:
-    return subprocess.run([sys.executable, "-c", PROGRAM, directory], env=ENV, check=True,
-                          capture_output=True, text=True, timeout=120).stdout
+    return subprocess.run(
+        [sys.executable, "-c", PROGRAM, directory],
+        env=ENV,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
 
 
 def _entries(directory):

@@ -13,7 +13,7 @@ import optax
 import pytest
 from flax import nnx
 
-from lstm_jax.logging import JsonlLogger, read_metrics
+from lstm_jax.loggers import JsonlLogger, read_metrics
 from lstm_jax.nn import GRU, LSTM
 from lstm_jax.tasks.base import Task
 from lstm_jax.train.diagnostics import (
@@ -37,8 +37,9 @@ class ToyModel(nnx.Module):
 class LastStepRegression(Task):
     """Predict the sum of the first input channel from the core's output at the last valid step."""
 
-    def __init__(self, *, cell="lstm", num_layers=2, bidirectional=False, lengths=None,
-                 batch_size=B, seed=0):
+    def __init__(
+        self, *, cell="lstm", num_layers=2, bidirectional=False, lengths=None, batch_size=B, seed=0
+    ):
         super().__init__(batch_size=batch_size, seed=seed)
         self.cell, self.num_layers, self.bidirectional = cell, num_layers, bidirectional
         self.lengths = lengths
@@ -59,10 +60,15 @@ class LastStepRegression(Task):
 
     def loss(self, model, batch, carry=None, *, return_gates=False, hidden_perturbation=None):
         lengths = batch.get("seq_lengths")
-        out = model.core(batch["x"], lengths, return_gates=return_gates,
-                         hidden_perturbation=hidden_perturbation)
+        out = model.core(
+            batch["x"], lengths, return_gates=return_gates, hidden_perturbation=hidden_perturbation
+        )
         y = out[0]
-        last = (jnp.asarray(lengths) - 1) if lengths is not None else jnp.full((y.shape[0],), y.shape[1] - 1)
+        last = (
+            (jnp.asarray(lengths) - 1)
+            if lengths is not None
+            else jnp.full((y.shape[0],), y.shape[1] - 1)
+        )
         h_last = jnp.take_along_axis(y, last[:, None, None], axis=1)[:, 0]
         pred = model.head(h_last)[:, 0]
         loss = jnp.mean((pred - batch["y"]) ** 2)
@@ -99,8 +105,11 @@ def reference(task, graphdef, rest):
 
 def valid_mask(batch):
     lengths = batch.get("seq_lengths")
-    return (np.ones((B, T), bool) if lengths is None
-            else np.arange(T)[None, :] < np.asarray(lengths)[:, None])
+    return (
+        np.ones((B, T), bool)
+        if lengths is None
+        else np.arange(T)[None, :] < np.asarray(lengths)[:, None]
+    )
 
 
 LENGTHS = [10, 9, 5, 9]  # t = 10, 11 are padding in every sequence
@@ -114,8 +123,17 @@ def lstm_case():
     out = to_host(diag(params, rest, batch, None))
     grads_and_gates, losses = reference(task, graphdef, rest)
     g_params, g_p, gates = jax.device_get(grads_and_gates(params, batch, jnp.zeros((B, T, H))))
-    return {"params": params, "rest": rest, "batch": batch, "diag": diag, "out": out,
-            "g_params": g_params, "g_p": np.asarray(g_p), "gates": gates, "losses": losses}
+    return {
+        "params": params,
+        "rest": rest,
+        "batch": batch,
+        "diag": diag,
+        "out": out,
+        "g_params": g_params,
+        "g_p": np.asarray(g_p),
+        "gates": gates,
+        "losses": losses,
+    }
 
 
 def test_grad_norms_match_autodiff_and_optax(lstm_case):
@@ -125,22 +143,27 @@ def test_grad_norms_match_autodiff_and_optax(lstm_case):
     names = {"/".join(parts) for parts, _ in leaves}
     assert {"core/layer_0/w_hh", "core/layer_1/w_ih", "head/kernel"} <= names
     for parts, g in leaves:
-        np.testing.assert_allclose(out["grad_norm/" + "/".join(parts)],
-                                   np.linalg.norm(np.asarray(g).ravel()), rtol=1e-4)
+        np.testing.assert_allclose(
+            out["grad_norm/" + "/".join(parts)], np.linalg.norm(np.asarray(g).ravel()), rtol=1e-4
+        )
     layer0 = [np.asarray(g).ravel() for parts, g in leaves if parts[:2] == ("core", "layer_0")]
-    np.testing.assert_allclose(out["grad_norm/core/layer_0"],
-                               np.linalg.norm(np.concatenate(layer0)), rtol=1e-4)
-    np.testing.assert_allclose(out["grad_norm/core"] ** 2 + out["grad_norm/head"] ** 2,
-                               out["grad_norm/global"] ** 2, rtol=1e-4)
+    np.testing.assert_allclose(
+        out["grad_norm/core/layer_0"], np.linalg.norm(np.concatenate(layer0)), rtol=1e-4
+    )
+    np.testing.assert_allclose(
+        out["grad_norm/core"] ** 2 + out["grad_norm/head"] ** 2,
+        out["grad_norm/global"] ** 2,
+        rtol=1e-4,
+    )
 
 
 def test_dh_t_matches_autodiff_and_finite_differences(lstm_case):
     out, g = lstm_case["out"], lstm_case["g_p"]
     dh_t = out["grad_norm/dh_t"]
     assert dh_t.shape == (T,)
-    np.testing.assert_allclose(dh_t, np.sqrt((g ** 2).sum(axis=(0, 2))), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(dh_t, np.sqrt((g**2).sum(axis=(0, 2))), rtol=1e-4, atol=1e-7)
     # Steps past every sequence's length get no gradient; the last valid steps do.
-    assert np.all(dh_t[max(LENGTHS):] == 0)
+    assert np.all(dh_t[max(LENGTHS) :] == 0)
     assert dh_t[max(LENGTHS) - 1] > 0 and dh_t[0] > 0
     # Finite differences along the gradient direction of a few time steps:
     # d/de L(p + e u_t) = ||dL/dh_t|| for u_t = g_t / ||g_t||.
@@ -149,9 +172,10 @@ def test_dh_t_matches_autodiff_and_finite_differences(lstm_case):
     for i, t in enumerate(steps):
         us[i, :, t] = g[:, t] / np.linalg.norm(g[:, t])
     perts = jnp.asarray(np.concatenate([eps * us, -eps * us]))
-    values = np.asarray(lstm_case["losses"](lstm_case["params"], lstm_case["batch"], perts),
-                        np.float64)
-    fd = (values[: len(steps)] - values[len(steps):]) / (2 * eps)
+    values = np.asarray(
+        lstm_case["losses"](lstm_case["params"], lstm_case["batch"], perts), np.float64
+    )
+    fd = (values[: len(steps)] - values[len(steps) :]) / (2 * eps)
     np.testing.assert_allclose(fd, dh_t[list(steps)], rtol=3e-2)
 
 
@@ -185,8 +209,9 @@ def test_gate_statistics_match_numpy_on_valid_positions(lstm_case):
             else:
                 assert np.isnan(per_t[t])
         tau = -1.0 / np.log(f[mask].astype(np.float64))
-        np.testing.assert_allclose(out[f"gates/{layer}/forget_tau_median"], np.median(tau),
-                                   rtol=1e-5)
+        np.testing.assert_allclose(
+            out[f"gates/{layer}/forget_tau_median"], np.median(tau), rtol=1e-5
+        )
         tau_hist = out[f"gates/{layer}/forget_tau"]
         assert tau_hist["counts"].sum() == n_valid
         np.testing.assert_allclose(tau_hist["edges"][[0, -1]], [0.1, 1e4], rtol=1e-5)
@@ -215,15 +240,19 @@ def test_gru_bidirectional_and_logging_round_trip(tmp_path):
     task = LastStepRegression(cell="gru", num_layers=1, bidirectional=True)
     graphdef, params, rest, batch = setup(task)
     out = to_host(make_diagnostics_step(task, graphdef)(params, rest, batch, None))
-    gates = jax.jit(lambda params: task.loss(nnx.merge(graphdef, params, rest), batch,
-                                             return_gates=True)[1]["gates"])(params)
+    gates = jax.jit(
+        lambda params: task.loss(nnx.merge(graphdef, params, rest), batch, return_gates=True)[1][
+            "gates"
+        ]
+    )(params)
     gates = jax.device_get(gates)
     assert set(gates["layer_0"]) == {"reset", "update", "candidate"}
     assert out["grad_norm/dh_t"].shape == (T,)
     cand = gates["layer_0"]["candidate"]
     assert cand.shape == (B, T, 2 * H)
-    np.testing.assert_allclose(out["gates/layer_0/candidate_saturation"],
-                               np.mean(np.abs(cand) > 0.95), atol=1e-6)
+    np.testing.assert_allclose(
+        out["gates/layer_0/candidate_saturation"], np.mean(np.abs(cand) > 0.95), atol=1e-6
+    )
     assert out["gates/layer_0/candidate"]["edges"][0] == -1.0
     assert "gates/layer_0/forget_tau" not in out
     assert isinstance(out["grad_norm/global"], float)
@@ -239,8 +268,10 @@ def test_gru_bidirectional_and_logging_round_trip(tmp_path):
 
 
 def test_grad_norms_on_plain_dict_and_task_without_gates():
-    grads = {"a": {"layer_0": {"w": jnp.ones((2, 2))}, "layer_1": {"w": jnp.ones(3)}},
-             "b": jnp.full((1,), 2.0)}
+    grads = {
+        "a": {"layer_0": {"w": jnp.ones((2, 2))}, "layer_1": {"w": jnp.ones(3)}},
+        "b": jnp.full((1,), 2.0),
+    }
     out = grad_norms(grads)
     np.testing.assert_allclose(out["grad_norm/global"], np.sqrt(4 + 3 + 4), rtol=1e-6)
     np.testing.assert_allclose(out["grad_norm/a"], np.sqrt(7), rtol=1e-6)

@@ -13,16 +13,28 @@ from cli_runner import run_cli
 from omegaconf import OmegaConf
 
 TINY = (
-    "task.seq_len=12", "task.val_size=64", "task.test_size=64", "task.eval_batch_size=64",
-    "model.hidden_size=16", "trainer.batch_size=16", "trainer.progress_bar=false",
-    "logger=none", "logger.diagnostics_every=null", "trainer.max_steps=10",
-    "trainer.eval_every=5", "trainer.log_every=5", "trainer.checkpoint_every=5",
+    "task.seq_len=12",
+    "task.val_size=64",
+    "task.test_size=64",
+    "task.eval_batch_size=64",
+    "model.hidden_size=16",
+    "trainer.batch_size=16",
+    "trainer.progress_bar=false",
+    "logger=none",
+    "logger.diagnostics_every=null",
+    "trainer.max_steps=10",
+    "trainer.eval_every=5",
+    "trainer.log_every=5",
+    "trainer.checkpoint_every=5",
 )
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +48,9 @@ def finished_run(tmp_path_factory) -> Path:
 def test_second_run_into_a_finished_dir_is_refused_and_changes_nothing(finished_run, tmp_path):
     before = tree_hashes(finished_run)
     assert "metrics.jsonl" in before and ".hydra/config.yaml" in before
-    result = run_cli(*TINY, "model.hidden_size=8", f"hydra.run.dir={finished_run}",
-                     cwd=tmp_path, check=False)
+    result = run_cli(
+        *TINY, "model.hidden_size=8", f"hydra.run.dir={finished_run}", cwd=tmp_path, check=False
+    )
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     expected = (
@@ -50,10 +63,18 @@ def test_second_run_into_a_finished_dir_is_refused_and_changes_nothing(finished_
 
 
 def test_resume_with_changed_keys_is_refused_with_the_list_and_changes_nothing(
-        finished_run, tmp_path):
+    finished_run, tmp_path
+):
     before = tree_hashes(finished_run)
-    result = run_cli(*TINY, "trainer.resume=true", "model.hidden_size=64", "optim.lr=0.01",
-                     f"hydra.run.dir={finished_run}", cwd=tmp_path, check=False)
+    result = run_cli(
+        *TINY,
+        "trainer.resume=true",
+        "model.hidden_size=64",
+        "optim.lr=0.01",
+        f"hydra.run.dir={finished_run}",
+        cwd=tmp_path,
+        check=False,
+    )
     assert result.returncode == 1
     message = result.stderr.strip()
     assert "Traceback" not in message and len(message.splitlines()) == 1
@@ -64,24 +85,31 @@ def test_resume_with_changed_keys_is_refused_with_the_list_and_changes_nothing(
 
 
 def test_resume_with_longer_max_steps_is_refused_only_when_a_schedule_reads_it(
-        finished_run, tmp_path):
+    finished_run, tmp_path
+):
     before = tree_hashes(finished_run)
     # The run used a constant schedule: its lr does not depend on max_steps, so the longer
     # run is accepted by the check (it is tried on a copy: it trains on).
     copy = tmp_path / "copy"
     shutil.copytree(finished_run, copy)
-    run_cli(*TINY, "trainer.resume=true", "trainer.max_steps=15", f"hydra.run.dir={copy}",
-            cwd=tmp_path)
+    run_cli(
+        *TINY, "trainer.resume=true", "trainer.max_steps=15", f"hydra.run.dir={copy}", cwd=tmp_path
+    )
     assert json.loads((copy / "summary.json").read_text())["steps"] == 15
 
     cosine = tmp_path / "cosine"
     run_cli(*TINY, "optim.schedule.name=cosine", f"hydra.run.dir={cosine}", cwd=tmp_path)
-    result = run_cli(*TINY, "optim.schedule.name=cosine", "trainer.resume=true",
-                     "trainer.max_steps=20", f"hydra.run.dir={cosine}", cwd=tmp_path,
-                     check=False)
+    result = run_cli(
+        *TINY,
+        "optim.schedule.name=cosine",
+        "trainer.resume=true",
+        "trainer.max_steps=20",
+        f"hydra.run.dir={cosine}",
+        cwd=tmp_path,
+        check=False,
+    )
     assert result.returncode == 1
-    assert ("optim.schedule.decay_steps: 10 -> 20 (from trainer.max_steps)"
-            in result.stderr)
+    assert "optim.schedule.decay_steps: 10 -> 20 (from trainer.max_steps)" in result.stderr
     assert "trainer.resume_allow=[trainer.max_steps]" in result.stderr
     assert tree_hashes(finished_run) == before
 
@@ -89,9 +117,15 @@ def test_resume_with_longer_max_steps_is_refused_only_when_a_schedule_reads_it(
 def test_allowed_change_is_recorded_in_the_run_dir_and_the_log(finished_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)
-    result = run_cli(*TINY, "trainer.resume=true", "optim.lr=0.01", "trainer.max_steps=15",
-                     "trainer.resume_allow=[optim.lr]", f"hydra.run.dir={run_dir}",
-                     cwd=tmp_path)
+    result = run_cli(
+        *TINY,
+        "trainer.resume=true",
+        "optim.lr=0.01",
+        "trainer.max_steps=15",
+        "trainer.resume_allow=[optim.lr]",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
     records = [json.loads(line) for line in (run_dir / "resumes.jsonl").read_text().splitlines()]
     assert [r["allowed_changes"] for r in records] == [{"optim.lr": [0.003, 0.01]}]
     assert "optim.lr changed from 0.003 to 0.01" in result.stdout + result.stderr
@@ -99,8 +133,10 @@ def test_allowed_change_is_recorded_in_the_run_dir_and_the_log(finished_run, tmp
 
 
 def _largest_array_file(checkpoint: Path) -> Path:
-    return max((p for p in (checkpoint / "state").rglob("*") if p.is_file()),
-               key=lambda p: p.stat().st_size)
+    return max(
+        (p for p in (checkpoint / "state").rglob("*") if p.is_file()),
+        key=lambda p: p.stat().st_size,
+    )
 
 
 def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(finished_run, tmp_path):
@@ -109,8 +145,13 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(finished_run
     newest = run_dir / "checkpoints" / "last" / "10"
     victim = _largest_array_file(newest)
     victim.write_bytes(victim.read_bytes()[:100])
-    result = run_cli(*TINY, "trainer.resume=true", "trainer.max_steps=15",
-                     f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    result = run_cli(
+        *TINY,
+        "trainer.resume=true",
+        "trainer.max_steps=15",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
     output = result.stdout + result.stderr
     assert "Traceback" not in output
     assert f"Skipped unreadable checkpoint {newest} (" in output
@@ -125,12 +166,15 @@ def test_no_intact_checkpoint_is_refused_in_one_line(finished_run, tmp_path):
     (run_dir / "checkpoints" / "last" / "10" / "meta" / "metadata").unlink()
     victim = _largest_array_file(run_dir / "checkpoints" / "last" / "5")
     victim.write_bytes(victim.read_bytes()[:100])
-    result = run_cli(*TINY, "trainer.resume=true", f"hydra.run.dir={run_dir}", cwd=tmp_path,
-                     check=False)
+    result = run_cli(
+        *TINY, "trainer.resume=true", f"hydra.run.dir={run_dir}", cwd=tmp_path, check=False
+    )
     assert result.returncode == 1
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1 and "Traceback" not in message
     checkpoints = run_dir / "checkpoints"
-    assert message.startswith(f"lstm-jax: error: no intact 'last' checkpoint in {checkpoints}: "
-                              f"{checkpoints / 'last' / '10'} (FileNotFoundError: ")
+    assert message.startswith(
+        f"lstm-jax: error: no intact 'last' checkpoint in {checkpoints}: "
+        f"{checkpoints / 'last' / '10'} (FileNotFoundError: "
+    )
     assert f"{checkpoints / 'last' / '5'} (" in message

@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 import pytest
 from cli_runner import REPO, run_cli
 
-from lstm_jax.logging import read_wandb_run
+from lstm_jax.loggers import read_wandb_run
 
 # A small adding problem: fast on 2 CPU cores, still a real run.
 TINY = (
@@ -51,8 +51,16 @@ def test_default_run_writes_the_run_dir_contract(tmp_path):
     assert (run_dir / ".hydra" / "config.yaml").is_file()
     records = read_jsonl(run_dir / "metrics.jsonl")
     keys = set().union(*records)
-    for key in ("train/loss", "val/loss", "val/mse", "test/mse", "grad_norm/global",
-                "grad_norm/dh_t", "perf/step_time_s", "perf/tokens_per_s"):
+    for key in (
+        "train/loss",
+        "val/loss",
+        "val/mse",
+        "test/mse",
+        "grad_norm/global",
+        "grad_norm/dh_t",
+        "perf/step_time_s",
+        "perf/tokens_per_s",
+    ):
         assert key in keys, key
     assert any(k.startswith("gates/layer_0/forget") for k in keys)
     assert [r["step"] for r in records if "train/loss" in r] == [5, 10, 15, 20]
@@ -71,8 +79,14 @@ def test_default_run_writes_the_run_dir_contract(tmp_path):
     # The offline W&B run holds the same metric names (DESIGN contract 4).
     wandb_run = read_wandb_run(run_dir)
     logged = set().union(*wandb_run["history"])
-    for key in ("train/loss", "val/mse", "grad_norm/global", "grad_norm/dh_t",
-                "gates/layer_0/forget", "gates/layer_0/forget_saturation"):
+    for key in (
+        "train/loss",
+        "val/mse",
+        "grad_norm/global",
+        "grad_norm/dh_t",
+        "gates/layer_0/forget",
+        "gates/layer_0/forget_saturation",
+    ):
         assert key in logged, key
     assert wandb_run["config"]["trainer"]["max_steps"] == 20
     assert wandb_run["group"] == "default"
@@ -80,9 +94,16 @@ def test_default_run_writes_the_run_dir_contract(tmp_path):
 
 def test_logger_none_runs_without_wandb(tmp_path):
     run_dir = tmp_path / "run"
-    run_cli(*TINY, "trainer.max_steps=4", "trainer.eval_every=2", "trainer.log_every=2",
-            "trainer.checkpoint_every=2", "logger=none", f"hydra.run.dir={run_dir}",
-            cwd=tmp_path)
+    run_cli(
+        *TINY,
+        "trainer.max_steps=4",
+        "trainer.eval_every=2",
+        "trainer.log_every=2",
+        "trainer.checkpoint_every=2",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
     assert read_jsonl(run_dir / "metrics.jsonl")
     assert not (run_dir / "wandb").exists()
 
@@ -101,10 +122,15 @@ def _curve(run_dir: Path) -> list[tuple]:
     """The run's loss curve: every logged train/val/test value, without timings."""
     out = []
     for record in read_jsonl(run_dir / "metrics.jsonl"):
-        out.append(tuple(sorted(
-            (k, v) for k, v in record.items()
-            if k == "step" or k.split("/")[0] in ("train", "val", "test")
-        )))
+        out.append(
+            tuple(
+                sorted(
+                    (k, v)
+                    for k, v in record.items()
+                    if k == "step" or k.split("/")[0] in ("train", "val", "test")
+                )
+            )
+        )
     return out
 
 
@@ -133,11 +159,19 @@ def uninterrupted_run(tmp_path_factory) -> Path:
 
 
 def _start(overrides, cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-           "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+    }
     return subprocess.Popen(
-        [sys.executable, "-m", "lstm_jax", *overrides], cwd=cwd, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "lstm_jax", *overrides],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -164,14 +198,16 @@ def test_killed_run_resumes_to_the_same_parameters_and_curve(tmp_path, uninterru
     assert not (killed / "summary.json").exists()
     assert not (killed / "checkpoints" / "last" / "60").exists()
 
-    result = run_cli(*KILL_COMMON, "logger=none", f"hydra.run.dir={killed}",
-                     "trainer.resume=true", cwd=tmp_path)
+    result = run_cli(
+        *KILL_COMMON, "logger=none", f"hydra.run.dir={killed}", "trainer.resume=true", cwd=tmp_path
+    )
     assert "Resuming from step 20" in result.stdout + result.stderr
     _assert_same_run(killed, uninterrupted_run)
 
 
-def _interrupt(command: list[str], cwd: Path, run_dir: Path, after_checkpoint: int,
-               signum: int) -> tuple[int, list[str]]:
+def _interrupt(
+    command: list[str], cwd: Path, run_dir: Path, after_checkpoint: int, signum: int
+) -> tuple[int, list[str]]:
     """Runs `command`, sends `signum` once checkpoint `after_checkpoint` is written; returns
     (the step it stopped at, the printed resume command)."""
     process = _start(command, cwd)
@@ -198,13 +234,13 @@ def _interrupt(command: list[str], cwd: Path, run_dir: Path, after_checkpoint: i
 
 
 def test_sigint_and_sigterm_save_print_the_resume_command_and_resume_exactly(
-        tmp_path, uninterrupted_run):
+    tmp_path, uninterrupted_run
+):
     run_dir = tmp_path / "run"
     first = [*KILL_COMMON, "logger=wandb", f"hydra.run.dir={run_dir}"]
     step, resume = _interrupt(first, tmp_path, run_dir, 10, signal.SIGINT)
     # The printed command resumes (and a SIGTERM, as SLURM sends, stops it again).
-    step2, resume = _interrupt(resume, tmp_path, run_dir,
-                               (step // 10 + 1) * 10, signal.SIGTERM)
+    step2, resume = _interrupt(resume, tmp_path, run_dir, (step // 10 + 1) * 10, signal.SIGTERM)
     assert step2 > step
     result = run_cli(*resume, cwd=tmp_path)
     assert f"Resuming from step {step2}" in result.stdout + result.stderr
@@ -213,10 +249,18 @@ def test_sigint_and_sigterm_save_print_the_resume_command_and_resume_exactly(
 
 def test_tied_monitor_keeps_the_checkpoint_with_the_better_tiebreak(tmp_path):
     run_dir = tmp_path / "run"
-    run_cli(*TINY, "task._target_=fault_tasks.TiedAccuracyAddingTask", "optim.lr=1e-2",
-            "trainer.max_steps=60", "trainer.eval_every=10", "trainer.log_every=10",
-            "trainer.checkpoint_every=10", "logger=none", f"hydra.run.dir={run_dir}",
-            cwd=tmp_path)
+    run_cli(
+        *TINY,
+        "task._target_=fault_tasks.TiedAccuracyAddingTask",
+        "optim.lr=1e-2",
+        "trainer.max_steps=60",
+        "trainer.eval_every=10",
+        "trainer.log_every=10",
+        "trainer.checkpoint_every=10",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
     evals = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "val/mse" in r]
     best = min(evals, key=lambda r: r["val/mse"])
     assert best["step"] != evals[0]["step"]  # else a strict '>' would pass this test too
@@ -227,10 +271,19 @@ def test_tied_monitor_keeps_the_checkpoint_with_the_better_tiebreak(tmp_path):
 
 def test_stop_when_ends_the_run_at_the_first_solved_evaluation(tmp_path):
     run_dir = tmp_path / "run"
-    run_cli(*TINY, "task._target_=fault_tasks.SolvedFromEvaluationTask", "+task.solved_from=3",
-            "trainer.max_steps=100", "trainer.eval_every=5", "trainer.log_every=5",
-            "trainer.checkpoint_every=50", "trainer.stop_when=val/solved", "logger=none",
-            f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    run_cli(
+        *TINY,
+        "task._target_=fault_tasks.SolvedFromEvaluationTask",
+        "+task.solved_from=3",
+        "trainer.max_steps=100",
+        "trainer.eval_every=5",
+        "trainer.log_every=5",
+        "trainer.checkpoint_every=50",
+        "trainer.stop_when=val/solved",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+        cwd=tmp_path,
+    )
     evals = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "val/solved" in r]
     assert [(r["step"], r["val/solved"]) for r in evals] == [(5, 0.0), (10, 0.0), (15, 1.0)]
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -241,9 +294,16 @@ def test_stop_when_ends_the_run_at_the_first_solved_evaluation(tmp_path):
 
 
 def test_stop_when_names_a_metric_the_task_reports(tmp_path):
-    result = run_cli(*TINY, "trainer.max_steps=10", "trainer.eval_every=5",
-                     "trainer.stop_when=val/solvd", "logger=none",
-                     f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, check=False)
+    result = run_cli(
+        *TINY,
+        "trainer.max_steps=10",
+        "trainer.eval_every=5",
+        "trainer.stop_when=val/solvd",
+        "logger=none",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        check=False,
+    )
     assert result.returncode == 1
     assert "trainer.stop_when='val/solvd'" in result.stderr and "val/solved" in result.stderr
 
@@ -279,15 +339,26 @@ def test_nan_loss_stops_with_the_step_and_the_last_good_checkpoint(tmp_path):
 
 def test_divergence_between_log_steps_names_its_step_and_resumes_with_a_lower_lr(tmp_path):
     run_dir = tmp_path / "run"
-    diverging = (*TINY, "optim.name=sgd", "optim.clip_grad_norm=null", "trainer.max_steps=20",
-                 "trainer.log_every=10", "trainer.eval_every=10", "trainer.checkpoint_every=2",
-                 "logger=none", f"hydra.run.dir={run_dir}")
+    diverging = (
+        *TINY,
+        "optim.name=sgd",
+        "optim.clip_grad_norm=null",
+        "trainer.max_steps=20",
+        "trainer.log_every=10",
+        "trainer.eval_every=10",
+        "trainer.checkpoint_every=2",
+        "logger=none",
+        f"hydra.run.dir={run_dir}",
+    )
     result = run_cli(*diverging, "optim.lr=30", cwd=tmp_path, check=False)
     assert result.returncode == 1
     message = result.stderr.strip()
     assert len(message.splitlines()) == 1 and "Traceback" not in message
-    match = re.search(r"train/loss became (inf|nan) at step (\d+) .*checkpoint before it is "
-                      r"(\S+)/(\d+)\.", message)
+    match = re.search(
+        r"train/loss became (inf|nan) at step (\d+) .*checkpoint before it is "
+        r"(\S+)/(\d+)\.",
+        message,
+    )
     assert match, message
     bad_step, good_step = int(match[2]), int(match[4])
     assert bad_step % 10 != 0  # not a log step: caught at the step it appeared
@@ -300,13 +371,17 @@ def test_divergence_between_log_steps_names_its_step_and_resumes_with_a_lower_lr
             for leaf in _params_at(step_dir.parent, int(step_dir.name)):
                 assert np.isfinite(leaf).all(), step_dir
 
-    resumed = run_cli(*diverging, "optim.lr=1e-3", "trainer.resume=true",
-                      "trainer.resume_allow=[optim.lr]", cwd=tmp_path)
+    resumed = run_cli(
+        *diverging,
+        "optim.lr=1e-3",
+        "trainer.resume=true",
+        "trainer.resume_allow=[optim.lr]",
+        cwd=tmp_path,
+    )
     assert f"Resuming from step {good_step}" in resumed.stdout + resumed.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 20
-    losses = [r["train/loss"] for r in read_jsonl(run_dir / "metrics.jsonl")
-              if "train/loss" in r]
+    losses = [r["train/loss"] for r in read_jsonl(run_dir / "metrics.jsonl") if "train/loss" in r]
     assert losses and all(loss is not None and np.isfinite(loss) for loss in losses)
 
 
@@ -314,8 +389,11 @@ def test_missing_data_file_names_the_file_the_source_and_the_setting(tmp_path):
     empty_root = tmp_path / "data"
     empty_root.mkdir()
     result = run_cli(
-        "task=seq_fashion_mnist", f"paths.data_dir={empty_root}", "logger=none",
-        cwd=tmp_path, check=False,
+        "task=seq_fashion_mnist",
+        f"paths.data_dir={empty_root}",
+        "logger=none",
+        cwd=tmp_path,
+        check=False,
     )
     assert result.returncode == 1
     message = result.stderr
@@ -330,8 +408,9 @@ def test_unwritable_output_dir_is_a_clear_error(tmp_path):
     locked.mkdir()
     locked.chmod(0o500)
     target = "/proc/lstm-jax-run" if os.geteuid() == 0 else str(locked / "run")
-    result = run_cli(*TINY, "trainer.max_steps=2", f"hydra.run.dir={target}", cwd=tmp_path,
-                     check=False)
+    result = run_cli(
+        *TINY, "trainer.max_steps=2", f"hydra.run.dir={target}", cwd=tmp_path, check=False
+    )
     assert result.returncode != 0
     assert "lstm-jax-run" in result.stderr or str(locked) in result.stderr
     assert "hydra.run.dir" in result.stderr
@@ -339,7 +418,8 @@ def test_unwritable_output_dir_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("override", ["optim.name=adagrad", "model.cell=lstmm"])
 def test_bad_values_name_the_setting(tmp_path, override):
-    result = run_cli(*TINY, "trainer.max_steps=2", "logger=none", override, cwd=tmp_path,
-                     check=False)
+    result = run_cli(
+        *TINY, "trainer.max_steps=2", "logger=none", override, cwd=tmp_path, check=False
+    )
     assert result.returncode == 1
     assert override.split("=")[0] in result.stderr

@@ -21,8 +21,13 @@ from lstm_jax.train.checkpoint import Checkpointer, load_run
 from lstm_jax.train.optim import make_optimizer, make_schedule
 from lstm_jax.train.trainer import Trainer
 
-COMMON = ["model.hidden_size=8", "trainer.batch_size=8", "trainer.progress_bar=false",
-          "logger=none", "logger.diagnostics_every=null"]
+COMMON = [
+    "model.hidden_size=8",
+    "trainer.batch_size=8",
+    "trainer.progress_bar=false",
+    "logger=none",
+    "logger.diagnostics_every=null",
+]
 ADDING = ["task.seq_len=8", "task.val_size=32", "task.test_size=32", "task.eval_batch_size=32"]
 
 
@@ -36,9 +41,15 @@ def records(run_dir):
 
 
 def test_early_stopping_in_max_mode_keeps_the_best_and_tests_it(tmp_path):
-    cfg = config("task._target_=fault_tasks.ScriptedMonitorTask", "trainer.max_steps=40",
-                 "trainer.eval_every=4", "trainer.log_every=4", "trainer.checkpoint_every=4",
-                 "trainer.early_stopping_patience=3", "optim.lr=0.01")
+    cfg = config(
+        "task._target_=fault_tasks.ScriptedMonitorTask",
+        "trainer.max_steps=40",
+        "trainer.eval_every=4",
+        "trainer.log_every=4",
+        "trainer.checkpoint_every=4",
+        "trainer.early_stopping_patience=3",
+        "optim.lr=0.01",
+    )
     (tmp_path / ".hydra").mkdir()
     OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
     summary = Trainer(cfg, tmp_path).fit()
@@ -56,10 +67,16 @@ def test_early_stopping_in_max_mode_keeps_the_best_and_tests_it(tmp_path):
 
 
 def test_logged_lr_follows_the_schedule_and_keep_checkpoints_holds(tmp_path):
-    cfg = config("optim.schedule.name=warmup_cosine", "optim.schedule.warmup_steps=3",
-                 "optim.schedule.end_lr_fraction=0.1", "trainer.max_steps=12",
-                 "trainer.eval_every=6", "trainer.log_every=1", "trainer.checkpoint_every=2",
-                 "trainer.keep_checkpoints=2")
+    cfg = config(
+        "optim.schedule.name=warmup_cosine",
+        "optim.schedule.warmup_steps=3",
+        "optim.schedule.end_lr_fraction=0.1",
+        "trainer.max_steps=12",
+        "trainer.eval_every=6",
+        "trainer.log_every=1",
+        "trainer.checkpoint_every=2",
+        "trainer.keep_checkpoints=2",
+    )
     Trainer(cfg, tmp_path).fit()
     schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.optim.lr, 3, 12, cfg.optim.lr * 0.1)
     logged = {r["step"]: r["train/lr"] for r in records(tmp_path) if "train/lr" in r}
@@ -67,17 +84,18 @@ def test_logged_lr_follows_the_schedule_and_keep_checkpoints_holds(tmp_path):
     for step, lr in logged.items():
         assert lr == pytest.approx(float(schedule(step)), rel=1e-6)
     assert logged[3] == pytest.approx(cfg.optim.lr) and logged[12] == pytest.approx(
-        cfg.optim.lr * 0.1)
+        cfg.optim.lr * 0.1
+    )
     assert sorted(int(p.name) for p in (tmp_path / "checkpoints" / "last").iterdir()) == [10, 12]
 
 
 def test_gradient_clipping_bounds_the_update():
-    cfg = config("optim.name=sgd", "optim.lr=1.0", "optim.momentum=0.0",
-                 "optim.clip_grad_norm=0.5")
+    cfg = config("optim.name=sgd", "optim.lr=1.0", "optim.momentum=0.0", "optim.clip_grad_norm=0.5")
     params = {"w": jnp.zeros(4)}
     grads = {"w": jnp.array([30.0, 40.0, 0.0, 0.0])}  # norm 50
-    updates, _ = make_optimizer(cfg.optim).update(grads, make_optimizer(cfg.optim).init(params),
-                                                 params)
+    updates, _ = make_optimizer(cfg.optim).update(
+        grads, make_optimizer(cfg.optim).init(params), params
+    )
     np.testing.assert_allclose(updates["w"], [-0.3, -0.4, 0.0, 0.0], rtol=1e-6)
     assert float(make_schedule(cfg.optim)(0)) == 1.0
 
@@ -91,8 +109,13 @@ def _write_corpus(path):
 def test_language_model_resumes_mid_epoch_with_its_carried_state(tmp_path, caplog):
     corpus = _write_corpus(tmp_path / "corpus.txt")
     lm = ["task=char_lm", f"task.path={corpus}", "task.seq_len=16", "task.eval_seq_len=64"]
-    common = ["trainer.batch_size=4", "trainer.eval_every=10", "trainer.log_every=5",
-              "trainer.checkpoint_every=10", "trainer.evaluate_test=false"]
+    common = [
+        "trainer.batch_size=4",
+        "trainer.eval_every=10",
+        "trainer.log_every=5",
+        "trainer.checkpoint_every=10",
+        "trainer.evaluate_test=false",
+    ]
     # About 56 steps an epoch (3600 training characters / (4 streams x 16)): step 20 is
     # mid-epoch, with a carried state that is not the initial one.
     reference = tmp_path / "reference"
@@ -100,10 +123,13 @@ def test_language_model_resumes_mid_epoch_with_its_carried_state(tmp_path, caplo
     resumed = tmp_path / "resumed"
     Trainer(config(*common, "trainer.max_steps=20", task=lm), resumed).fit()
     state, _ = Checkpointer(resumed / "checkpoints", keep=2).restore(
-        "last", Trainer(config(*common, "trainer.max_steps=30", task=lm), tmp_path / "x").state)
+        "last", Trainer(config(*common, "trainer.max_steps=30", task=lm), tmp_path / "x").state
+    )
     assert any(float(jnp.abs(leaf).max()) > 0 for leaf in jax.tree.leaves(state["carry"]))
     with caplog.at_level(logging.INFO, logger="lstm_jax.train.trainer"):
-        Trainer(config(*common, "trainer.max_steps=30", "trainer.resume=true", task=lm), resumed).fit()
+        Trainer(
+            config(*common, "trainer.max_steps=30", "trainer.resume=true", task=lm), resumed
+        ).fit()
     assert "Resuming from step 20" in caplog.text
     ref_curve = [r for r in records(reference) if "train/loss" in r or "val/loss" in r]
     res_curve = [r for r in records(resumed) if "train/loss" in r or "val/loss" in r]
@@ -117,6 +143,5 @@ def test_language_model_resumes_mid_epoch_with_its_carried_state(tmp_path, caplo
     template = Trainer(config(*common, "trainer.max_steps=30", task=lm), tmp_path / "y").state
     state_a, state_b = a.restore("last", template)[0], b.restore("last", template)[0]
     for key in ("params", "opt_state", "carry"):
-        for x, y in zip(jax.tree.leaves(state_a[key]), jax.tree.leaves(state_b[key]),
-                        strict=True):
+        for x, y in zip(jax.tree.leaves(state_a[key]), jax.tree.leaves(state_b[key]), strict=True):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -58,11 +58,19 @@ def inspect_records(path: str | os.PathLike, *, wait: float = 0.0) -> tuple[list
     cmd = [*wandb_command(), "leet", "inspect", "--json"]
     if wait > 0:
         cmd += ["--follow", "--idle-timeout", f"{max(1, round(wait))}s"]
-    result = subprocess.run([*cmd, str(path)], capture_output=True, text=True, check=False,
-                            env={**os.environ, "WANDB_SILENT": "true"})
+    result = subprocess.run(
+        [*cmd, str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "WANDB_SILENT": "true"},
+    )
     # The reader's own messages (W&B's general "wandb: WARNING ..." lines left out).
-    problems = [line for line in result.stderr.splitlines()
-                if line.strip() and not line.startswith("wandb: ")]
+    problems = [
+        line
+        for line in result.stderr.splitlines()
+        if line.strip() and not line.startswith("wandb: ")
+    ]
     if result.returncode != 0:
         raise ValueError(f"wandb leet inspect {path}: {' '.join(problems) or 'failed'}")
     records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
@@ -81,7 +89,7 @@ def _unflatten_media(row: dict[str, Any]) -> dict[str, Any]:
         if owner is None:
             out[key] = value
         else:
-            out.setdefault(owner, {})[key[len(owner) + 1:]] = value
+            out.setdefault(owner, {})[key[len(owner) + 1 :]] = value
     return out
 
 
@@ -108,9 +116,20 @@ def read_wandb_run(path: str | os.PathLike, *, wait: float = 10.0) -> dict[str, 
         raise FileNotFoundError(f"no .wandb file under {path}")
     records, problems = inspect_records(files[-1], wait=wait)
     out: dict[str, Any] = {
-        "path": str(files[-1]), "run_id": None, "project": None, "entity": None, "name": None,
-        "group": None, "job_type": None, "tags": [], "config": {}, "history": [],
-        "summary": {}, "metrics": {}, "exit_code": None, "record_counts": {},
+        "path": str(files[-1]),
+        "run_id": None,
+        "project": None,
+        "entity": None,
+        "name": None,
+        "group": None,
+        "job_type": None,
+        "tags": [],
+        "config": {},
+        "history": [],
+        "summary": {},
+        "metrics": {},
+        "exit_code": None,
+        "record_counts": {},
         "problems": problems,
     }
     for record in records:
@@ -119,9 +138,12 @@ def read_wandb_run(path: str | os.PathLike, *, wait: float = 10.0) -> dict[str, 
         out["record_counts"][kind] = out["record_counts"].get(kind, 0) + 1
         if kind == "run":
             out.update(
-                run_id=body.get("run_id"), project=body.get("project"),
-                entity=body.get("entity"), name=body.get("display_name"),
-                group=body.get("run_group"), job_type=body.get("job_type"),
+                run_id=body.get("run_id"),
+                project=body.get("project"),
+                entity=body.get("entity"),
+                name=body.get("display_name"),
+                group=body.get("run_group"),
+                job_type=body.get("job_type"),
                 tags=list(body.get("tags", [])),
             )
             out["config"].update(body.get("config", {}).get("update", {}))

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from lstm_jax.logging import values as V
+from lstm_jax.loggers import values as V
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,39 @@ DEFAULT_HOST = "https://api.wandb.ai"
 MAX_HIST_BINS = 512  # W&B's limit for a histogram
 MAX_LINE_POINTS = 256
 
-MIN_NAMES = {"loss", "nll", "ppl", "perplexity", "bpc", "bpd", "mse", "mae", "rmse", "mape",
-             "der", "wer", "cer", "error", "err", "ce"}
-MAX_NAMES = {"acc", "accuracy", "top1", "top5", "f1", "auc", "auroc", "r2", "precision",
-             "recall", "bleu", "correlation", "corr"}
+MIN_NAMES = {
+    "loss",
+    "nll",
+    "ppl",
+    "perplexity",
+    "bpc",
+    "bpd",
+    "mse",
+    "mae",
+    "rmse",
+    "mape",
+    "der",
+    "wer",
+    "cer",
+    "error",
+    "err",
+    "ce",
+}
+MAX_NAMES = {
+    "acc",
+    "accuracy",
+    "top1",
+    "top5",
+    "f1",
+    "auc",
+    "auroc",
+    "r2",
+    "precision",
+    "recall",
+    "bleu",
+    "correlation",
+    "corr",
+}
 
 
 def api_key_configured() -> bool:
@@ -49,9 +78,11 @@ def api_key_configured() -> bool:
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
     host = urlsplit(os.environ.get("WANDB_BASE_URL") or DEFAULT_HOST).netloc
-    candidates = [os.environ["NETRC"]] if os.environ.get("NETRC") else [
-        os.path.join(os.path.expanduser("~"), name) for name in (".netrc", "_netrc")
-    ]
+    candidates = (
+        [os.environ["NETRC"]]
+        if os.environ.get("NETRC")
+        else [os.path.join(os.path.expanduser("~"), name) for name in (".netrc", "_netrc")]
+    )
     for path in candidates:
         try:
             creds = netrc.netrc(path).authenticators(host)
@@ -72,7 +103,9 @@ def resolve_mode(configured: str | None) -> str:
         mode = "online" if api_key_configured() else "offline"
     mode = {"dryrun": "offline", "run": "online"}.get(mode, mode)
     if mode not in ("online", "offline", "disabled", "shared"):
-        raise ValueError(f"logger.wandb.mode / WANDB_MODE = {mode!r}: use online, offline or disabled")
+        raise ValueError(
+            f"logger.wandb.mode / WANDB_MODE = {mode!r}: use online, offline or disabled"
+        )
     return mode
 
 
@@ -144,7 +177,7 @@ def link_into_sweep(run: Any, run_id: str) -> Path | None:
 
 
 def metric_goal(key: str) -> str | None:
-    """"min" or "max" for a val/test metric name judged by its last part, else None."""
+    """ "min" or "max" for a val/test metric name judged by its last part, else None."""
     last = key.rsplit("/", 1)[-1].lower()
     if last in MIN_NAMES or last.endswith("loss"):
         return "min"
@@ -211,8 +244,11 @@ class WandbLogger:
                 raise
             # Online only because a key was found: the server is out of reach. Keep the run
             # offline (`wandb sync` uploads it later) rather than lose the training run.
-            log.warning("W&B online init failed (%s); logging offline to %s/wandb instead",
-                        str(e).splitlines()[0], self.run_dir)
+            log.warning(
+                "W&B online init failed (%s); logging offline to %s/wandb instead",
+                str(e).splitlines()[0],
+                self.run_dir,
+            )
             self.mode = "offline"
             wandb.teardown()  # the failed run keeps its id registered in W&B's service
             self.run = wandb.init(mode="offline", **init_kwargs)
@@ -279,9 +315,13 @@ class WandbLogger:
             if key in self.line_plots:
                 pts, tedges = V.block_mean(value, MAX_LINE_POINTS)
                 t = 0.5 * (tedges[:-1] + tedges[1:] - 1)
-                table = wandb.Table(data=[[float(a), float(b)] for a, b in zip(t, pts)],
-                                    columns=["t", "value"])
-                out[f"{key}_line"] = wandb.plot.line(table, "t", "value", title=f"{key} (step {step})")
+                table = wandb.Table(
+                    data=[[float(a), float(b)] for a, b in zip(t, pts, strict=False)],
+                    columns=["t", "value"],
+                )
+                out[f"{key}_line"] = wandb.plot.line(
+                    table, "t", "value", title=f"{key} (step {step})"
+                )
         elif kind == V.IMAGE:
             if V.is_figure(value):
                 # wandb.Image renders a Figure through pyplot, which it does not import.
@@ -304,8 +344,12 @@ class WandbLogger:
             fn(*args, **kwargs)
         except (OSError, self._wandb.errors.Error) as error:
             self._lost = True
-            log.warning("W&B %s failed (%s: %s); W&B logging stops for this run (metrics.jsonl "
-                        "goes on)", what, type(error).__name__, error)
+            log.warning(
+                "W&B %s failed (%s: %s); W&B logging stops for this run (metrics.jsonl goes on)",
+                what,
+                type(error).__name__,
+                error,
+            )
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self._call("log", self._log, metrics, step)
@@ -331,7 +375,9 @@ class WandbLogger:
         if isinstance(monitor, str) and mode in ("min", "max") and monitor not in self._goals:
             self.set_monitor(monitor, mode)  # only before its first value: W&B does not recompute
         for key, value in summary.items():
-            self.run.summary[key] = V.to_float(value) if V.kind_of(value) == V.SCALAR else V.clean_json(value)
+            self.run.summary[key] = (
+                V.to_float(value) if V.kind_of(value) == V.SCALAR else V.clean_json(value)
+            )
 
     def finish(self, exit_code: int | None = None) -> None:
         """Finishes the run. W&B's service may flush the last records of the run file a

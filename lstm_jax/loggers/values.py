@@ -62,7 +62,9 @@ def kind_of(value: Any) -> str:
             return SCALAR
         if arr.ndim == 1:
             return PROFILE
-        if arr.dtype == np.uint8 and (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 3, 4))):
+        if arr.dtype == np.uint8 and (
+            arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 3, 4))
+        ):
             return IMAGE
         return SAMPLES
     return OTHER
@@ -105,7 +107,9 @@ def histogram_summary(counts: Any, edges: Any) -> dict[str, float | None]:
     counts = np.asarray(counts, dtype=np.float64).ravel()
     edges = np.asarray(edges, dtype=np.float64).ravel()
     if edges.size != counts.size + 1:
-        raise ValueError(f"histogram with {counts.size} counts needs {counts.size + 1} edges, got {edges.size}")
+        raise ValueError(
+            f"histogram with {counts.size} counts needs {counts.size + 1} edges, got {edges.size}"
+        )
     n = counts.sum()
     out: dict[str, float | None] = {"n": float(n)}
     if n <= 0:
@@ -114,7 +118,9 @@ def histogram_summary(counts: Any, edges: Any) -> dict[str, float | None]:
     mean = float((counts * centers).sum() / n)
     std = float(np.sqrt(max((counts * (centers - mean) ** 2).sum() / n, 0.0)))
     occupied = np.nonzero(counts)[0]
-    out.update(mean=mean, std=std, min=float(edges[occupied[0]]), max=float(edges[occupied[-1] + 1]))
+    out.update(
+        mean=mean, std=std, min=float(edges[occupied[0]]), max=float(edges[occupied[-1] + 1])
+    )
     cum = np.cumsum(counts)
     for q in PERCENTILES:
         target = q * n
@@ -133,9 +139,14 @@ def samples_summary(values: Any) -> dict[str, float | None]:
         return {"n": 0.0} | {k: None for k in ("mean", "std", "min", "max", "p05", "p50", "p95")}
     p05, p50, p95 = np.quantile(x, PERCENTILES)
     return {
-        "n": float(x.size), "mean": float(x.mean()), "std": float(x.std()),
-        "min": float(x.min()), "max": float(x.max()),
-        "p05": float(p05), "p50": float(p50), "p95": float(p95),
+        "n": float(x.size),
+        "mean": float(x.mean()),
+        "std": float(x.std()),
+        "min": float(x.min()),
+        "max": float(x.max()),
+        "p05": float(p05),
+        "p50": float(p50),
+        "p95": float(p95),
     }
 
 

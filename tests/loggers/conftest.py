@@ -25,15 +25,24 @@ def _isolated_wandb(monkeypatch, tmp_path):
 def make_cfg(**wandb_overrides):
     """A composed-config stand-in with the keys of configs/logger/wandb.yaml."""
     wandb = {
-        "enabled": True, "project": "lstm-jax-test", "entity": None, "mode": None,
-        "group": "${experiment_name}", "job_type": "train", "tags": ["test"], "name": None,
+        "enabled": True,
+        "project": "lstm-jax-test",
+        "entity": None,
+        "mode": None,
+        "group": "${experiment_name}",
+        "job_type": "train",
+        "tags": ["test"],
+        "name": None,
     }
     wandb.update(wandb_overrides)
-    return OmegaConf.create({
-        "experiment_name": "unit", "seed": 3,
-        "model": {"cell": "lstm", "hidden_size": 8},
-        "logger": {"wandb": wandb, "diagnostics_every": 10},
-    })
+    return OmegaConf.create(
+        {
+            "experiment_name": "unit",
+            "seed": 3,
+            "model": {"cell": "lstm", "hidden_size": 8},
+            "logger": {"wandb": wandb, "diagnostics_every": 10},
+        }
+    )
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_jax.logging import values as V
+from lstm_jax.loggers import values as V
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -84,7 +84,9 @@ class JsonlLogger:
         if kind == V.SCALAR:
             return V.to_float(value)
         if kind == V.PROFILE:
-            return V.clean_json(V.downsample(np.asarray(value, dtype=np.float64), self.max_profile_points))
+            return V.clean_json(
+                V.downsample(np.asarray(value, dtype=np.float64), self.max_profile_points)
+            )
         if kind == V.HISTOGRAM:
             return V.histogram_summary(value["counts"], value["edges"])
         if kind == V.SAMPLES:
@@ -130,7 +132,11 @@ class JsonlLogger:
                 current = {}
         for key, value in summary.items():
             kind = V.kind_of(value)
-            current[key] = V.to_float(value) if kind == V.SCALAR and not isinstance(value, int) else V.clean_json(value)
+            current[key] = (
+                V.to_float(value)
+                if kind == V.SCALAR and not isinstance(value, int)
+                else V.clean_json(value)
+            )
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(current, indent=2, allow_nan=False) + "\n", encoding="utf-8")
         os.replace(tmp, path)
@@ -145,4 +151,6 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]

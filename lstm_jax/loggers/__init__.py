@@ -1,9 +1,9 @@
 """Loggers beside the trainer: metrics.jsonl (always) and W&B (offline unless logged in).
 
-    loggers = make_loggers(cfg, run_dir, resume=..., resume_step=..., monitor=task.monitor,
-                           monitor_mode=task.monitor_mode, is_main_process=...)
-    loggers.log({"train/loss": 0.3, ...}, step)
-    loggers.log_summary({...}); loggers.finish()
+loggers = make_loggers(cfg, run_dir, resume=..., resume_step=..., monitor=task.monitor,
+                       monitor_mode=task.monitor_mode, is_main_process=...)
+loggers.log({"train/loss": 0.3, ...}, step)
+loggers.log_summary({...}); loggers.finish()
 """
 
 from __future__ import annotations
@@ -12,13 +12,19 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lstm_jax.logging.jsonl import JsonlLogger, read_metrics
-from lstm_jax.logging.wandb_logger import WandbLogger, resolve_mode
-from lstm_jax.logging.wandb_reader import find_wandb_files, read_wandb_run
+from lstm_jax.loggers.jsonl import JsonlLogger, read_metrics
+from lstm_jax.loggers.wandb_logger import WandbLogger, resolve_mode
+from lstm_jax.loggers.wandb_reader import find_wandb_files, read_wandb_run
 
 __all__ = [
-    "JsonlLogger", "MultiLogger", "WandbLogger", "find_wandb_files", "make_loggers",
-    "read_metrics", "read_wandb_run", "resolve_mode",
+    "JsonlLogger",
+    "MultiLogger",
+    "WandbLogger",
+    "find_wandb_files",
+    "make_loggers",
+    "read_metrics",
+    "read_wandb_run",
+    "resolve_mode",
 ]
 
 
@@ -99,9 +105,15 @@ def make_loggers(
     run_dir = Path(run_dir)
     loggers: list[Any] = [JsonlLogger(run_dir, resume=resume, resume_step=resume_step)]
     wcfg = cfg.get("logger", {}).get("wandb") if hasattr(cfg, "get") else None
-    if wcfg is not None and wcfg.get("enabled", False) and resolve_mode(wcfg.get("mode")) != "disabled":
+    if (
+        wcfg is not None
+        and wcfg.get("enabled", False)
+        and resolve_mode(wcfg.get("mode")) != "disabled"
+    ):
         try:
-            loggers.append(WandbLogger(cfg, run_dir, resume=resume, monitor=monitor, monitor_mode=monitor_mode))
+            loggers.append(
+                WandbLogger(cfg, run_dir, resume=resume, monitor=monitor, monitor_mode=monitor_mode)
+            )
         except BaseException:
             loggers[0].finish()
             raise

@@ -9,9 +9,9 @@ import os
 import numpy as np
 import pytest
 
-from lstm_jax.logging import make_loggers, read_metrics, read_wandb_run, resolve_mode
-from lstm_jax.logging.wandb_logger import RUN_ID_FILE, WandbLogger, default_run_name
-from lstm_jax.logging.wandb_reader import find_wandb_files, inspect_records
+from lstm_jax.loggers import make_loggers, read_metrics, read_wandb_run, resolve_mode
+from lstm_jax.loggers.wandb_logger import RUN_ID_FILE, WandbLogger, default_run_name
+from lstm_jax.loggers.wandb_reader import find_wandb_files, inspect_records
 
 PROFILE = np.linspace(2.0, 0.1, 50)
 HIST = {"counts": np.array([1, 0, 5, 2], np.int32), "edges": np.linspace(0.0, 1.0, 5)}
@@ -21,10 +21,11 @@ def _log_run(cfg, run_dir, steps=(10, 20, 30), **kwargs):
     loggers = make_loggers(cfg, run_dir, **kwargs)
     for i, s in enumerate(steps):
         loggers.log({"train/loss": 1.0 / s}, step=s)
-        loggers.log({"grad_norm/global": 0.5, "grad_norm/dh_t": PROFILE * s,
-                     "gates/layer_0/forget": HIST}, step=s)
-        loggers.log({"val/loss": [3.0, 1.0, 2.0][i % 3], "val/acc": [0.5, 0.7, 0.6][i % 3]},
-                    step=s)
+        loggers.log(
+            {"grad_norm/global": 0.5, "grad_norm/dh_t": PROFILE * s, "gates/layer_0/forget": HIST},
+            step=s,
+        )
+        loggers.log({"val/loss": [3.0, 1.0, 2.0][i % 3], "val/acc": [0.5, 0.7, 0.6][i % 3]}, step=s)
     loggers.log_summary({"num_params": 123, "monitor": "val/acc"})
     loggers.finish()
     return loggers
@@ -100,8 +101,9 @@ def test_resume_reuses_the_run_id(tmp_path, cfg_factory):
 
 @pytest.mark.parametrize("how", ["enabled_false", "mode_disabled", "env_disabled"])
 def test_disabled_wandb_writes_only_metrics_jsonl(tmp_path, cfg_factory, monkeypatch, how):
-    cfg = cfg_factory(**{"enabled_false": {"enabled": False},
-                         "mode_disabled": {"mode": "disabled"}}.get(how, {}))
+    cfg = cfg_factory(
+        **{"enabled_false": {"enabled": False}, "mode_disabled": {"mode": "disabled"}}.get(how, {})
+    )
     if how == "env_disabled":
         monkeypatch.setenv("WANDB_MODE", "disabled")
     loggers = make_loggers(cfg, tmp_path / "run", resume=False)
@@ -141,11 +143,14 @@ def test_default_name_from_hydra_overrides(monkeypatch, cfg_factory):
 
     cfg = cfg_factory()
     assert default_run_name(cfg) == "unit"  # outside a Hydra app
-    fake = OmegaConf.create({
-        "job": {"config": {"override_dirname": {"exclude_keys": ["seed"]}}},
-        "overrides": {"task": ["experiment=adding", "model.hidden_size=64", "seed=3",
-                               "+optim.lr=0.1"]},
-    })
+    fake = OmegaConf.create(
+        {
+            "job": {"config": {"override_dirname": {"exclude_keys": ["seed"]}}},
+            "overrides": {
+                "task": ["experiment=adding", "model.hidden_size=64", "seed=3", "+optim.lr=0.1"]
+            },
+        }
+    )
     monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: fake))
     assert default_run_name(cfg) == "unit:model.hidden_size=64,+optim.lr=0.1"
 
@@ -201,8 +206,9 @@ def test_images_and_large_records(tmp_path, cfg_factory):
 
 def test_monitor_reports_its_best(tmp_path, cfg_factory):
     """The task's monitor gets its goal even when its name says nothing about it."""
-    loggers = make_loggers(cfg_factory(), tmp_path, resume=False, monitor="val/score",
-                           monitor_mode="max")
+    loggers = make_loggers(
+        cfg_factory(), tmp_path, resume=False, monitor="val/score", monitor_mode="max"
+    )
     loggers.log({"val/score": 0.2}, step=1)
     loggers.log({"val/score": 0.9}, step=2)
     loggers.log({"val/score": 0.4}, step=3)

@@ -8,21 +8,32 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lstm_jax.logging import JsonlLogger, make_loggers, read_metrics
-from lstm_jax.logging.values import downsample, histogram_summary, samples_summary
+from lstm_jax.loggers import JsonlLogger, make_loggers, read_metrics
+from lstm_jax.loggers.values import downsample, histogram_summary, samples_summary
 
 
 def test_value_formats(tmp_path):
     logger = JsonlLogger(tmp_path)
     profile = np.linspace(0.0, 1.0, 100) ** 2
     samples = np.random.default_rng(0).normal(size=(50, 4))
-    logger.log({
-        "train/loss": np.float32(0.5), "train/count": 3, "jax/scalar": jnp.asarray(2.0),
-        "grad_norm/dh_t": profile, "short": [1.0, 2.0, 3.0],
-        "gates/layer_0/forget": {"counts": np.array([0, 2, 2, 0]), "edges": np.linspace(0, 1, 5)},
-        "raw": samples, "bad": float("nan"), "note": "hello",
-        "media/plot": np.zeros((6, 5, 3), np.uint8),
-    }, step=12)
+    logger.log(
+        {
+            "train/loss": np.float32(0.5),
+            "train/count": 3,
+            "jax/scalar": jnp.asarray(2.0),
+            "grad_norm/dh_t": profile,
+            "short": [1.0, 2.0, 3.0],
+            "gates/layer_0/forget": {
+                "counts": np.array([0, 2, 2, 0]),
+                "edges": np.linspace(0, 1, 5),
+            },
+            "raw": samples,
+            "bad": float("nan"),
+            "note": "hello",
+            "media/plot": np.zeros((6, 5, 3), np.uint8),
+        },
+        step=12,
+    )
     # flushed line by line: readable before finish()
     (rec,) = read_metrics(tmp_path / "metrics.jsonl")
     assert rec["step"] == 12
@@ -93,14 +104,19 @@ def test_summary_and_non_main_process(tmp_path, cfg_factory):
     cfg = cfg_factory(enabled=False)
     loggers = make_loggers(cfg, tmp_path / "run", resume=False)
     loggers.log({"train/loss": 1.0}, step=1)
-    loggers.log_summary({"best": {"val/loss": np.float32(0.25), "step": 4}, "num_params": 10,
-                         "wall_time_s": 1.5})
+    loggers.log_summary(
+        {"best": {"val/loss": np.float32(0.25), "step": 4}, "num_params": 10, "wall_time_s": 1.5}
+    )
     loggers.log_summary({"test": {"acc": 0.9}})
     loggers.finish()
     loggers.finish()  # idempotent
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary == {"best": {"val/loss": 0.25, "step": 4}, "num_params": 10,
-                       "wall_time_s": 1.5, "test": {"acc": 0.9}}
+    assert summary == {
+        "best": {"val/loss": 0.25, "step": 4},
+        "num_params": 10,
+        "wall_time_s": 1.5,
+        "test": {"acc": 0.9},
+    }
 
     other = make_loggers(cfg, tmp_path / "worker", resume=False, is_main_process=False)
     other.log({"train/loss": 1.0}, step=1)
