@@ -58,7 +58,7 @@ def main() -> int:
     for name, a, b in (("y", y_c, y_s), ("h_n", h_c, h_s), ("c_n", c_c, c_s)):
         report(name, a, b)
     for (path, a), b in zip(
-        jax.tree_util.tree_flatten_with_path(g_c)[0], jax.tree.leaves(g_s), strict=False
+        jax.tree_util.tree_flatten_with_path(g_c)[0], jax.tree.leaves(g_s), strict=True
     ):
         report("grad " + jax.tree_util.keystr(path), a, b)
 

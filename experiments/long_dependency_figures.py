@@ -106,8 +106,8 @@ def plot_relative(jobs, task, names, out: Path) -> Path:
             continue
         steps = sorted({s for c in curves for s, _ in c})
         carried = [carry_forward(c, steps) for c in curves]  # a solved run keeps its last value
-        columns = [[v for v in col if not math.isnan(v)] for col in zip(*carried, strict=False)]
-        xs = [s for s, col in zip(steps, columns, strict=False) if col]
+        columns = [[v for v in col if not math.isnan(v)] for col in zip(*carried, strict=True)]
+        xs = [s for s, col in zip(steps, columns, strict=True) if col]
         cols = [col for col in columns if col]
         color = plt.get_cmap("tab10")(k)
         ax.plot(
@@ -131,7 +131,7 @@ def plot_dh_t(jobs, task, names, out: Path) -> Path | None:
     if not names:
         return None
     fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), squeeze=False)
-    for ax, job in zip(axes[0], names, strict=False):
+    for ax, job in zip(axes[0], names, strict=True):
         profiles = series(jobs[job][0], "grad_norm/dh_t")
         picks = sorted({0, len(profiles) // 2, len(profiles) - 1})
         for k in picks:
@@ -196,7 +196,7 @@ def horizon(jobs, done) -> dict[str, dict[str, dict[int, tuple[int, int]]]]:
         if not match:
             continue
         solved = [any(r.get("val/solved") for r in rows) for rows in seeds.values()]
-        results = sum(s or (job, seed) in done for s, seed in zip(solved, seeds, strict=False))
+        results = sum(s or (job, seed) in done for s, seed in zip(solved, seeds, strict=True))
         if results:
             out[match["task"]][match["variant"]][int(match["T"])] = (sum(solved), results)
     return out
@@ -207,12 +207,12 @@ def plot_horizon(jobs, done, out: Path) -> Path | None:
     if not table:
         return None
     fig, axes = plt.subplots(1, len(table), figsize=(5.5 * len(table), 4), squeeze=False)
-    for ax, (task, variants) in zip(axes[0], sorted(table.items()), strict=False):
+    for ax, (task, variants) in zip(axes[0], sorted(table.items()), strict=True):
         for k, (variant, by_t) in enumerate(sorted(variants.items())):
             ts = sorted(by_t)
             fractions = [by_t[t][0] / by_t[t][1] if by_t[t][1] else 0.0 for t in ts]
             ax.plot(ts, [f + 0.02 * k for f in fractions], marker="o", label=variant)
-            for t, f in zip(ts, fractions, strict=False):
+            for t, f in zip(ts, fractions, strict=True):
                 ax.annotate(
                     f"{by_t[t][0]}/{by_t[t][1]}",
                     (t, f + 0.02 * k),

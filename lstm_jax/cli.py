@@ -2,7 +2,7 @@
 
 lstm-jax                                   # the default experiment (adding, T=100, LSTM)
 lstm-jax experiment=copy_T200_chrono model.hidden_size=256 optim.lr=3e-3
-lstm-jax -m model.cell=rnn,gru,lstm task.seq_len=100,200
+lstm-jax -m model=rnn,gru,lstm task.seq_len=100,200
 lstm-jax --help                            # the config groups and the composed config
 """
 
@@ -122,7 +122,8 @@ def resume_command(run_dir: Path, extra: tuple[str, ...] = ()) -> str:
 
 def _run(cfg: DictConfig) -> float:
     from lstm_jax import distributed
-    from lstm_jax.train.trainer import NonFiniteLossError, RunInterrupted, Trainer, monitor_value
+    from lstm_jax.train.run import build_trainer, monitor_value
+    from lstm_jax.train.trainer import NonFiniteLossError, RunInterrupted
 
     # A job launched by submitit on a cluster enters here, not through main().
     distributed.maybe_initialize_distributed()
@@ -150,7 +151,7 @@ def _run(cfg: DictConfig) -> float:
             run_dir / "resumes.jsonl",
         )
     try:
-        trainer = Trainer(cfg, run_dir)
+        trainer = build_trainer(cfg, run_dir)
     except Exception as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

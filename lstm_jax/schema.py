@@ -71,14 +71,9 @@ class ScheduleSchema(_Group):
 
 
 class OptimSchema(_Group):
-    name: Literal["adam", "adamw", "sgd", "rmsprop"]
+    # optim.optimizer (the optax constructor and its keys) is checked against its
+    # _target_'s signature, like the task group.
     lr: Annotated[float, Field(gt=0.0)]
-    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
-    momentum: Probability = 0.0
-    nesterov: bool = False
-    b1: Probability = 0.9
-    b2: Probability = 0.999
-    eps: Annotated[float, Field(gt=0.0)] = 1e-8
     clip_grad_norm: Annotated[float, Field(gt=0.0)] | None = None
     schedule: ScheduleSchema
 
@@ -111,21 +106,24 @@ TASK_RANGES: list[tuple[str, Any]] = [
 ]
 
 
-def constructor_parameters(cls: type) -> dict[str, inspect.Parameter]:
-    """The keyword parameters `cls(...)` accepts, following `**kwargs` up the base classes,
-    with each one's annotation resolved (`from __future__ import annotations`)."""
+def constructor_parameters(target: Any) -> dict[str, inspect.Parameter]:
+    """The keyword parameters `target(...)` accepts (a class, following `**kwargs` up its
+    base classes, or a function such as optax.adam), with each one's annotation resolved
+    (`from __future__ import annotations`)."""
+    functions = (
+        [vars(klass)["__init__"] for klass in target.__mro__ if "__init__" in vars(klass)]
+        if isinstance(target, type)
+        else [target]
+    )
     params: dict[str, inspect.Parameter] = {}
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        init = vars(klass)["__init__"]
+    for function in functions:
         try:
-            hints = typing.get_type_hints(init)
+            hints = typing.get_type_hints(function)
         except Exception:  # noqa: BLE001 - an unresolvable hint is checked as Any
             hints = {}
-        signature = inspect.signature(init).parameters.values()
+        signature = inspect.signature(function).parameters.values()
         for p in signature:
-            if p.kind is p.VAR_KEYWORD or p.name == "self" or p.name in params:
+            if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or p.name == "self" or p.name in params:
                 continue
             params[p.name] = p.replace(annotation=hints.get(p.name, Any))
         if not any(p.kind is p.VAR_KEYWORD for p in signature):
@@ -158,35 +156,44 @@ def _one_line(key: str, value: Any, error: ValidationError, cfg: DictConfig | No
     return f"{full}={shown!r}: {first['msg']}."
 
 
-def _target_class(task_cfg: dict[str, Any]) -> type:
-    target = task_cfg.get("_target_")
+def _target_object(node: dict[str, Any], key: str) -> Any:
+    target = node.get("_target_")
     module, _, name = str(target).rpartition(".")
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError) as error:
-        raise ConfigError(f"task._target_={target!r} cannot be imported ({error}).") from None
+        raise ConfigError(f"{key}._target_={target!r} cannot be imported ({error}).") from None
 
 
-def _validate_task(task_cfg: dict[str, Any], cfg: DictConfig) -> None:
-    cls = _target_class(task_cfg)
-    params = constructor_parameters(cls)
-    for key, value in task_cfg.items():
-        if key == "_target_":
+def _validate_target(
+    node: dict[str, Any], key: str, cfg: DictConfig, *, supplied: dict[str, str] | None = None
+) -> None:
+    """Checks the keys of the `_target_` node at `key` (task, optim.optimizer) against the
+    parameters of its target: each must be one it takes, of its annotated type, and in the
+    range TASK_RANGES gives its name. `supplied`: parameters the code passes itself, each
+    with the setting a user changes instead."""
+    target = _target_object(node, key)
+    params = constructor_parameters(target)
+    name = getattr(target, "__qualname__", str(target))
+    for param, value in node.items():
+        if param in ("_target_", "_partial_"):
             continue
-        if key not in params:
+        if supplied and param in supplied:
+            raise ConfigError(f"{key}.{param} is set by lstm-jax; set {supplied[param]} instead.")
+        if param not in params:
             raise ConfigError(
-                f"task.{key} is not a setting of {cls.__name__} (it takes "
-                f"{', '.join(sorted(params))})."
+                f"{key}.{param} is not a setting of {name} (it takes "
+                f"{', '.join(sorted(set(params) - set(supplied or ())))})."
             )
-        annotation = params[key].annotation
-        ranges = [field for pattern, field in TASK_RANGES if re.fullmatch(pattern, key)]
+        annotation = params[param].annotation
+        ranges = [field for pattern, field in TASK_RANGES if re.fullmatch(pattern, param)]
         if ranges and annotation in (int, float, int | None, float | None):
             annotation = Annotated[annotation, ranges[0]]
         try:
             TypeAdapter(annotation).validate_python(value)
         except ValidationError as error:
-            raise ConfigError(_one_line(f"task.{key}", value, error, cfg)) from None
-        except Exception:  # noqa: BLE001, S110 - a hint pydantic cannot check is left to the task
+            raise ConfigError(_one_line(f"{key}.{param}", value, error, cfg)) from None
+        except Exception:  # noqa: BLE001, S110 - a hint pydantic cannot check is left to the target
             pass
 
 
@@ -222,7 +229,16 @@ def validate(cfg: DictConfig) -> None:
         )
     # The task first: other groups interpolate its values (chrono_max_steps: ${task.seq_len}).
     if "task" in cfg and "_target_" in cfg.task:
-        _validate_task(_resolved(cfg, "task"), cfg)
+        _validate_target(_resolved(cfg, "task"), "task", cfg)
+    if "optim" in cfg and "optimizer" in cfg.optim:
+        optimizer = _resolved(cfg, "optim")["optimizer"]
+        if "_target_" not in optimizer:
+            raise ConfigError(
+                "optim.optimizer has no _target_: choose a preset with optim=adam|adamw|sgd|"
+                "rmsprop or name an optax constructor (optim.optimizer._target_=optax.lion)."
+            )
+        supplied = {"learning_rate": "optim.lr (and optim.schedule)"}
+        _validate_target(optimizer, "optim.optimizer", cfg, supplied=supplied)
     for group, schema in GROUPS.items():
         if group not in cfg:
             continue

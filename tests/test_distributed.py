@@ -199,14 +199,14 @@ from hydra import compose, initialize_config_dir
 import lstm_jax.cli  # registers the config resolvers
 from lstm_jax.config import CONFIG_DIR
 from lstm_jax.distributed import is_main_process, maybe_initialize_distributed, shard_batch
-from lstm_jax.train.trainer import Trainer
+from lstm_jax.train.run import build_trainer
 
 assert maybe_initialize_distributed() is False
 assert jax.device_count() == 8, jax.devices()
 with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
     cfg = compose("train", overrides=["task=adding", "task.seq_len=20", "model.hidden_size=16",
                                       "trainer.batch_size=32", "paths.data_dir=/tmp"])
-trainer = Trainer(cfg, tempfile.mkdtemp())
+trainer = build_trainer(cfg, tempfile.mkdtemp())
 out = {"mesh": dict(trainer.mesh.shape), "main": is_main_process()}
 leaves = jax.tree.leaves(trainer.state)
 out["state_replicated"] = all(x.sharding.is_fully_replicated and len(x.sharding.device_set) == 8

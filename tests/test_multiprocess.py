@@ -45,7 +45,7 @@ def final_params(run_dir: Path) -> list[np.ndarray]:
     """The parameters of the run's last checkpoint, restored in this (1-device) process."""
     from flax import nnx
 
-    from lstm_jax.train.checkpoint import load_run
+    from lstm_jax.train.run import load_run
 
     assert (run_dir / "checkpoints" / "last" / str(STEPS)).is_dir()
     _, _, model = load_run(run_dir, "last")
@@ -60,11 +60,11 @@ def max_differences(a: Path, b: Path) -> dict[str, float]:
     diffs = {}
     for key in ca:
         assert [s for s, _ in ca[key]] == [s for s, _ in cb[key]], key
-        diffs[key] = max(abs(x - y) for (_, x), (_, y) in zip(ca[key], cb[key], strict=False))
+        diffs[key] = max(abs(x - y) for (_, x), (_, y) in zip(ca[key], cb[key], strict=True))
     pa, pb = final_params(a), final_params(b)
     assert [p.shape for p in pa] == [p.shape for p in pb]
     diffs["params"] = max(
-        float(np.max(np.abs(x - y))) for x, y in zip(pa, pb, strict=False) if x.size
+        float(np.max(np.abs(x - y))) for x, y in zip(pa, pb, strict=True) if x.size
     )
     return diffs
 

@@ -170,7 +170,7 @@ def test_compare_on_the_real_sweep(horizon_sweep: Path, capsys):
         ("lstm", "5"),
         ("lstm", "8"),
     ]
-    for row, job in zip(rows, range(4), strict=False):
+    for row, job in zip(rows, range(4), strict=True):
         summary = json.loads((horizon_sweep / str(job) / "summary.json").read_text())
         assert float(row["best val/mse"]) == pytest.approx(summary["best"]["val/mse"])
         assert float(row["test/mse"]) == pytest.approx(summary["test"]["test/mse"])

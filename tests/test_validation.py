@@ -37,6 +37,21 @@ def compose_train(*overrides):
         ),
         (["optim.clip_grad_norm=0"], "optim.clip_grad_norm=0: Input should be greater than 0."),
         (["task.seq_len=0"], "task.seq_len=0: Input should be greater than or equal to 1."),
+        (
+            ["+optim.optimizer.b3=0.9"],
+            "optim.optimizer.b3 is not a setting of adam (it takes b1, b2, eps, eps_root, "
+            "mu_dtype, nesterov).",
+        ),
+        (
+            ["+optim.optimizer.learning_rate=0.1"],
+            "optim.optimizer.learning_rate is set by lstm-jax; set optim.lr (and "
+            "optim.schedule) instead.",
+        ),
+        (
+            ["optim.optimizer._target_=optax.adamm"],
+            "optim.optimizer._target_='optax.adamm' cannot be imported (module 'optax' has "
+            "no attribute 'adamm').",
+        ),
         (["task.val_size=-3"], "task.val_size=-3: Input should be greater than or equal to 1."),
         (
             ["experiment=fsdd_bilstm", "task.crop_fraction=1.5"],

@@ -139,9 +139,7 @@ def plot_group_curves(
             continue
         steps = sorted({step for s in series for step, _ in s})
         columns = [carry_forward(s, steps) for s in series]
-        finite = [
-            [v for v in values if not math.isnan(v)] for values in zip(*columns, strict=False)
-        ]
+        finite = [[v for v in values if not math.isnan(v)] for values in zip(*columns, strict=True)]
         keep = [k for k, values in enumerate(finite) if values]
         xs = [steps[k] for k in keep]
         median = [statistics.median(finite[k]) for k in keep]

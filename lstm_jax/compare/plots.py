@@ -43,11 +43,11 @@ def plot_learning_curves(
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
     cmap = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
-    for ax, metric in zip(axes[0], metrics, strict=False):
+    for ax, metric in zip(axes[0], metrics, strict=True):
         for i, run in enumerate(runs):
             if metric not in run.series:
                 continue
-            steps, values = zip(*run.series[metric], strict=False)
+            steps, values = zip(*run.series[metric], strict=True)
             ax.plot(
                 steps,
                 values,

@@ -203,9 +203,9 @@ def format_table(table: Table, fmt: str = "text") -> str:
     if fmt != "text":
         raise ValueError(f"unknown format {fmt!r}; choose text, csv or markdown")
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(table.columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(table.columns, widths, strict=False))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(table.columns, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=False)) for r in cells]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
     return "\n".join(lines) + "\n"
 
 

@@ -316,7 +316,7 @@ class WandbLogger:
                 pts, tedges = V.block_mean(value, MAX_LINE_POINTS)
                 t = 0.5 * (tedges[:-1] + tedges[1:] - 1)
                 table = wandb.Table(
-                    data=[[float(a), float(b)] for a, b in zip(t, pts, strict=False)],
+                    data=[[float(a), float(b)] for a, b in zip(t, pts, strict=True)],
                     columns=["t", "value"],
                 )
                 out[f"{key}_line"] = wandb.plot.line(

@@ -415,7 +415,7 @@ def reinit_uniform(model: nnx.Module, scale: float, key: jax.Array) -> None:
     keys = jax.random.split(key, len(leaves))
     new = [
         jax.random.uniform(k, leaf.shape, leaf.dtype, -scale, scale)
-        for k, leaf in zip(keys, leaves, strict=False)
+        for k, leaf in zip(keys, leaves, strict=True)
     ]
     nnx.update(model, jax.tree.unflatten(treedef, new))
 

@@ -565,7 +565,7 @@ class TimeSeriesForecast(Task):
         fig = Figure(figsize=(10, 2.6 * k), constrained_layout=True)
         axes = fig.subplots(k, 1, squeeze=False)[:, 0]
         L, H = self.input_len, self.horizon
-        for ax, j, i in zip(axes, range(k), idx, strict=False):
+        for ax, j, i in zip(axes, range(k), idx, strict=True):
             hist = self.scaler.inverse_transform(batch["x"][j, :, col], [col])
             truth = self.scaler.inverse_transform(batch["y"][j, :, out], [col])
             fc = self.scaler.inverse_transform(pred[j, :, out], [col])

@@ -64,7 +64,7 @@ def _from_saved(leaves: list[Any], template: Any) -> Any:
             "optimizer config. Resume with the config of the run that wrote it."
         )
     restored = []
-    for saved, like in zip(leaves, template_leaves, strict=False):
+    for saved, like in zip(leaves, template_leaves, strict=True):
         if _is_prng_key(like):
             saved = jax.random.wrap_key_data(saved, impl=jax.random.key_impl(like))
         elif np.shape(saved) != np.shape(like):
@@ -183,28 +183,3 @@ class Checkpointer:
     def close(self) -> None:
         self._last.close()
         self._best.close()
-
-
-def load_run(run_dir: str | Path, which: str = "best") -> tuple[Any, Any, Any]:
-    """(cfg, task, model) of a finished or running run, the model in eval mode with the
-    parameters of its `which` ("best" or "last") checkpoint."""
-    from omegaconf import OmegaConf
-
-    import lstm_jax.config  # noqa: F401 - registers the resolvers the saved config uses
-    from lstm_jax.train.trainer import Trainer
-
-    run_dir = Path(run_dir)
-    config_file = run_dir / ".hydra" / "config.yaml"
-    if not config_file.is_file():
-        raise FileNotFoundError(
-            f"{config_file} not found: {run_dir} is not an lstm-jax run dir (one holds "
-            ".hydra/, metrics.jsonl and checkpoints/)."
-        )
-    cfg = OmegaConf.load(config_file)
-    trainer = Trainer(cfg, run_dir)
-    checkpointer = Checkpointer(run_dir / "checkpoints", keep=cfg.trainer.keep_checkpoints)
-    try:
-        state, _ = checkpointer.restore(which, trainer.state)
-    finally:
-        checkpointer.close()
-    return cfg, trainer.task, trainer.eval_model(state["params"])

@@ -1,7 +1,10 @@
-"""The optax optimizer named by the `optim` config group."""
+"""The optimizer of the `optim` config group: an optax constructor (`optim.optimizer`, a
+`_target_` + `_partial_` node such as optax.adam), the learning-rate schedule of `optim.lr`
+and `optim.schedule`, and gradient clipping."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import optax
@@ -50,30 +53,14 @@ def make_schedule(optim_config: Any) -> optax.Schedule:
     )
 
 
-def make_optimizer(optim_config: Any) -> optax.GradientTransformation:
-    """Gradient clipping (optim.clip_grad_norm) followed by the named optimizer."""
-    lr = make_schedule(optim_config)
-    name = optim_config.name
-    momentum = float(optim_config.momentum) or None
-    if name == "adam":
-        optimizer = optax.adam(lr, b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps)
-    elif name == "adamw":
-        optimizer = optax.adamw(
-            lr,
-            b1=optim_config.b1,
-            b2=optim_config.b2,
-            eps=optim_config.eps,
-            weight_decay=float(optim_config.weight_decay),
-        )
-    elif name == "sgd":
-        optimizer = optax.sgd(lr, momentum=momentum, nesterov=bool(optim_config.nesterov))
-    elif name == "rmsprop":
-        optimizer = optax.rmsprop(lr, momentum=momentum, eps=optim_config.eps)
-    else:
-        raise ValueError(
-            f"optim.name={name!r} is unknown; choose adam, adamw, sgd or rmsprop "
-            "(optim=adam|adamw|sgd|rmsprop selects a preset)."
-        )
-    if optim_config.clip_grad_norm is None:
-        return optimizer
-    return optax.chain(optax.clip_by_global_norm(float(optim_config.clip_grad_norm)), optimizer)
+def make_optimizer(
+    optimizer: Callable[..., optax.GradientTransformation],
+    learning_rate: optax.Schedule,
+    clip_grad_norm: float | None = None,
+) -> optax.GradientTransformation:
+    """`optimizer(learning_rate=...)` (an optax constructor, e.g. the `optim.optimizer`
+    node instantiated as a partial), after clipping by global norm when `clip_grad_norm`."""
+    transform = optimizer(learning_rate=learning_rate)
+    if clip_grad_norm is None:
+        return transform
+    return optax.chain(optax.clip_by_global_norm(float(clip_grad_norm)), transform)

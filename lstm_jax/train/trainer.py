@@ -13,30 +13,28 @@ exactly the batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import hydra
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from omegaconf import DictConfig
 from tqdm import tqdm
 
 from lstm_jax import distributed
-from lstm_jax.loggers import make_loggers
-from lstm_jax.schema import validate
+from lstm_jax.loggers import MultiLogger, make_loggers
 from lstm_jax.tasks.base import Task
 from lstm_jax.train.checkpoint import Checkpointer, CheckpointError
 from lstm_jax.train.diagnostics import make_diagnostics_step, to_host
-from lstm_jax.train.optim import make_optimizer, make_schedule
 
 log = logging.getLogger(__name__)
 
@@ -112,31 +110,79 @@ def _num_params(params: Any) -> int:
     return int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(params)))
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """The loop's settings: the `trainer` config group (configs/trainer/default.yaml says
+    what each does); lstm_jax.schema checks their ranges before a run starts."""
+
+    max_steps: int = 1000
+    batch_size: int = 64
+    eval_every: int = 200
+    log_every: int = 20
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    resume: bool = False
+    resume_allow: tuple[str, ...] = ()
+    early_stopping_patience: int | None = None
+    stop_when: str | None = None
+    evaluate_test: bool = True
+    progress_bar: bool = True
+
+
+# Loggers are made once the loop knows the step it resumes from (metrics.jsonl drops the
+# lines after it; W&B continues the run), so the trainer is handed a factory of them.
+LoggerFactory = Callable[[int], MultiLogger]
+
+
 class Trainer:
-    """Trains `task`'s model with the `optim` and `trainer` configs of `cfg`."""
+    """Trains `model` on `task` with `optimizer`; no config system needed.
 
-    def __init__(self, cfg: DictConfig, run_dir: Path):
-        self.cfg = cfg
+        trainer = Trainer(task, model, optax.adam(1e-3), config=TrainerConfig(max_steps=500),
+                          run_dir="runs/x")
+        summary = trainer.fit()
+
+    `lstm_jax.train.run.build_trainer` builds these from a Hydra config (what `lstm-jax`
+    does). `model` is the freshly initialised model (its parameters are the run's initial
+    state); `learning_rate` is only reported (train/lr); `loggers(resume_step)` returns the
+    run's loggers (default: metrics.jsonl only); `mesh` is the data-parallel mesh (default:
+    every device); `diagnostics_every` is the period of the gate and gradient diagnostics
+    (0: none); `name` labels the progress bar.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        model: nnx.Module,
+        optimizer: optax.GradientTransformation,
+        *,
+        config: TrainerConfig,
+        run_dir: str | Path,
+        learning_rate: optax.Schedule | None = None,
+        loggers: LoggerFactory | None = None,
+        mesh: jax.sharding.Mesh | None = None,
+        diagnostics_every: int = 0,
+        name: str = "run",
+    ):
+        self.task = task
+        self.config = config
         self.run_dir = Path(run_dir)
-        self.trainer_config = cfg.trainer
-        validate(cfg)  # the CLI checked it already; a config built in code is checked here
-        self.task: Task = hydra.utils.instantiate(cfg.task)
-        self.monitor = self.task.monitor
-        self.monitor_mode = self.task.monitor_mode
-        self.monitor_tiebreak = self.task.monitor_tiebreak
-        self.stop_when = self.trainer_config.get("stop_when")
+        self.monitor = task.monitor
+        self.monitor_mode = task.monitor_mode
+        self.monitor_tiebreak = task.monitor_tiebreak
+        self.stop_when = config.stop_when
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.diagnostics_every = diagnostics_every
+        self.name = name
+        self._make_loggers = loggers or self._metrics_file_only
 
-        rngs = nnx.Rngs(params=cfg.seed, dropout=cfg.seed + 1)
-        model = self.task.make_model(cfg.model, rngs=rngs)
         model.eval()
         self.eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
         model.train()
         self.train_graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         self.num_params = _num_params(params)
 
-        self.optimizer = make_optimizer(cfg.optim)
-        self.learning_rate = make_schedule(cfg.optim)
-        self.mesh = distributed.make_data_mesh()
+        self.mesh = distributed.make_data_mesh() if mesh is None else mesh
         self.state = {
             "params": params,
             "opt_state": self.optimizer.init(params),
@@ -149,6 +195,15 @@ class Trainer:
         self.bad_step = distributed.replicate(jnp.zeros((), jnp.int32), self.mesh)
         self._train_step = distributed.jit(self._make_train_step(), donate_argnums=(0,))
         self._diagnostics_step = make_diagnostics_step(self.task, self.train_graphdef)
+
+    def _metrics_file_only(self, resume_step: int) -> MultiLogger:
+        return make_loggers(
+            None,
+            self.run_dir,
+            resume=resume_step > 0,
+            resume_step=resume_step,
+            is_main_process=distributed.is_main_process(),
+        )
 
     # -- the jitted step -------------------------------------------------------------------
 
@@ -200,7 +255,7 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
-        cfg, tc = self.cfg, self.trainer_config
+        tc = self.config
         is_main = distributed.is_main_process()
         checkpointer = Checkpointer(self.run_dir / "checkpoints", keep=tc.keep_checkpoints)
         step, best_value, best_step, evals_without_improvement = 0, None, None, 0
@@ -233,16 +288,8 @@ class Trainer:
                 "trainer.resume=true but no checkpoint in %s: starting at step 0",
                 self.run_dir / "checkpoints",
             )
-        loggers = make_loggers(
-            cfg,
-            self.run_dir,
-            resume=step > 0,
-            resume_step=step,
-            is_main_process=is_main,
-            monitor=self.monitor,
-            monitor_mode=self.monitor_mode,
-        )
-        diagnostics_every = cfg.logger.diagnostics_every
+        loggers = self._make_loggers(step)
+        diagnostics_every = self.diagnostics_every
         start_time = time.perf_counter()
         diagnostics_time = 0.0
         stopped_early = stopped_when = False
@@ -269,7 +316,7 @@ class Trainer:
             initial=step,
             disable=not (tc.progress_bar and is_main),
             dynamic_ncols=True,
-            desc=cfg.experiment_name,
+            desc=self.name,
         )
         prefetch = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         next_batch = prefetch.submit(self.task.train_batch, step)
@@ -313,7 +360,8 @@ class Trainer:
                         host = jax.device_get(window_metrics)
                         now = time.perf_counter()
                         record = {k: float(np.mean([float(m[k]) for m in host])) for k in host[0]}
-                        record["train/lr"] = float(self.learning_rate(step))
+                        if self.learning_rate is not None:
+                            record["train/lr"] = float(self.learning_rate(step))
                         if window_steps_timed:
                             step_time = (now - window_start) / window_steps_timed
                             record["perf/step_time_s"] = step_time
@@ -458,7 +506,7 @@ class Trainer:
             except CheckpointError as error:
                 log.warning("%s Evaluating the final parameters instead.", error)
         test = {}
-        if self.trainer_config.evaluate_test:
+        if self.config.evaluate_test:
             test = self._evaluate("test", params)
             loggers.log(test, step)
         # Figures go to W&B and, through metrics.jsonl's logger, to run_dir/media/.
@@ -477,16 +525,3 @@ class Trainer:
             "device_kind": jax.devices()[0].device_kind,
             "device_count": jax.device_count(),
         }
-
-
-def train(cfg: DictConfig, run_dir: Path) -> float:
-    """Trains one run; returns the best validation value of the task's monitor (what a
-    Hydra sweeper optimizes)."""
-    trainer = Trainer(cfg, run_dir)
-    return monitor_value(trainer, trainer.fit())
-
-
-def monitor_value(trainer: Trainer, summary: dict[str, Any]) -> float:
-    """The best validation value of the task's monitor in `summary` (NaN if none)."""
-    best = summary["best"][trainer.monitor]
-    return float("nan") if best is None else float(best)

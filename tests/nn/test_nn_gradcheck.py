@@ -121,7 +121,7 @@ def _check(kind, *, bidirectional, num_layers, unroll=1, dtype=None, atol=2e-5):
     np.testing.assert_allclose(value, ref_value, atol=atol * scale)
     flat, ref_flat = jax.tree.leaves(grads), jax.tree.leaves(ref_grads)
     assert len(flat) == len(ref_flat)
-    for a, b in zip(flat, ref_flat, strict=False):
+    for a, b in zip(flat, ref_flat, strict=True):
         a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
         np.testing.assert_allclose(a, b, atol=atol * max(1.0, float(np.abs(b).max())))
     return grads

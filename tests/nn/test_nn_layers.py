@@ -33,7 +33,7 @@ def test_padding_is_zero_and_state_is_taken_at_true_length(cls):
         y_b, s_b = layer(x[b : b + 1, :n])
         np.testing.assert_allclose(y[b, :n], y_b[0], atol=1e-5)
         assert np.all(np.asarray(y[b, n:]) == 0.0)
-        for full, alone in zip(jax.tree.leaves(state), jax.tree.leaves(s_b), strict=False):
+        for full, alone in zip(jax.tree.leaves(state), jax.tree.leaves(s_b), strict=True):
             np.testing.assert_allclose(full[:, b], alone[:, 0], atol=1e-5)
 
 
@@ -44,7 +44,7 @@ def test_initial_state_chains_two_halves():
     y1, s1 = layer(x[:, :4])
     y2, s2 = layer(x[:, 4:], initial_state=s1)
     np.testing.assert_allclose(jnp.concatenate([y1, y2], 1), y, atol=1e-5)
-    for a, b in zip(s2, state, strict=False):
+    for a, b in zip(s2, state, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
     with pytest.raises(ValueError):
         layer(x, initial_state=(s1[0][:1], s1[1][:1]))

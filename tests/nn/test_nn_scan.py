@@ -65,7 +65,7 @@ def test_custom_backward_matches_reference_autodiff(cell, gates):
             grads[impl] = f(*args, p)
         (v_c, g_c), (v_r, g_r) = grads["custom"], grads["reference"]
         np.testing.assert_allclose(v_c, v_r, rtol=1e-6)
-        for a, b in zip(g_c, g_r, strict=False):
+        for a, b in zip(g_c, g_r, strict=True):
             np.testing.assert_allclose(
                 np.asarray(a),
                 np.asarray(b),
@@ -91,5 +91,5 @@ def test_layer_custom_backward_matches_reference(cls):
 
     grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2)), static_argnums=3)
     g_c, g_r = grad(params, x, pert, "custom"), grad(params, x, pert, "reference")
-    for a, b in zip(jax.tree.leaves(g_c), jax.tree.leaves(g_r), strict=False):
+    for a, b in zip(jax.tree.leaves(g_c), jax.tree.leaves(g_r), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)

@@ -75,7 +75,7 @@ def test_forward_matches_torch_packed(cls, num_layers, bidirectional):
         y_t, s_t = _torch_run(tm, torch.as_tensor(x), LENGTHS, th0)
     y, s = jax.jit(lambda x, n, h: layer(x, n, h))(jnp.asarray(x), jnp.asarray(LENGTHS), h0)
     np.testing.assert_allclose(np.asarray(y), y_t.numpy(), atol=1e-5, rtol=0)
-    for a, b in zip(_as_tuple(s), _as_tuple(s_t), strict=False):
+    for a, b in zip(_as_tuple(s), _as_tuple(s_t), strict=True):
         np.testing.assert_allclose(np.asarray(a), b.numpy(), atol=1e-5, rtol=0)
     # Padded positions are exactly zero, not merely small.
     pad = np.arange(T)[None, :] >= LENGTHS[:, None]
@@ -90,7 +90,7 @@ def test_forward_matches_torch_full_length_no_lengths(cls):
         y_t, s_t = tm(torch.as_tensor(x))
     y, s = layer(jnp.asarray(x))
     np.testing.assert_allclose(np.asarray(y), y_t.numpy(), atol=1e-5, rtol=0)
-    for a, b in zip(_as_tuple(s), _as_tuple(s_t), strict=False):
+    for a, b in zip(_as_tuple(s), _as_tuple(s_t), strict=True):
         np.testing.assert_allclose(np.asarray(a), b.numpy(), atol=1e-5, rtol=0)
 
 
@@ -101,7 +101,7 @@ def _jax_grads(layer, x, lengths, h0, wy, ws):
 
     def loss(params, x, h0):
         y, s = nnx.merge(graphdef, params, rest)(x, lengths, h0)
-        return jnp.sum(y * wy) + sum(jnp.sum(a * w) for a, w in zip(_as_tuple(s), ws, strict=False))
+        return jnp.sum(y * wy) + sum(jnp.sum(a * w) for a, w in zip(_as_tuple(s), ws, strict=True))
 
     gp, gx, gh0 = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(params, x, h0)
     return nnx.merge(graphdef, gp, rest).to_torch(), gx, gh0
@@ -123,13 +123,13 @@ def test_gradients_match_torch(cls, num_layers, bidirectional):
     h0t = [torch.tensor(a, requires_grad=True) for a in _as_tuple(h0)]
     y_t, s_t = _torch_run(tm, xt, LENGTHS, tuple(h0t) if cls is LSTM else h0t[0])
     loss = (y_t * torch.as_tensor(wy)).sum() + sum(
-        (a * torch.as_tensor(w)).sum() for a, w in zip(_as_tuple(s_t), ws, strict=False)
+        (a * torch.as_tensor(w)).sum() for a, w in zip(_as_tuple(s_t), ws, strict=True)
     )
     loss.backward()
 
     g_params, gx, gh0 = _jax_grads(layer, jnp.asarray(x), jnp.asarray(LENGTHS), h0, wy, ws)
     np.testing.assert_allclose(np.asarray(gx), xt.grad.numpy(), atol=1e-4, rtol=0)
-    for a, b in zip(_as_tuple(gh0), h0t, strict=False):
+    for a, b in zip(_as_tuple(gh0), h0t, strict=True):
         np.testing.assert_allclose(np.asarray(a), b.grad.numpy(), atol=1e-4, rtol=0)
     torch_grads = {k: v.grad.numpy() for k, v in tm.named_parameters()}
     for name, g in torch_grads.items():
@@ -158,7 +158,7 @@ def test_from_torch_to_torch_round_trip(cls):
     for a, b in zip(
         jax.tree.leaves(nnx.state(layer, nnx.Param)),
         jax.tree.leaves(nnx.state(again, nnx.Param)),
-        strict=False,
+        strict=True,
     ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

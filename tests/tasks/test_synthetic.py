@@ -74,7 +74,7 @@ def test_variable_copy_layout_gap_and_targets():
     assert gap.min() == 1 and gap.max() == T and len(np.unique(gap)) == T
     counts = np.bincount(gap, minlength=T + 1)[1:]
     assert counts.min() > 0.5 * n / T and counts.max() < 1.6 * n / T
-    for row_x, row_y, d in zip(x[:50], y[:50], delimiter[:50], strict=False):
+    for row_x, row_y, d in zip(x[:50], y[:50], delimiter[:50], strict=True):
         assert (row_x[k:d] == 0).all() and (row_x[d + 1 :] == 0).all()
         np.testing.assert_array_equal(row_y[d + 1 : d + 1 + k], row_x[:k])
         assert (row_y[: d + 1] == 0).all() and (row_y[d + 1 + k :] == 0).all()
@@ -139,7 +139,7 @@ def test_selective_copy_layout():
     assert (x[:, T:] == 9).all()
     body = x[:, :T]
     assert ((body > 0).sum(1) == n).all()
-    for row, target in zip(body, y, strict=False):
+    for row, target in zip(body, y, strict=True):
         np.testing.assert_array_equal(row[row > 0], target)  # in order of appearance
     assert ((y >= 1) & (y <= 8)).all()
 

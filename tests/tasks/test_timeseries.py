@@ -24,7 +24,7 @@ def write_csv(path: Path, n_rows: int, *, scale_after: int | None = None) -> Pat
     dates = np.datetime64("2016-07-01T00:00:00") + np.arange(n_rows) * np.timedelta64(1, "h")
     rows = np.arange(n_rows, dtype=np.float64)
     lines = ["date,a,b,OT"]
-    for r, d in zip(rows, dates, strict=False):
+    for r, d in zip(rows, dates, strict=True):
         f = 100.0 if scale_after is not None and r >= scale_after else 1.0
         vals = [f * (r + k / 10) for k in range(3)]
         lines.append(str(d).replace("T", " ") + "," + ",".join(f"{v:.1f}" for v in vals))
@@ -207,7 +207,7 @@ def test_metrics_equal_a_hand_computation(tmp_path, mode):
     vals = rng.normal(size=(n, 2)).cumsum(0)
     lines = ["date,u,OT"] + [
         f"{str(d).replace('T', ' ')},{float(u)!r},{float(o)!r}"
-        for d, (u, o) in zip(dates, vals, strict=False)
+        for d, (u, o) in zip(dates, vals, strict=True)
     ]
     (tmp_path / "h.csv").write_text("\n".join(lines) + "\n")
     # eval_batch_size 5 does not divide the window counts: the padded batch must not count

@@ -341,7 +341,8 @@ def test_divergence_between_log_steps_names_its_step_and_resumes_with_a_lower_lr
     run_dir = tmp_path / "run"
     diverging = (
         *TINY,
-        "optim.name=sgd",
+        "optim=sgd",
+        "optim.optimizer.momentum=null",
         "optim.clip_grad_norm=null",
         "trainer.max_steps=20",
         "trainer.log_every=10",
@@ -416,7 +417,9 @@ def test_unwritable_output_dir_is_a_clear_error(tmp_path):
     assert "hydra.run.dir" in result.stderr
 
 
-@pytest.mark.parametrize("override", ["optim.name=adagrad", "model.cell=lstmm"])
+@pytest.mark.parametrize(
+    "override", ["optim.optimizer._target_=optax.adagradd", "model.cell=lstmm"]
+)
 def test_bad_values_name_the_setting(tmp_path, override):
     result = run_cli(
         *TINY, "trainer.max_steps=2", "logger=none", override, cwd=tmp_path, check=False

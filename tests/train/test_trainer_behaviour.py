@@ -7,19 +7,22 @@ from __future__ import annotations
 import json
 import logging
 
+import hydra
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import nnx
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import lstm_jax.cli  # noqa: F401  (registers the config resolvers)
 from lstm_jax.config import CONFIG_DIR
-from lstm_jax.train.checkpoint import Checkpointer, load_run
+from lstm_jax.train.checkpoint import Checkpointer
 from lstm_jax.train.optim import make_optimizer, make_schedule
-from lstm_jax.train.trainer import Trainer
+from lstm_jax.train.run import build_trainer, load_run
+from lstm_jax.train.trainer import Trainer, TrainerConfig
 
 COMMON = [
     "model.hidden_size=8",
@@ -40,6 +43,43 @@ def records(run_dir):
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def test_a_trainer_built_in_code_needs_no_config_and_trains_as_the_cli_would(tmp_path):
+    """The entry point only builds objects and hands them in: the same task, model,
+    optimizer and settings built by hand train to the same parameters, bit for bit."""
+    cfg = config("trainer.max_steps=12", "trainer.eval_every=6", "trainer.log_every=3")
+    from_config = build_trainer(cfg, tmp_path / "cli")
+    from_config.fit()
+
+    task = hydra.utils.instantiate(cfg.task)  # a plain AddingTask(...) with these values
+    model = task.make_model(cfg.model, rngs=nnx.Rngs(params=cfg.seed, dropout=cfg.seed + 1))
+    schedule = optax.constant_schedule(cfg.optim.lr)
+    by_hand = Trainer(
+        task,
+        model,
+        optax.chain(optax.clip_by_global_norm(cfg.optim.clip_grad_norm), optax.adam(schedule)),
+        config=TrainerConfig(
+            max_steps=12,
+            batch_size=cfg.trainer.batch_size,
+            eval_every=6,
+            log_every=3,
+            checkpoint_every=6,
+            progress_bar=False,
+        ),
+        run_dir=tmp_path / "code",
+    )
+    summary = by_hand.fit()
+    assert summary["steps"] == 12
+    for a, b in zip(
+        jax.tree.leaves(from_config.state["params"]),
+        jax.tree.leaves(by_hand.state["params"]),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # Without loggers it still writes metrics.jsonl and summary.json.
+    assert [r["step"] for r in records(tmp_path / "code") if "val/loss" in r] == [6, 12]
+    assert (tmp_path / "code" / "summary.json").is_file()
+
+
 def test_early_stopping_in_max_mode_keeps_the_best_and_tests_it(tmp_path):
     cfg = config(
         "task._target_=fault_tasks.ScriptedMonitorTask",
@@ -52,7 +92,7 @@ def test_early_stopping_in_max_mode_keeps_the_best_and_tests_it(tmp_path):
     )
     (tmp_path / ".hydra").mkdir()
     OmegaConf.save(cfg, tmp_path / ".hydra" / "config.yaml")
-    summary = Trainer(cfg, tmp_path).fit()
+    summary = build_trainer(cfg, tmp_path).fit()
     # val/acc per evaluation: 0.1, 0.5 (best, step 8), 0.4, 0.3, 0.2 -> three without
     # improvement: stop at the fifth evaluation (step 20), not at max_steps.
     assert summary["best"] == {"val/acc": 0.5, "step": 8}
@@ -77,7 +117,7 @@ def test_logged_lr_follows_the_schedule_and_keep_checkpoints_holds(tmp_path):
         "trainer.checkpoint_every=2",
         "trainer.keep_checkpoints=2",
     )
-    Trainer(cfg, tmp_path).fit()
+    build_trainer(cfg, tmp_path).fit()
     schedule = optax.warmup_cosine_decay_schedule(0.0, cfg.optim.lr, 3, 12, cfg.optim.lr * 0.1)
     logged = {r["step"]: r["train/lr"] for r in records(tmp_path) if "train/lr" in r}
     assert sorted(logged) == list(range(1, 13))
@@ -90,12 +130,14 @@ def test_logged_lr_follows_the_schedule_and_keep_checkpoints_holds(tmp_path):
 
 
 def test_gradient_clipping_bounds_the_update():
-    cfg = config("optim.name=sgd", "optim.lr=1.0", "optim.momentum=0.0", "optim.clip_grad_norm=0.5")
+    cfg = config("optim=sgd", "optim.lr=1.0", "optim.optimizer.momentum=null")
+    cfg.optim.clip_grad_norm = 0.5
     params = {"w": jnp.zeros(4)}
     grads = {"w": jnp.array([30.0, 40.0, 0.0, 0.0])}  # norm 50
-    updates, _ = make_optimizer(cfg.optim).update(
-        grads, make_optimizer(cfg.optim).init(params), params
+    optimizer = make_optimizer(
+        hydra.utils.instantiate(cfg.optim.optimizer), make_schedule(cfg.optim), 0.5
     )
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
     np.testing.assert_allclose(updates["w"], [-0.3, -0.4, 0.0, 0.0], rtol=1e-6)
     assert float(make_schedule(cfg.optim)(0)) == 1.0
 
@@ -119,15 +161,16 @@ def test_language_model_resumes_mid_epoch_with_its_carried_state(tmp_path, caplo
     # About 56 steps an epoch (3600 training characters / (4 streams x 16)): step 20 is
     # mid-epoch, with a carried state that is not the initial one.
     reference = tmp_path / "reference"
-    Trainer(config(*common, "trainer.max_steps=30", task=lm), reference).fit()
+    build_trainer(config(*common, "trainer.max_steps=30", task=lm), reference).fit()
     resumed = tmp_path / "resumed"
-    Trainer(config(*common, "trainer.max_steps=20", task=lm), resumed).fit()
+    build_trainer(config(*common, "trainer.max_steps=20", task=lm), resumed).fit()
     state, _ = Checkpointer(resumed / "checkpoints", keep=2).restore(
-        "last", Trainer(config(*common, "trainer.max_steps=30", task=lm), tmp_path / "x").state
+        "last",
+        build_trainer(config(*common, "trainer.max_steps=30", task=lm), tmp_path / "x").state,
     )
     assert any(float(jnp.abs(leaf).max()) > 0 for leaf in jax.tree.leaves(state["carry"]))
     with caplog.at_level(logging.INFO, logger="lstm_jax.train.trainer"):
-        Trainer(
+        build_trainer(
             config(*common, "trainer.max_steps=30", "trainer.resume=true", task=lm), resumed
         ).fit()
     assert "Resuming from step 20" in caplog.text
@@ -140,7 +183,7 @@ def test_language_model_resumes_mid_epoch_with_its_carried_state(tmp_path, caplo
     assert values(res_curve) == values(ref_curve)
     a = Checkpointer(reference / "checkpoints", keep=2)
     b = Checkpointer(resumed / "checkpoints", keep=2)
-    template = Trainer(config(*common, "trainer.max_steps=30", task=lm), tmp_path / "y").state
+    template = build_trainer(config(*common, "trainer.max_steps=30", task=lm), tmp_path / "y").state
     state_a, state_b = a.restore("last", template)[0], b.restore("last", template)[0]
     for key in ("params", "opt_state", "carry"):
         for x, y in zip(jax.tree.leaves(state_a[key]), jax.tree.leaves(state_b[key]), strict=True):
