@@ -96,7 +96,9 @@ def _write_run(
         summary = {
             "monitor": "val/loss",
             "monitor_mode": "min",
-            "best": {"val/loss": 1.0 / 40 + floor, "step": 40},
+            # The best checkpoint's record, deliberately not the logged minimum (step 40):
+            # a table that shows it read summary.json, not metrics.jsonl.
+            "best": {"val/loss": 1.0 / 30 + floor, "step": 30},
             "test": {"test/loss": floor, "test/acc": 1.0 if solved else 0.2},
             "steps": 40,
             "wall_time_s": 12.5,
@@ -153,7 +155,7 @@ def test_sweep_dir_gives_one_row_per_job_in_job_order(sweep: Path):
     assert table.columns[:5] == ["run", "model.cell", "task.seq_len", "best val/loss", "best step"]
     by_key = {(r["model.cell"], r["task.seq_len"]): r for r in table.rows}
     row = by_key[("gru", 50)]
-    assert row["best val/loss"] == pytest.approx(0.035) and row["best step"] == 40
+    assert row["best val/loss"] == pytest.approx(1.0 / 30 + 0.01) and row["best step"] == 30
     assert row["val/solved"] == 1.0 and row["test/acc"] == 1.0 and row["status"] == "done"
     assert by_key[("gru", 200)]["val/solved"] == 0.0
     assert row["steps"] == 40 and row["wall_time_s"] == 12.5
@@ -176,7 +178,7 @@ def test_csv_and_markdown(sweep: Path):
     rows = list(csv.DictReader(io.StringIO(format_table(table, "csv"))))
     assert len(rows) == 12 and list(rows[0]) == table.columns
     assert rows[5]["model.cell"] == "gru" and rows[5]["task.seq_len"] == "50"
-    assert float(rows[5]["best val/loss"]) == pytest.approx(0.035)
+    assert float(rows[5]["best val/loss"]) == pytest.approx(1.0 / 30 + 0.01)
     md = format_table(table, "markdown").splitlines()
     assert len(md) == 2 + 12
     assert md[0].startswith("| run | model.cell | task.seq_len | best val/loss |")

@@ -367,7 +367,30 @@ def test_generate_is_seeded_and_greedy_at_zero_temperature(char_file):
         ids.append(int(jnp.argmax(logits[0, -1])))
         logits, state = run_model(model, jnp.asarray([[ids[-1]]]), state)
     assert greedy == task.vocab.decode(ids)
-    assert set(task.generate(model, "", 40, temperature=0.7, top_k=3)) <= set(task.vocab.tokens)
+
+
+def test_top_k_samples_only_among_the_k_most_likely_tokens(char_file):
+    task = make_task(char_file)
+    model = task.make_model(model_cfg(), rngs=nnx.Rngs(0))
+    # top_k=1 leaves one candidate: sampling at any temperature is greedy decoding.
+    assert task.generate(model, "ab", 8, temperature=1.5, top_k=1, seed=2) == task.generate(
+        model, "ab", 8, temperature=0.0
+    )
+
+    # Every token sampled with top_k=2 ranks first or second under the model's logits at its
+    # step (replayed by hand); without top_k a hot sample leaves the top two somewhere.
+    def ranks(text):
+        ids = list(task.vocab.encode(text))
+        logits, state = run_model(model, jnp.asarray(ids[:2])[None])
+        out = []
+        for token in ids[2:]:
+            order = np.argsort(-np.asarray(logits[0, -1]))
+            out.append(int(np.flatnonzero(order == token)[0]))
+            logits, state = run_model(model, jnp.asarray([[token]]), state)
+        return out
+
+    assert max(ranks(task.generate(model, "ab", 40, temperature=3.0, top_k=2, seed=0))) <= 1
+    assert max(ranks(task.generate(model, "ab", 40, temperature=3.0, seed=0))) > 1
 
 
 # --- presets end to end ------------------------------------------------------------------
