@@ -122,8 +122,8 @@ def resume_command(run_dir: Path, extra: tuple[str, ...] = ()) -> str:
 
 def _run(cfg: DictConfig) -> float:
     from lstm_jax import distributed
+    from lstm_jax.train.faults import NonFiniteLossError, RunInterrupted
     from lstm_jax.train.run import build_trainer, monitor_value
-    from lstm_jax.train.trainer import NonFiniteLossError, RunInterrupted
 
     # A job launched by submitit on a cluster enters here, not through main().
     distributed.maybe_initialize_distributed()
