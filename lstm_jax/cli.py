@@ -2,7 +2,7 @@
 
 lstm-jax                                   # the default experiment (adding, T=100, LSTM)
 lstm-jax experiment=copy_T200_chrono model.hidden_size=256 optim.lr=3e-3
-lstm-jax -m model.cell=rnn,gru,lstm task.seq_len=100,200
+lstm-jax -m model=rnn,gru,lstm task.seq_len=100,200
 lstm-jax --help                            # the config groups and the composed config
 """
 
@@ -23,6 +23,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict
 
 from lstm_jax.config import CONFIG_DIR, enable_compilation_cache
+from lstm_jax.schema import check_model_overrides
 
 log = logging.getLogger("lstm_jax")
 
@@ -199,6 +200,7 @@ def main() -> None:
     distributed.maybe_initialize_distributed()
     try:
         sys.argv += distributed.process_overrides(sys.argv[1:])
+        check_model_overrides(sys.argv[1:])
     except ValueError as error:
         _fail(str(error))
     _hydra_main()

@@ -1,10 +1,13 @@
 """Typed schema of the composed config, checked before a run writes or computes anything.
 
 The trainer, optim and model groups are pydantic models with ranges (lr > 0, sizes >= 1,
-probabilities in [0, 1), ...). The task group is checked against the constructor of its
-`_target_`: the keys it accepts, the type of each from its annotations, and the ranges of
-`TASK_RANGES` for the parameter names that follow the project's conventions, so a new task
-is checked without a table of its own.
+probabilities in [0, 1), ...). The task and model groups are also checked against the
+constructor of their `_target_` (a task class; a cell's layer, lstm_jax.nn.LSTM for
+configs/model/lstm.yaml): the keys it accepts, the type of each from its annotations, and the
+ranges of `TASK_RANGES` for the parameter names that follow the project's conventions, so a
+new task or cell is checked without a table of its own. Nested `_target_` nodes (a task's
+`head: {_target_: ..., _partial_: true}`) are checked the same way. A key that another cell
+has (`model=gru model.forget_bias=1`) is refused with the cell that takes it.
 
     validate(cfg)   # raises ConfigError("model.hidden_size=0: Input should be ...")
 """
@@ -84,13 +87,12 @@ class OptimSchema(_Group):
 
 
 class ModelSchema(_Group):
-    cell: Literal["lstm", "gru", "rnn"]
+    """The keys every cell has; a cell's own keys are checked against its constructor."""
+
     hidden_size: Positive
     num_layers: Positive = 1
     bidirectional: bool = False
     dropout: Probability = 0.0
-    forget_bias: float = 1.0
-    chrono_max_steps: Positive | None = None
     dtype: Literal["float32", "bfloat16", "float16"] | None = "float32"
 
 
@@ -158,36 +160,117 @@ def _one_line(key: str, value: Any, error: ValidationError, cfg: DictConfig | No
     return f"{full}={shown!r}: {first['msg']}."
 
 
-def _target_class(task_cfg: dict[str, Any]) -> type:
-    target = task_cfg.get("_target_")
+def _target_class(node: dict[str, Any], key: str) -> type:
+    target = node.get("_target_")
     module, _, name = str(target).rpartition(".")
     try:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError, ValueError) as error:
-        raise ConfigError(f"task._target_={target!r} cannot be imported ({error}).") from None
+        raise ConfigError(f"{key}._target_={target!r} cannot be imported ({error}).") from None
 
 
-def _validate_task(task_cfg: dict[str, Any], cfg: DictConfig) -> None:
-    cls = _target_class(task_cfg)
+# Keys of a config node that are not constructor arguments: Hydra's, and the model's `cell`
+# (it names the cell for run metadata; lstm_jax.models.core checks it matches _target_).
+_NOT_ARGUMENTS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
+# Constructor arguments the code supplies, never a config: the core's input width.
+_SUPPLIED = ("in_features", "rngs")
+
+
+def _settings(params: dict[str, inspect.Parameter], partial: bool) -> list[str]:
+    """The names a config may set: a partial node's required arguments come from code."""
+    return sorted(
+        name
+        for name, p in params.items()
+        if name not in _SUPPLIED and not (partial and p.default is p.empty)
+    )
+
+
+def _validate_node(
+    node: dict[str, Any],
+    key: str,
+    cfg: DictConfig,
+    *,
+    skip: tuple[str, ...] = (),
+    elsewhere: Any = None,
+) -> None:
+    """Checks `node` against its `_target_`'s constructor; `elsewhere(name)` says which
+    other config would take a key this one does not (for the message)."""
+    cls = _target_class(node, key)
     params = constructor_parameters(cls)
-    for key, value in task_cfg.items():
-        if key == "_target_":
+    for name, value in node.items():
+        if name in _NOT_ARGUMENTS or name in skip:
             continue
-        if key not in params:
+        if name not in params or name in _SUPPLIED:
+            hint = elsewhere(name) if elsewhere else ""
             raise ConfigError(
-                f"task.{key} is not a setting of {cls.__name__} (it takes "
-                f"{', '.join(sorted(params))})."
+                f"{key}.{name} is not a setting of {cls.__name__} (it takes "
+                f"{', '.join(_settings(params, bool(node.get('_partial_'))))}){hint}."
             )
-        annotation = params[key].annotation
-        ranges = [field for pattern, field in TASK_RANGES if re.fullmatch(pattern, key)]
+        if isinstance(value, dict) and "_target_" in value:
+            _validate_node(value, f"{key}.{name}", cfg)
+            continue
+        annotation = params[name].annotation
+        ranges = [field for pattern, field in TASK_RANGES if re.fullmatch(pattern, name)]
         if ranges and annotation in (int, float, int | None, float | None):
             annotation = Annotated[annotation, ranges[0]]
         try:
             TypeAdapter(annotation).validate_python(value)
         except ValidationError as error:
-            raise ConfigError(_one_line(f"task.{key}", value, error, cfg)) from None
-        except Exception:  # noqa: BLE001, S110 - a hint pydantic cannot check is left to the task
+            raise ConfigError(_one_line(f"{key}.{name}", value, error, cfg)) from None
+        except Exception:  # noqa: BLE001, S110 - a hint pydantic cannot check is left to the code
             pass
+
+
+def _validate_task(task_cfg: dict[str, Any], cfg: DictConfig) -> None:
+    _validate_node(task_cfg, "task", cfg)
+
+
+def _cells_with(name: str) -> str:
+    """', it is a setting of model=lstm' for a key only some cells have."""
+    from lstm_jax.nn.registry import CELLS
+
+    having = [cell for cell, cls in CELLS.items() if name in constructor_parameters(cls)]
+    if not having:
+        return ""
+    choices = " or ".join(f"model={cell}" for cell in having)
+    return f"; {name} belongs to {choices}: choose that cell, or drop the key"
+
+
+def _validate_model(model_cfg: dict[str, Any], cfg: DictConfig) -> None:
+    from lstm_jax.models.core import core_class
+
+    try:
+        cls = core_class(model_cfg)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    node = {"_target_": f"{cls.__module__}.{cls.__name__}", **model_cfg}
+    _validate_node(node, "model", cfg, skip=("cell", "dtype"), elsewhere=_cells_with)
+
+
+def check_model_overrides(overrides: list[str]) -> None:
+    """Refuses, before Hydra composes anything, a command-line `model.KEY=V` that the chosen
+    cell (`model=NAME`, default lstm) does not have: Hydra's own error would suggest
+    `+model.KEY=V`, which only moves the failure to the schema."""
+    from lstm_jax.nn.registry import CELLS
+
+    cell = "lstm"
+    for item in overrides:
+        if item.startswith("model="):
+            cell = item.partition("=")[2]
+    if cell not in CELLS:
+        return  # Hydra names the unknown choice and lists the options
+    params = constructor_parameters(CELLS[cell])
+    for item in overrides:
+        key = item.partition("=")[0]
+        if not key.startswith("model.") or "," in item.partition("=")[2]:
+            continue
+        name = key.removeprefix("model.")
+        if "." in name or name in ("cell", "_target_") or name in params:
+            continue
+        raise ConfigError(
+            f"model.{name} is not a setting of {CELLS[cell].__name__} (model={cell}; it takes "
+            f"{', '.join(_settings(params, False))}){_cells_with(name)}."
+        )
 
 
 def _missing(node: DictConfig, prefix: str = "") -> list[str]:
@@ -223,6 +306,8 @@ def validate(cfg: DictConfig) -> None:
     # The task first: other groups interpolate its values (chrono_max_steps: ${task.seq_len}).
     if "task" in cfg and "_target_" in cfg.task:
         _validate_task(_resolved(cfg, "task"), cfg)
+    if "model" in cfg:
+        _validate_model(_resolved(cfg, "model"), cfg)
     for group, schema in GROUPS.items():
         if group not in cfg:
             continue
