@@ -21,6 +21,10 @@ Why a custom backward: autodiff of ``lax.scan`` computes the W_hh gradient as on
 Here the reverse loop only propagates (dh, dc) and emits the pre-activation gradients dz_t;
 dW_hh for all steps is then one (H, T*B) x (T*B, G*H) matmul, and the input-projection
 gradients are left to autodiff of the caller's single projection matmul (also large).
+
+Why one module over 400 lines: each cell's reference scan, custom-VJP kernel and entry point
+are checked against each other (tests/nn/test_nn_gradcheck.py) and share the step helpers;
+kept together so that a change to one cell's numerics is read beside the others.
 """
 
 from __future__ import annotations
