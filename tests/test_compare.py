@@ -145,7 +145,15 @@ def test_a_cell_chosen_as_a_config_group_is_the_model_cell_column(tmp_path: Path
     # before cells were groups recorded `model.cell=gru`: both are the model.cell column.
     for job, cell in enumerate(CELLS):
         _write_run(tmp_path / str(job), cell, 50, cell_override="model")
+        # what each cell's own config file adds: its _target_, and LSTM-only keys
+        path = tmp_path / str(job) / ".hydra" / "config.yaml"
+        config = yaml.safe_load(path.read_text())
+        config["model"]["_target_"] = f"lstm_jax.nn.{cell.upper()}"
+        if cell == "lstm":
+            config["model"]["forget_bias"] = 1.0
+        path.write_text(yaml.safe_dump(config))
     table = build_table(find_runs([tmp_path]))
+    # the keys that follow from the cell are not columns of their own
     assert table.params == ["model.cell"]
     assert [r["model.cell"] for r in table.rows] == list(CELLS)
 
