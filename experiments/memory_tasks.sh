@@ -35,19 +35,19 @@ stage() {
   case $1 in
   adding_T50)      # cells at T=50
     run $1 -m experiment=adding_T100 task.seq_len=50 trainer.max_steps=1000 trainer.eval_every=250 \
-      model.cell=rnn,gru,lstm $SMALL $NODIAG $OLD_ADDING hydra.sweep.dir=$OUT/$1 ;;
+      model=rnn,gru,lstm $SMALL $NODIAG $OLD_ADDING hydra.sweep.dir=$OUT/$1 ;;
   adding_T50_chrono)
     run $1 experiment=adding_T100 task.seq_len=50 trainer.max_steps=1000 trainer.eval_every=250 \
       model.chrono_max_steps=75 $SMALL $NODIAG $OLD_ADDING hydra.run.dir=$OUT/$1 ;;
   adding_T100)
     run $1 -m experiment=adding_T100 trainer.max_steps=2000 trainer.eval_every=250 \
-      model.cell=rnn,gru,lstm $SMALL $NODIAG $OLD_ADDING hydra.sweep.dir=$OUT/$1 ;;
+      model=rnn,gru,lstm $SMALL $NODIAG $OLD_ADDING hydra.sweep.dir=$OUT/$1 ;;
   adding_T100_chrono)
     run $1 experiment=adding_T100 trainer.max_steps=2000 trainer.eval_every=250 \
       model.chrono_max_steps=150 $SMALL $NODIAG $OLD_ADDING hydra.run.dir=$OUT/$1 ;;
   copy_T50)
     run $1 -m experiment=copy_T100 task.seq_len=50 trainer.max_steps=1500 \
-      model.cell=rnn,gru,lstm $SMALL $NODIAG $OLD_COPY hydra.sweep.dir=$OUT/$1 ;;
+      model=rnn,gru,lstm $SMALL $NODIAG $OLD_COPY hydra.sweep.dir=$OUT/$1 ;;
   copy_T50_chrono)
     run $1 experiment=copy_T100 task.seq_len=50 trainer.max_steps=1500 \
       model.chrono_max_steps=75 $SMALL $NODIAG $OLD_COPY hydra.run.dir=$OUT/$1 ;;

@@ -23,6 +23,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, open_dict
 
 from lstm_jax.config import CONFIG_DIR, enable_compilation_cache
+from lstm_jax.schema import check_model_overrides
 
 log = logging.getLogger("lstm_jax")
 
@@ -200,6 +201,7 @@ def main() -> None:
     distributed.maybe_initialize_distributed()
     try:
         sys.argv += distributed.process_overrides(sys.argv[1:])
+        check_model_overrides(sys.argv[1:])
     except ValueError as error:
         _fail(str(error))
     _hydra_main()

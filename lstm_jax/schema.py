@@ -1,10 +1,13 @@
 """Typed schema of the composed config, checked before a run writes or computes anything.
 
 The trainer, optim and model groups are pydantic models with ranges (lr > 0, sizes >= 1,
-probabilities in [0, 1), ...). The task group is checked against the constructor of its
-`_target_`: the keys it accepts, the type of each from its annotations, and the ranges of
-`TASK_RANGES` for the parameter names that follow the project's conventions, so a new task
-is checked without a table of its own.
+probabilities in [0, 1), ...). The task and model groups are also checked against the
+constructor of their `_target_` (a task class; a cell's layer, lstm_jax.nn.LSTM for
+configs/model/lstm.yaml): the keys it accepts, the type of each from its annotations, and the
+ranges of `TASK_RANGES` for the parameter names that follow the project's conventions, so a
+new task or cell is checked without a table of its own. Nested `_target_` nodes (a task's
+`head: {_target_: ..., _partial_: true}`) are checked the same way. A key that another cell
+has (`model=gru model.forget_bias=1`) is refused with the cell that takes it.
 
     validate(cfg)   # raises ConfigError("model.hidden_size=0: Input should be ...")
 """
@@ -71,21 +74,25 @@ class ScheduleSchema(_Group):
 
 
 class OptimSchema(_Group):
-    # optim.optimizer (the optax constructor and its keys) is checked against its
-    # _target_'s signature, like the task group.
+    name: Literal["adam", "adamw", "sgd", "rmsprop"]
     lr: Annotated[float, Field(gt=0.0)]
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+    momentum: Probability = 0.0
+    nesterov: bool = False
+    b1: Probability = 0.9
+    b2: Probability = 0.999
+    eps: Annotated[float, Field(gt=0.0)] = 1e-8
     clip_grad_norm: Annotated[float, Field(gt=0.0)] | None = None
     schedule: ScheduleSchema
 
 
 class ModelSchema(_Group):
-    cell: Literal["lstm", "gru", "rnn"]
+    """The keys every cell has; a cell's own keys are checked against its constructor."""
+
     hidden_size: Positive
     num_layers: Positive = 1
     bidirectional: bool = False
     dropout: Probability = 0.0
-    forget_bias: float = 1.0
-    chrono_max_steps: Positive | None = None
     dtype: Literal["float32", "bfloat16", "float16"] | None = "float32"
 
 
@@ -156,7 +163,7 @@ def _one_line(key: str, value: Any, error: ValidationError, cfg: DictConfig | No
     return f"{full}={shown!r}: {first['msg']}."
 
 
-def _target_object(node: dict[str, Any], key: str) -> Any:
+def _target_class(node: dict[str, Any], key: str) -> Any:
     target = node.get("_target_")
     module, _, name = str(target).rpartition(".")
     try:
@@ -165,36 +172,123 @@ def _target_object(node: dict[str, Any], key: str) -> Any:
         raise ConfigError(f"{key}._target_={target!r} cannot be imported ({error}).") from None
 
 
-def _validate_target(
-    node: dict[str, Any], key: str, cfg: DictConfig, *, supplied: dict[str, str] | None = None
+# Keys of a config node that are not constructor arguments: Hydra's, and the model's `cell`
+# (it names the cell for run metadata; lstm_jax.models.core checks it matches _target_).
+_NOT_ARGUMENTS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
+# Constructor arguments the code supplies, never a config: the core's input width.
+_SUPPLIED = ("in_features", "rngs")
+
+
+def _settings(params: dict[str, inspect.Parameter], partial: bool) -> list[str]:
+    """The names a config may set: a partial node's required arguments come from code."""
+    return sorted(
+        name
+        for name, p in params.items()
+        if name not in _SUPPLIED and not (partial and p.default is p.empty)
+    )
+
+
+def _validate_node(
+    node: dict[str, Any],
+    key: str,
+    cfg: DictConfig,
+    *,
+    skip: tuple[str, ...] = (),
+    elsewhere: Any = None,
+    set_by_code: dict[str, str] | None = None,
 ) -> None:
-    """Checks the keys of the `_target_` node at `key` (task, optim.optimizer) against the
-    parameters of its target: each must be one it takes, of its annotated type, and in the
-    range TASK_RANGES gives its name. `supplied`: parameters the code passes itself, each
-    with the setting a user changes instead."""
-    target = _target_object(node, key)
-    params = constructor_parameters(target)
-    name = getattr(target, "__qualname__", str(target))
-    for param, value in node.items():
-        if param in ("_target_", "_partial_"):
+    """Checks `node` against its `_target_`'s constructor (a class or a function such as
+    optax.adam); `elsewhere(name)` says which other config would take a key this one does
+    not (for the message); `set_by_code` maps the arguments the code passes itself to the
+    setting a user changes instead."""
+    cls = _target_class(node, key)
+    params = constructor_parameters(cls)
+    for name, value in node.items():
+        if name in _NOT_ARGUMENTS or name in skip:
             continue
-        if supplied and param in supplied:
-            raise ConfigError(f"{key}.{param} is set by lstm-jax; set {supplied[param]} instead.")
-        if param not in params:
+        if set_by_code and name in set_by_code:
+            raise ConfigError(f"{key}.{name} is set by lstm-jax; set {set_by_code[name]} instead.")
+        if name not in params or name in _SUPPLIED:
+            hint = elsewhere(name) if elsewhere else ""
             raise ConfigError(
-                f"{key}.{param} is not a setting of {name} (it takes "
-                f"{', '.join(sorted(set(params) - set(supplied or ())))})."
+                f"{key}.{name} is not a setting of {cls.__name__} (it takes "
+                f"{', '.join(_settings(params, bool(node.get('_partial_'))))}){hint}."
             )
-        annotation = params[param].annotation
-        ranges = [field for pattern, field in TASK_RANGES if re.fullmatch(pattern, param)]
+        if isinstance(value, dict) and "_target_" in value:
+            _validate_node(value, f"{key}.{name}", cfg)
+            continue
+        annotation = params[name].annotation
+        ranges = [field for pattern, field in TASK_RANGES if re.fullmatch(pattern, name)]
         if ranges and annotation in (int, float, int | None, float | None):
             annotation = Annotated[annotation, ranges[0]]
         try:
             TypeAdapter(annotation).validate_python(value)
         except ValidationError as error:
-            raise ConfigError(_one_line(f"{key}.{param}", value, error, cfg)) from None
-        except Exception:  # noqa: BLE001, S110 - a hint pydantic cannot check is left to the target
+            raise ConfigError(_one_line(f"{key}.{name}", value, error, cfg)) from None
+        except Exception:  # noqa: BLE001, S110 - a hint pydantic cannot check is left to the code
             pass
+
+
+def _validate_task(task_cfg: dict[str, Any], cfg: DictConfig) -> None:
+    _validate_node(task_cfg, "task", cfg)
+
+
+def _validate_optimizer(node: dict[str, Any], cfg: DictConfig) -> None:
+    if "_target_" not in node:
+        raise ConfigError(
+            "optim.optimizer has no _target_: choose a preset with optim=adam|adamw|sgd|"
+            "rmsprop or name an optax constructor (optim.optimizer._target_=optax.lion)."
+        )
+    set_by_code = {"learning_rate": "optim.lr (and optim.schedule)"}
+    _validate_node(node, "optim.optimizer", cfg, set_by_code=set_by_code)
+
+
+def _cells_with(name: str) -> str:
+    """', it is a setting of model=lstm' for a key only some cells have."""
+    from lstm_jax.nn.registry import CELLS
+
+    having = [cell for cell, cls in CELLS.items() if name in constructor_parameters(cls)]
+    if not having:
+        return ""
+    choices = " or ".join(f"model={cell}" for cell in having)
+    return f"; {name} belongs to {choices}: choose that cell, or drop the key"
+
+
+def _validate_model(model_cfg: dict[str, Any], cfg: DictConfig) -> None:
+    from lstm_jax.models.core import core_class
+
+    try:
+        cls = core_class(model_cfg)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    node = {"_target_": f"{cls.__module__}.{cls.__name__}", **model_cfg}
+    _validate_node(node, "model", cfg, skip=("cell", "dtype"), elsewhere=_cells_with)
+
+
+def check_model_overrides(overrides: list[str]) -> None:
+    """Refuses, before Hydra composes anything, a command-line `model.KEY=V` that the chosen
+    cell (`model=NAME`, default lstm) does not have: Hydra's own error would suggest
+    `+model.KEY=V`, which only moves the failure to the schema."""
+    from lstm_jax.nn.registry import CELLS
+
+    cell = "lstm"
+    for item in overrides:
+        if item.startswith("model="):
+            cell = item.partition("=")[2]
+    if cell not in CELLS:
+        return  # Hydra names the unknown choice and lists the options
+    params = constructor_parameters(CELLS[cell])
+    for item in overrides:
+        key = item.partition("=")[0]
+        if not key.startswith("model.") or "," in item.partition("=")[2]:
+            continue
+        name = key.removeprefix("model.")
+        if "." in name or name in ("cell", "_target_") or name in params:
+            continue
+        raise ConfigError(
+            f"model.{name} is not a setting of {CELLS[cell].__name__} (model={cell}; it takes "
+            f"{', '.join(_settings(params, False))}){_cells_with(name)}."
+        )
 
 
 def _missing(node: DictConfig, prefix: str = "") -> list[str]:
@@ -229,16 +323,11 @@ def validate(cfg: DictConfig) -> None:
         )
     # The task first: other groups interpolate its values (chrono_max_steps: ${task.seq_len}).
     if "task" in cfg and "_target_" in cfg.task:
-        _validate_target(_resolved(cfg, "task"), "task", cfg)
+        _validate_task(_resolved(cfg, "task"), cfg)
+    if "model" in cfg:
+        _validate_model(_resolved(cfg, "model"), cfg)
     if "optim" in cfg and "optimizer" in cfg.optim:
-        optimizer = _resolved(cfg, "optim")["optimizer"]
-        if "_target_" not in optimizer:
-            raise ConfigError(
-                "optim.optimizer has no _target_: choose a preset with optim=adam|adamw|sgd|"
-                "rmsprop or name an optax constructor (optim.optimizer._target_=optax.lion)."
-            )
-        supplied = {"learning_rate": "optim.lr (and optim.schedule)"}
-        _validate_target(optimizer, "optim.optimizer", cfg, supplied=supplied)
+        _validate_optimizer(_resolved(cfg, "optim")["optimizer"], cfg)
     for group, schema in GROUPS.items():
         if group not in cfg:
             continue

@@ -38,13 +38,14 @@ def _write_run(
     *,
     finished: bool = True,
     extra_overrides: tuple[str, ...] = (),
+    cell_override: str = "model.cell",
 ) -> None:
     """A run dir as the trainer writes it, for the copy task: val/loss falls to a floor
     that is low (solved) when T is within the cell's horizon."""
     (run_dir / ".hydra").mkdir(parents=True)
     overrides = [
         "experiment=memory_horizon",
-        f"model.cell={cell}",
+        f"{cell_override}={cell}",
         f"task.seq_len={seq_len}",
         "trainer.max_steps=40",
         *extra_overrides,
@@ -139,6 +140,24 @@ def test_parse_override():
     assert column == "test/mse" and op(0.01, value) and not op(0.02, value)
     with pytest.raises(ValueError, match="COLUMN OP NUMBER"):
         parse_condition("solved")
+
+
+def test_a_cell_chosen_as_a_config_group_is_the_model_cell_column(tmp_path: Path):
+    # `lstm-jax -m model=rnn,gru,lstm` records the group choice `model=gru`; runs made
+    # before cells were groups recorded `model.cell=gru`: both are the model.cell column.
+    for job, cell in enumerate(CELLS):
+        _write_run(tmp_path / str(job), cell, 50, cell_override="model")
+        # what each cell's own config file adds: its _target_, and LSTM-only keys
+        path = tmp_path / str(job) / ".hydra" / "config.yaml"
+        config = yaml.safe_load(path.read_text())
+        config["model"]["_target_"] = f"lstm_jax.nn.{cell.upper()}"
+        if cell == "lstm":
+            config["model"]["forget_bias"] = 1.0
+        path.write_text(yaml.safe_dump(config))
+    table = build_table(find_runs([tmp_path]))
+    # the keys that follow from the cell are not columns of their own
+    assert table.params == ["model.cell"]
+    assert [r["model.cell"] for r in table.rows] == list(CELLS)
 
 
 def test_sweep_dir_gives_one_row_per_job_in_job_order(sweep: Path):

@@ -53,7 +53,7 @@ def horizon_sweep(tmp_path_factory) -> Path:
     sweep = work / "sweep"
     run_cli(
         "experiment=memory_horizon",
-        "model.cell=rnn,lstm",
+        "model=rnn,lstm",
         "task.seq_len=5,8",
         *TINY,
         "logger=wandb",
@@ -72,7 +72,7 @@ def test_multirun_writes_one_run_dir_per_job(horizon_sweep: Path):
     for job in jobs:
         run_dir = horizon_sweep / job
         overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
-        cell = next(o.split("=")[1] for o in overrides if o.startswith("model.cell="))
+        cell = next(o.split("=")[1] for o in overrides if o.startswith("model="))
         seq_len = next(o.split("=")[1] for o in overrides if o.startswith("task.seq_len="))
         seen.add((cell, int(seq_len)))
         summary = json.loads((run_dir / "summary.json").read_text())
@@ -91,8 +91,8 @@ def test_multirun_makes_one_wandb_run_per_job_in_one_group(horizon_sweep: Path):
     # One group per sweep: the experiment and the sweep dir's name.
     assert groups == {f"memory_horizon/{horizon_sweep.name}"}
     names = [r["name"] for r in runs]
-    assert "model.cell=rnn" in names[0] and "task.seq_len=5" in names[0]
-    assert "model.cell=lstm" in names[3] and "task.seq_len=8" in names[3]
+    assert "model=rnn" in names[0] and "task.seq_len=5" in names[0]
+    assert "model=lstm" in names[3] and "task.seq_len=8" in names[3]
     for run in runs:
         assert run["config"]["model"]["cell"] in ("rnn", "lstm")
         assert any("val/mse" in row for row in run["history"])
@@ -247,11 +247,11 @@ def test_memory_horizon_presets_compose_as_sweeps():
     cfg = _compose(["experiment=memory_horizon"])
     assert cfg.hydra.mode.name == "MULTIRUN"
     assert cfg.task._target_.endswith("AddingTask") and cfg.experiment_name == "memory_horizon"
-    assert cfg.hydra.sweeper.params["model.cell"] == "rnn,gru,lstm"
+    assert cfg.hydra.sweeper.params["model"] == "rnn,gru,lstm"
     assert len(str(cfg.hydra.sweeper.params["task.seq_len"]).split(",")) >= 4
     cfg = _compose(["experiment=memory_horizon_copy"])
     assert cfg.task._target_.endswith("CopyTask")
-    assert cfg.hydra.sweeper.params["model.cell"] == "rnn,gru,lstm"
+    assert cfg.hydra.sweeper.params["model"] == "rnn,gru,lstm"
 
 
 def test_optuna_preset_composes():

@@ -26,7 +26,25 @@ def compose_train(*overrides):
         (["optim.lr=-1"], "optim.lr=-1: Input should be greater than 0."),
         (["optim.lr=nan"], "optim.lr=nan: Input should be greater than 0."),
         (["model.dropout=1.0"], "model.dropout=1.0: Input should be less than 1."),
-        (["model.cell=lstmm"], "model.cell='lstmm': Input should be 'lstm', 'gru' or 'rnn'."),
+        (
+            ["model.cell=lstmm"],
+            "model.cell='lstmm' is not a known cell; choose model=lstm, model=gru, model=rnn.",
+        ),
+        (
+            ["model.cell=gru"],
+            (
+                "model.cell=gru does not match model._target_=lstm_jax.nn.LSTM (cell 'lstm'): "
+                "switch the cell with model=gru, not model.cell=gru."
+            ),
+        ),
+        (
+            ["experiment=copy_T500_chrono", "model=gru"],
+            (
+                "model.forget_bias is not a setting of GRU (it takes bidirectional, dropout, "
+                "dtype, hidden_size, num_layers, param_dtype, use_bias); forget_bias belongs "
+                "to model=lstm: choose that cell, or drop the key."
+            ),
+        ),
         (
             ["trainer.batch_size=0"],
             "trainer.batch_size=0: Input should be greater than or equal to 1.",
@@ -98,6 +116,20 @@ def test_bad_value_on_the_command_line_is_one_line_and_writes_nothing(tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "lstm-jax: error: model.hidden_size=0: Input should be greater than or equal to 1."
+    )
+    assert not run_dir.exists() or not any(run_dir.iterdir())
+
+
+def test_a_key_of_another_cell_is_one_line_naming_the_key_and_the_fix(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "model=gru", "model.forget_bias=1", f"hydra.run.dir={run_dir}", cwd=tmp_path, check=False
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "lstm-jax: error: model.forget_bias is not a setting of GRU (model=gru; it takes "
+        "bidirectional, dropout, dtype, hidden_size, num_layers, param_dtype, use_bias); "
+        "forget_bias belongs to model=lstm: choose that cell, or drop the key."
     )
     assert not run_dir.exists() or not any(run_dir.iterdir())
 

@@ -162,6 +162,15 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
     if (hydra_dir / "config.yaml").exists():
         config = _read_yaml(hydra_dir / "config.yaml", run)
         run.config = _flatten(config) if isinstance(config, dict) else {}
+    if "model" in run.overrides:
+        # A cell chosen as a config group (`model=gru`) is named `model.cell`, as in the
+        # config and in runs made before cells were groups: one column, one --group key.
+        run.overrides = {
+            ("model.cell" if key == "model" else key): (
+                run.config.get("model.cell", value) if key == "model" else value
+            )
+            for key, value in run.overrides.items()
+        }
 
     metrics = path / "metrics.jsonl"
     if metrics.exists():

@@ -38,7 +38,7 @@ def swept_parameters(runs: list[Run]) -> tuple[list[str], dict[str, Any]]:
             if key in keys or any(fnmatch.fnmatch(key, pat) for pat in IGNORED_CONFIG_KEYS):
                 continue
             values = {json.dumps(param_value(r, key), default=str) for r in runs}
-            if len(values) > 1:
+            if len(values) > 1 and not _follows_from_the_cell(runs, key):
                 keys.append(key)
     swept, fixed = [], {}
     for key in keys:
@@ -48,6 +48,19 @@ def swept_parameters(runs: list[Run]) -> tuple[list[str], dict[str, Any]]:
         else:
             fixed[key] = param_value(runs[0], key)
     return swept, fixed
+
+
+def _follows_from_the_cell(runs: list[Run], key: str) -> bool:
+    """Whether a model key differs only because the cell does (model._target_, an
+    LSTM-only key such as model.forget_bias): one value per cell, so not a column of its own
+    beside model.cell."""
+    if not key.startswith("model.") or key == "model.cell":
+        return False
+    by_cell: dict[str, set[str]] = {}
+    for run in runs:
+        value = json.dumps(param_value(run, key), default=str)
+        by_cell.setdefault(str(param_value(run, "model.cell")), set()).add(value)
+    return all(len(values) == 1 for values in by_cell.values())
 
 
 def param_value(run: Run, key: str) -> Any:

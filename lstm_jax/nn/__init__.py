@@ -1,6 +1,21 @@
 """The recurrent core: Flax NNX LSTM, GRU and SimpleRNN layers (batch-first) over lax.scan
-kernels with a hand-written backward. See lstm_jax.nn.layers for the interface."""
+kernels with a hand-written backward, and the registry of cells. See lstm_jax.nn.layers for
+the interface and lstm_jax.nn.registry for what a cell declares."""
 
 from lstm_jax.nn.layers import GRU, LSTM, SimpleRNN
+from lstm_jax.nn.registry import CELLS, RecurrentLayer, cell_class, gate_activations
+from lstm_jax.nn.scan import gru_scan, input_projection, lstm_scan, rnn_scan
 
-__all__ = ["GRU", "LSTM", "SimpleRNN"]
+__all__ = [
+    "CELLS",
+    "GRU",
+    "LSTM",
+    "RecurrentLayer",
+    "SimpleRNN",
+    "cell_class",
+    "gate_activations",
+    "gru_scan",
+    "input_projection",
+    "lstm_scan",
+    "rnn_scan",
+]

@@ -11,11 +11,16 @@ biases (N = 1 or 2 directions, G gate blocks in PyTorch order). LSTM and SimpleR
 bias ``b`` (N, G*H), the sum of PyTorch's b_ih + b_hh (they only ever appear summed); GRU keeps
 ``b_i`` (N, 3H) = (b_ir + b_hr, b_iz + b_hz, b_in) and ``b_hn`` (N, H), which sits inside
 r * (W_hn h + b_hn). ``to_torch`` writes the summed biases to bias_ih and zeros to bias_hh.
+
+Why one module over 400 lines: the three cells are thin subclasses of one stacking /
+masking / interchange base, and the cuDNN dispatch of the LSTM needs the base's internals;
+splitting them would split the one contract (DESIGN contract 1) over several files.
 """
 
 from __future__ import annotations
 
 import warnings
+from typing import Any, ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +30,13 @@ from flax import nnx
 from lstm_jax.nn import cudnn, init, scan, torch_io
 
 F32 = jnp.float32
+
+# The state a layer returns and accepts: (h, c) for the LSTM, h for the other cells; each
+# (num_layers * directions, B, H), PyTorch order.
+State = jax.Array | tuple[jax.Array, ...]
+# {"layer_k": {gate name: (B, T, H * directions)}}
+Gates = dict[str, dict[str, jax.Array]]
+DType = Any  # a jnp dtype, its name ("bfloat16"), or None for float32
 
 
 @jax.custom_vjp
@@ -81,25 +93,33 @@ class _LayerParams(nnx.Module):
 
 
 class _Recurrent(nnx.Module):
-    """Shared stacking / bidirectional / masking logic; subclasses define the cell."""
+    """Shared stacking / bidirectional / masking logic; subclasses define the cell.
 
-    GATES: tuple[str, ...] = ()
-    STATE_PARTS = 1  # LSTM: 2 (h, c)
+    A cell declares `CELL` (its registry name, lstm_jax.nn.registry) and `GATE_ACTIVATIONS`
+    (gate name -> "sigmoid" | "tanh", in the kernel's gate-block order); diagnostics read
+    them instead of knowing the cells.
+    """
+
+    CELL: ClassVar[str] = ""
+    GATE_ACTIVATIONS: ClassVar[dict[str, Literal["sigmoid", "tanh"]]] = {}
+    GATES: ClassVar[tuple[str, ...]] = ()
+    STATE_PARTS: ClassVar[int] = 1  # LSTM: 2 (h, c)
 
     def __init__(
         self,
-        in_features,
-        hidden_size,
+        in_features: int,
+        hidden_size: int,
         *,
-        num_layers=1,
-        bidirectional=False,
-        dropout=0.0,
-        use_bias=True,
-        dtype=None,
-        param_dtype=F32,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        use_bias: bool = True,
+        dtype: DType = None,
+        param_dtype: DType = F32,
         rngs: nnx.Rngs,
-        **cell_kwargs,
     ):
+        """in_features D and hidden_size H of every layer; dropout between stacked layers
+        (as torch.nn.LSTM); dtype: compute dtype of the matmuls (None: float32)."""
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         if not 0.0 <= dropout < 1.0:
@@ -124,7 +144,7 @@ class _Recurrent(nnx.Module):
                 "w_hh": init.recurrent_weights(k_hh, n, g, h, param_dtype),
             }
             if use_bias:
-                params.update(self._init_bias(k_b, **cell_kwargs))
+                params.update(self._init_bias(k_b))
             setattr(self, f"layer_{k}", _LayerParams(params))
         if dropout > 0.0 and num_layers == 1:
             warnings.warn(
@@ -134,9 +154,47 @@ class _Recurrent(nnx.Module):
             )
         self.dropout = nnx.Dropout(dropout, rngs=rngs) if dropout > 0.0 and num_layers > 1 else None
 
+    # ---- what the rest of the package reads instead of knowing the cell ---------------------
+
+    @property
+    def output_width(self) -> int:
+        """Features of the output y: hidden_size * directions."""
+        return self.hidden_size * self.num_directions
+
+    def zero_state(self, batch_size: int) -> State:
+        """The all-zero state for `batch_size` sequences, in the layout `__call__` returns
+        (separate buffers per part: the trainer donates a carried state to its step)."""
+        shape = (self.num_layers * self.num_directions, batch_size, self.hidden_size)
+        parts = tuple(jnp.zeros(shape, F32) for _ in range(self.STATE_PARTS))
+        return parts if self.STATE_PARTS > 1 else parts[0]
+
+    def hidden_of(self, state: State) -> jax.Array:
+        """The hidden states h (num_layers * directions, B, H) of a returned state."""
+        return state[0] if self.STATE_PARTS > 1 else state
+
+    def run(
+        self,
+        x: jax.Array,
+        seq_lengths: jax.Array | None = None,
+        initial_state: State | None = None,
+        *,
+        return_gates: bool = False,
+        hidden_perturbation: jax.Array | None = None,
+    ) -> tuple[jax.Array, State, Gates | None]:
+        """`__call__` with one return form for every option: (y, state, gates or None).
+        The package calls cores this way; `layer(x)` keeps its public (y, state)."""
+        out = self(
+            x,
+            seq_lengths,
+            initial_state,
+            return_gates=return_gates,
+            hidden_perturbation=hidden_perturbation,
+        )
+        return out if return_gates else (*out, None)
+
     # ---- cell hooks ---------------------------------------------------------------------
 
-    def _init_bias(self, key, **cell_kwargs) -> dict:
+    def _init_bias(self, key) -> dict:
         n, g, h = self.num_directions, len(self.GATES), self.hidden_size
         return {"b": jnp.zeros((n, g * h), self.param_dtype)}
 
@@ -159,13 +217,13 @@ class _Recurrent(nnx.Module):
 
     def __call__(
         self,
-        x,
-        seq_lengths=None,
-        initial_state=None,
+        x: jax.Array,
+        seq_lengths: jax.Array | None = None,
+        initial_state: State | None = None,
         *,
-        return_gates=False,
-        hidden_perturbation=None,
-    ):
+        return_gates: bool = False,
+        hidden_perturbation: jax.Array | None = None,
+    ) -> tuple[jax.Array, State] | tuple[jax.Array, State, Gates]:
         """x (B, T, D); seq_lengths (B,) int or None; initial_state like the returned state.
 
         Returns y (B, T, N*H), zero at t >= seq_lengths[b], and the final state taken at each
@@ -247,7 +305,9 @@ class _Recurrent(nnx.Module):
     # ---- PyTorch interchange ------------------------------------------------------------
 
     @classmethod
-    def from_torch(cls, state_dict, *, rngs=None, **kwargs):
+    def from_torch(
+        cls, state_dict: dict[str, np.ndarray], *, rngs: nnx.Rngs | None = None, **kwargs: Any
+    ) -> _Recurrent:
         """A layer holding the weights of a PyTorch module's state dict (numpy arrays);
         sizes, layers, bidirectional and bias are inferred. kwargs: dropout, dtype, ..."""
         cfg = torch_io.infer_config(state_dict, len(cls.GATES))
@@ -272,7 +332,7 @@ class _Recurrent(nnx.Module):
                     getattr(p, name).set_value(jnp.asarray(stacked, layer.param_dtype))
         return layer
 
-    def to_torch(self):
+    def to_torch(self) -> dict[str, np.ndarray]:
         """The PyTorch state dict (numpy float32 arrays) of an equivalent torch module."""
         out = {}
         for k in range(self.num_layers):
@@ -298,26 +358,36 @@ class LSTM(_Recurrent):
     the scan kernel otherwise). lstm_jax.nn.cudnn lists what cuDNN cannot do.
     """
 
-    GATES = ("input", "forget", "cell", "output")
+    CELL = "lstm"
+    GATE_ACTIVATIONS = {
+        "input": "sigmoid",
+        "forget": "sigmoid",
+        "cell": "tanh",
+        "output": "sigmoid",
+    }
+    GATES = tuple(GATE_ACTIVATIONS)
     STATE_PARTS = 2
 
     def __init__(
         self,
-        in_features,
-        hidden_size,
+        in_features: int,
+        hidden_size: int,
         *,
-        num_layers=1,
-        bidirectional=False,
-        dropout=0.0,
-        forget_bias=1.0,
-        chrono_max_steps=None,
-        use_bias=True,
-        dtype=None,
-        param_dtype=F32,
-        backend="auto",
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        forget_bias: float = 1.0,
+        chrono_max_steps: int | None = None,
+        use_bias: bool = True,
+        dtype: DType = None,
+        param_dtype: DType = F32,
+        backend: Literal["auto", "scan", "cudnn"] = "auto",
         rngs: nnx.Rngs,
     ):
         cudnn.check_backend(backend)
+        # read by _init_bias, which the base constructor calls once per layer
+        self.forget_bias = forget_bias
+        self.chrono_max_steps = chrono_max_steps
         super().__init__(
             in_features,
             hidden_size,
@@ -328,8 +398,6 @@ class LSTM(_Recurrent):
             dtype=dtype,
             param_dtype=param_dtype,
             rngs=rngs,
-            forget_bias=forget_bias,
-            chrono_max_steps=chrono_max_steps,
         )
         self.backend = backend
 
@@ -364,13 +432,13 @@ class LSTM(_Recurrent):
 
     def __call__(
         self,
-        x,
-        seq_lengths=None,
-        initial_state=None,
+        x: jax.Array,
+        seq_lengths: jax.Array | None = None,
+        initial_state: State | None = None,
         *,
-        return_gates=False,
-        hidden_perturbation=None,
-    ):
+        return_gates: bool = False,
+        hidden_perturbation: jax.Array | None = None,
+    ) -> tuple[jax.Array, State] | tuple[jax.Array, State, Gates]:
         if not self.uses_cudnn(return_gates=return_gates, hidden_perturbation=hidden_perturbation):
             return super().__call__(
                 x,
@@ -400,14 +468,14 @@ class LSTM(_Recurrent):
         )
         return y, (h_n, c_n)
 
-    def _init_bias(self, key, forget_bias=1.0, chrono_max_steps=None):
+    def _init_bias(self, key):
         return {
             "b": init.lstm_bias(
                 key,
                 self.num_directions,
                 self.hidden_size,
-                forget_bias,
-                chrono_max_steps,
+                self.forget_bias,
+                self.chrono_max_steps,
                 self.param_dtype,
             )
         }
@@ -424,7 +492,9 @@ class LSTM(_Recurrent):
 class GRU(_Recurrent):
     """GRU with PyTorch's equations (gate order r, z, n; b_hn inside r * (W_hn h + b_hn))."""
 
-    GATES = ("reset", "update", "candidate")
+    CELL = "gru"
+    GATE_ACTIVATIONS = {"reset": "sigmoid", "update": "sigmoid", "candidate": "tanh"}
+    GATES = tuple(GATE_ACTIVATIONS)
 
     def _init_bias(self, key):
         n, h = self.num_directions, self.hidden_size
@@ -470,7 +540,10 @@ class GRU(_Recurrent):
 class SimpleRNN(_Recurrent):
     """Elman RNN with tanh, h_t = tanh(W_ih x_t + W_hh h_{t-1} + b) (PyTorch nn.RNN)."""
 
-    GATES = ("hidden",)
+    CELL = "rnn"
+    # the kernel's "gate" is h_t itself, tanh of the pre-activation
+    GATE_ACTIVATIONS = {"hidden": "tanh"}
+    GATES = tuple(GATE_ACTIVATIONS)
 
     def _kernel(self, xw, p, carry0, mask, pert, return_gates):
         fn = scan.rnn_scan if self.scan_impl == "custom" else scan.rnn_scan_reference

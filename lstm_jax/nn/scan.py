@@ -21,16 +21,22 @@ Why a custom backward: autodiff of ``lax.scan`` computes the W_hh gradient as on
 Here the reverse loop only propagates (dh, dc) and emits the pre-activation gradients dz_t;
 dW_hh for all steps is then one (H, T*B) x (T*B, G*H) matmul, and the input-projection
 gradients are left to autodiff of the caller's single projection matmul (also large).
+
+Why one module over 400 lines: each cell's reference scan, custom-VJP kernel and entry point
+are checked against each other (tests/nn/test_nn_gradcheck.py) and share the step helpers;
+kept together so that a change to one cell's numerics is read beside the others.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 F32 = jnp.float32
+Array = jax.Array
 
 
 def _mm(a, w, cdt):
@@ -408,9 +414,20 @@ def _cdt(compute_dtype):
 
 
 def lstm_scan(
-    xw, w_hh, h0, c0, mask=None, pert=None, *, return_gates=False, compute_dtype=None, unroll=1
-):
-    """LSTM over time with the hand-written backward. Returns (y, hT, cT, gates | None)."""
+    xw: Array,
+    w_hh: Array,
+    h0: Array,
+    c0: Array,
+    mask: Array | None = None,
+    pert: Array | None = None,
+    *,
+    return_gates: bool = False,
+    compute_dtype: Any = None,
+    unroll: int = 1,
+) -> tuple[Array, Array, Array, Array | None]:
+    """LSTM over time with the hand-written backward: xw (T, N, B, 4H), w_hh (N, H, 4H),
+    h0 and c0 (N, B, H), mask (T, B). Returns y (T, N, B, H), hT, cT (N, B, H) and the
+    gates (T, N, B, 4H) or None (shapes in the module docstring)."""
     k = _lstm_kernel(bool(return_gates), pert is not None, _cdt(compute_dtype), int(unroll))
     if xw.shape[1] == 1:
         return _unsqueeze(k(*_squeeze(xw, w_hh, h0, c0), mask, _squeeze(pert)[0]))
@@ -418,9 +435,20 @@ def lstm_scan(
 
 
 def gru_scan(
-    xw, w_hh, b_hn, h0, mask=None, pert=None, *, return_gates=False, compute_dtype=None, unroll=1
-):
-    """GRU over time with the hand-written backward; b_hn: (N, H). Returns (y, hT, gates)."""
+    xw: Array,
+    w_hh: Array,
+    b_hn: Array,
+    h0: Array,
+    mask: Array | None = None,
+    pert: Array | None = None,
+    *,
+    return_gates: bool = False,
+    compute_dtype: Any = None,
+    unroll: int = 1,
+) -> tuple[Array, Array, Array | None]:
+    """GRU over time with the hand-written backward: xw (T, N, B, 3H), w_hh (N, H, 3H),
+    b_hn (N, H), h0 (N, B, H). Returns y (T, N, B, H), hT (N, B, H) and the gates
+    (T, N, B, 3H) or None."""
     k = _gru_kernel(bool(return_gates), pert is not None, _cdt(compute_dtype), int(unroll))
     if xw.shape[1] == 1:
         return _unsqueeze(k(*_squeeze(xw, w_hh, b_hn, h0), mask, _squeeze(pert)[0]))
@@ -428,9 +456,18 @@ def gru_scan(
 
 
 def rnn_scan(
-    xw, w_hh, h0, mask=None, pert=None, *, return_gates=False, compute_dtype=None, unroll=1
-):
-    """tanh RNN over time with the hand-written backward. Returns (y, hT, gates | None)."""
+    xw: Array,
+    w_hh: Array,
+    h0: Array,
+    mask: Array | None = None,
+    pert: Array | None = None,
+    *,
+    return_gates: bool = False,
+    compute_dtype: Any = None,
+    unroll: int = 1,
+) -> tuple[Array, Array, Array | None]:
+    """tanh RNN over time with the hand-written backward: xw (T, N, B, H), w_hh (N, H, H),
+    h0 (N, B, H). Returns y (T, N, B, H), hT (N, B, H) and h_t as its "gate" or None."""
     k = _rnn_kernel(bool(return_gates), pert is not None, _cdt(compute_dtype), int(unroll))
     if xw.shape[1] == 1:
         return _unsqueeze(k(*_squeeze(xw, w_hh, h0), mask, _squeeze(pert)[0]))
@@ -472,6 +509,8 @@ def _projection(cdt):
     return project
 
 
-def input_projection(x, w, b=None, *, compute_dtype=None):
+def input_projection(
+    x: Array, w: Array, b: Array | None = None, *, compute_dtype: Any = None
+) -> Array:
     """x (T, B, D) @ w (D, M) + b (M,) -> (T, B, M) float32, matmuls in the compute dtype."""
     return _projection(_cdt(compute_dtype))(x, w, b)

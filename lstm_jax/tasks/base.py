@@ -56,7 +56,10 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def make_model(self, model_config: Any, *, rngs: nnx.Rngs) -> nnx.Module:
         """Builds the model for this task; `model_config` is the `model` config group
-        (cell, hidden_size, num_layers, bidirectional, dropout, forget_bias, ...)."""
+        (configs/model/<cell>.yaml, read by lstm_jax.models.make_core). A task supplies
+        only the sizes its data knows (input features, classes, vocabulary, horizon) to a
+        model of lstm_jax.models, named by a partial node of its own config (`head`,
+        `forecaster`) where it has options."""
 
     @abc.abstractmethod
     def train_batch(self, step: int) -> Batch:

@@ -11,7 +11,8 @@ network allows. Splits: train = the first 60,000 - val_size training images, val
 `val_size` (5,000 by default) training images, test = the 10,000 t10k images. Pixels are
 scaled to [0, 1] and standardised with the training-set mean and std of Fashion-MNIST
 (0.2860, 0.3530). The class is predicted by a linear head on the final hidden state of the
-top layer (`RecurrentHead`, readout="last"); cross-entropy loss; monitored by val/acc (max).
+top layer (`lstm_jax.models.SequenceHead`, pooling="last"); cross-entropy loss; monitored
+by val/acc (max).
 
 Training batches are a pure function of (seed, step): each epoch is a permutation of the
 training images drawn from `np.random.default_rng([seed, 0, epoch])` and step k takes the
@@ -21,11 +22,13 @@ k-th slice of batch_size of it (the remainder of an epoch is dropped).
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from lstm_jax.data import resolve_data_file
 from lstm_jax.tasks.base import Batch
@@ -89,7 +92,7 @@ class SequentialImageTask(ArrayTask):
     monitor = "val/acc"
     monitor_mode = "max"
     monitor_tiebreak = "val/loss"
-    readout = "last"
+    pooling = "last"
     out_features = NUM_CLASSES
 
     def __init__(
@@ -103,9 +106,14 @@ class SequentialImageTask(ArrayTask):
         permutation_seed: int = 0,
         val_size: int = 5000,
         eval_batch_size: int = 1000,
+        head: Callable[..., nnx.Module] | None = None,
     ):
         super().__init__(
-            batch_size=batch_size, seed=seed, data_dir=data_dir, eval_batch_size=eval_batch_size
+            batch_size=batch_size,
+            seed=seed,
+            data_dir=data_dir,
+            eval_batch_size=eval_batch_size,
+            head=head,
         )
         if mode not in ("row", "pixel"):
             raise ValueError(f"mode={mode!r}: expected 'row' or 'pixel'.")

@@ -20,21 +20,22 @@ Splits (index = the take number in the file name):
   takes of the other five speakers (2,250 clips).
 
 Tasks.
-- `FSDDTask`: isolated-word classification. Model: frames -> recurrent core (the `model`
-  group; a BiLSTM with `model.bidirectional=true`) -> masked mean pooling over the valid
-  frames (or `pooling="last"`: the forward state at the last valid frame concatenated with
-  the backward state at frame 0) -> dropout -> linear over the 10 digits. Cross-entropy;
-  metrics `loss`, `acc`. Monitor `val/acc` (max).
+- `FSDDTask`: isolated-word classification. Model (`lstm_jax.models.SequenceHead`, the
+  task's `head` node): frames -> recurrent core (the `model` group; a BiLSTM with
+  `model.bidirectional=true`) -> masked mean pooling over the valid frames (or
+  `head.pooling=last`: the forward state at the last valid frame concatenated with the
+  backward state at frame 0) -> dropout (`head.dropout`) -> linear over the 10 digits.
+  Cross-entropy; metrics `loss`, `acc`. Monitor `val/acc` (max).
 - `ConnectedDigitsTask`: connected digits with CTC. Each utterance concatenates 2-5 FSDD
   clips of one split (train clips for train, validation clips for validation, test clips
   for test) at the waveform level, with gaps of `gap_ms` silence (low Gaussian noise of
   std `silence_noise`) between clips and up to `edge_ms` before and after; the pools are
   generated once from `data_seed` (independent of the training seed) and cached. Model:
   frames (optionally stacked, `frame_stack`, for a lower frame rate) -> core -> linear
-  over blank + 10 digits per frame; `optax.ctc_loss` (blank id 0, digit d is label d + 1);
-  greedy decoding (best path, repeats merged, blanks dropped); metric `der`, the digit error
-  rate = total edit distance / total reference digits, plus `ser` (utterances with any
-  error). Monitor `val/der` (min).
+  over blank + 10 digits per frame (a `SequenceHead` with pooling "none"); `optax.ctc_loss`
+  (blank id 0, digit d is label d + 1); greedy decoding (best path, repeats merged, blanks
+  dropped); metric `der`, the digit error rate = total edit distance / total reference
+  digits, plus `ser` (utterances with any error). Monitor `val/der` (min).
 
 Batches are padded with `seq_lengths`; the core masks exactly, so padding never changes a
 prediction. `train_batch(step)` is a pure function of (seed, step): the epoch's order comes
@@ -46,6 +47,7 @@ SpecAugment-style masks (`freq_masks`, `time_masks`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,7 +59,7 @@ import optax
 from flax import nnx
 
 from lstm_jax.data import data_root, resolve_data_file
-from lstm_jax.models.core import make_core
+from lstm_jax.models import SequenceHead
 from lstm_jax.tasks import audio
 from lstm_jax.tasks.base import Batch, Metrics, Task
 
@@ -250,71 +252,6 @@ def ctc_loss(
 
 
 # --------------------------------------------------------------------------------------
-# The model
-# --------------------------------------------------------------------------------------
-
-
-class SpeechModel(nnx.Module):
-    """Features (B, T, F) -> recurrent core -> pooling ("mean", "last") -> dropout -> linear
-    (B, classes); or with pooling="none", a linear read-out at every frame (B, T, classes)."""
-
-    def __init__(
-        self,
-        model_config: Any,
-        in_features: int,
-        num_outputs: int,
-        *,
-        pooling: str = "mean",
-        head_dropout: float = 0.0,
-        rngs: nnx.Rngs,
-    ):
-        if pooling not in ("mean", "last", "none"):
-            raise ValueError(f"pooling={pooling!r}: expected 'mean', 'last' or 'none'.")
-        self.core = make_core(model_config, in_features, rngs=rngs)
-        self.pooling = pooling
-        self.hidden_size = int(model_config.hidden_size)
-        self.bidirectional = bool(model_config.bidirectional)
-        width = self.hidden_size * (2 if self.bidirectional else 1)
-        self.dropout = nnx.Dropout(head_dropout, rngs=rngs)
-        self.head = nnx.Linear(width, num_outputs, rngs=rngs)
-
-    def __call__(
-        self,
-        x: jax.Array,
-        seq_lengths: jax.Array,
-        *,
-        return_gates: bool = False,
-        hidden_perturbation: jax.Array | None = None,
-    ) -> tuple[jax.Array, Any]:
-        """Outputs (float32) and the core's gates (None unless return_gates)."""
-        kwargs: dict[str, Any] = {}
-        if hidden_perturbation is not None:
-            kwargs["hidden_perturbation"] = hidden_perturbation
-        if return_gates:
-            y, _, gates = self.core(x, seq_lengths=seq_lengths, return_gates=True, **kwargs)
-        else:
-            y, _ = self.core(x, seq_lengths=seq_lengths, **kwargs)
-            gates = None
-        t = y.shape[1]
-        mask = (jnp.arange(t)[None, :] < seq_lengths[:, None]).astype(y.dtype)[..., None]
-        y = y * mask  # the core zeroes padding already; this keeps the head exact regardless
-        if self.pooling == "none":
-            return self.head(self.dropout(y)).astype(jnp.float32), gates
-        if self.pooling == "mean":
-            denom = jnp.maximum(seq_lengths, 1).astype(jnp.float32)[:, None]
-            feats = jnp.sum(y.astype(jnp.float32), axis=1) / denom
-        else:  # last: forward state at the last valid frame (+ backward state at frame 0)
-            last = jnp.clip(seq_lengths - 1, 0, t - 1)
-            at_last = jnp.take_along_axis(y, last[:, None, None], axis=1)[:, 0]
-            if self.bidirectional:
-                h = self.hidden_size
-                feats = jnp.concatenate([at_last[:, :h], y[:, 0, h:]], axis=-1)
-            else:
-                feats = at_last
-        return self.head(self.dropout(feats)).astype(jnp.float32), gates
-
-
-# --------------------------------------------------------------------------------------
 # Shared speech task machinery
 # --------------------------------------------------------------------------------------
 
@@ -327,7 +264,8 @@ class _SpeechTask(Task):
     """
 
     num_outputs: int
-    pooling: str
+    # The read-out when the targets fix it (CTC: every frame); None leaves it to `head`.
+    pooling: str | None = None
 
     def __init__(
         self,
@@ -360,11 +298,12 @@ class _SpeechTask(Task):
         time_width: int = 10,
         speed_range: Sequence[float] = (1.0, 1.0),
         crop_fraction: float = 0.0,
-        head_dropout: float = 0.0,
+        head: Callable[..., nnx.Module] | None = None,
         num_media: int = 4,
         download: bool = True,
     ):
         super().__init__(batch_size=batch_size, seed=seed, data_dir=data_dir)
+        self.head = head or SequenceHead
         self.feature_config = audio.FeatureConfig(
             kind=features,
             n_mels=n_mels,
@@ -404,7 +343,6 @@ class _SpeechTask(Task):
             raise ValueError(f"crop_fraction={crop_fraction}: expected a fraction in [0, 1).")
         self.speed_range = (lo, hi)
         self.crop_fraction = float(crop_fraction)
-        self.head_dropout = float(head_dropout)
         self.num_media = int(num_media)
         self.download = bool(download)
         self.cache_files: dict[str, Path | None] = {}
@@ -521,14 +459,8 @@ class _SpeechTask(Task):
 
     # ---- model ---------------------------------------------------------------------
     def make_model(self, model_config: Any, *, rngs: nnx.Rngs) -> nnx.Module:
-        return SpeechModel(
-            model_config,
-            self.in_features,
-            self.num_outputs,
-            pooling=self.pooling,
-            head_dropout=self.head_dropout,
-            rngs=rngs,
-        )
+        fixed = {} if self.pooling is None else {"pooling": self.pooling}
+        return self.head(model_config, self.in_features, self.num_outputs, rngs=rngs, **fixed)
 
     def forward(self, model: nnx.Module, batch: Batch, **kwargs) -> tuple[jax.Array, Any]:
         return model(
@@ -636,9 +568,9 @@ class FSDDTask(_SpeechTask):
     monitor_tiebreak = "val/loss"  # 300 validation clips: accuracy ties often near the top
     num_outputs = NUM_DIGITS
 
-    def __init__(self, *, pooling: str = "mean", **kwargs):
-        self.pooling = pooling
-        super().__init__(**kwargs)
+    def __init__(self, *, head: Callable[..., nnx.Module] | None = None, **kwargs):
+        # masked mean pooling unless the config's head says otherwise
+        super().__init__(head=head or functools.partial(SequenceHead, pooling="mean"), **kwargs)
 
     def _load(self) -> dict[str, dict[str, Any]]:
         names = self.clip_splits()
@@ -873,7 +805,6 @@ class ConnectedDigitsTask(_SpeechTask):
 __all__ = [
     "ConnectedDigitsTask",
     "FSDDTask",
-    "SpeechModel",
     "connected_recipes",
     "ctc_greedy_decode",
     "ctc_loss",

@@ -6,10 +6,11 @@ validation and test sets are fixed arrays drawn once from `[eval_seed, 1]` and
 `[eval_seed, 2]`; they do not depend on the training seed, so runs with different seeds are
 scored on the same examples.
 
-Models are `RecurrentHead`: the recurrent core of the `model` config group
-(`lstm_jax.models.core.make_core`) followed by a linear head, read out either from the final
-hidden state of the top layer (`readout="last"`: forward direction, or both directions
-concatenated when bidirectional) or at every time step (`readout="all"`).
+Models are `lstm_jax.models.SequenceHead` (the `head` node of the task config): the
+recurrent core of the `model` config group followed by a linear head, read out either from
+the final hidden state of the top layer (`pooling="last"`: forward direction, or both
+directions concatenated when bidirectional) or at every time step (`pooling="none"`); each
+task fixes its pooling (it follows from where its targets are).
 
 - `AddingTask` (Hochreiter & Schmidhuber 1997; the variant of Arjovsky et al. 2016): inputs
   (B, T, 2), a uniform[0, 1) value channel and a marker channel with exactly two ones, one in
@@ -41,66 +42,11 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lstm_jax.models.core import make_core
+from lstm_jax.models import SequenceHead
 from lstm_jax.tasks.base import Batch, Metrics, Task
 
 TRAIN, VAL, TEST = 0, 1, 2
 _SPLIT_STREAM = {"val": VAL, "test": TEST}
-
-
-# --------------------------------------------------------------------------------------
-# The model: recurrent core + linear head.
-# --------------------------------------------------------------------------------------
-
-
-class RecurrentHead(nnx.Module):
-    """Recurrent core (from the `model` config group) followed by a linear head.
-
-    readout="last": the head reads the final hidden state of the top layer, (B, out)
-    (forward direction; both directions concatenated when bidirectional).
-    readout="all": the head reads the core output at every step, (B, T, out).
-    """
-
-    def __init__(
-        self,
-        model_config: Any,
-        in_features: int,
-        out_features: int,
-        *,
-        readout: str = "last",
-        rngs: nnx.Rngs,
-    ):
-        if readout not in ("last", "all"):
-            raise ValueError(f"readout={readout!r}: expected 'last' or 'all'.")
-        self.core = make_core(model_config, in_features, rngs=rngs)
-        self.directions = 2 if model_config.bidirectional else 1
-        self.readout = readout
-        width = model_config.hidden_size * self.directions
-        self.head = nnx.Linear(width, out_features, rngs=rngs)
-
-    def __call__(
-        self,
-        x: jax.Array,
-        *,
-        return_gates: bool = False,
-        hidden_perturbation: jax.Array | None = None,
-    ) -> tuple[jax.Array, Any]:
-        """Head outputs (float32) and the core's gates (None unless return_gates)."""
-        kwargs = {}
-        if hidden_perturbation is not None:
-            kwargs["hidden_perturbation"] = hidden_perturbation
-        if return_gates:
-            y, state, gates = self.core(x, return_gates=True, **kwargs)
-        else:
-            y, state = self.core(x, **kwargs)
-            gates = None
-        if self.readout == "all":
-            feats = y
-        else:
-            h = state[0] if isinstance(state, (tuple, list)) else state  # (layers*dirs, B, H)
-            top = h[-self.directions :]  # PyTorch order: the top layer's directions come last
-            feats = jnp.concatenate(list(top), axis=-1)
-        return self.head(feats).astype(jnp.float32), gates
 
 
 # --------------------------------------------------------------------------------------
@@ -200,9 +146,10 @@ def one_hot(tokens: np.ndarray | jax.Array, depth: int) -> jax.Array:
 
 
 class ArrayTask(Task):
-    """A task whose splits are (inputs, targets) arrays and whose model is `RecurrentHead`.
+    """A task whose splits are (inputs, targets) arrays and whose model is a `SequenceHead`
+    (`head`: the config's partial node; its pooling is the task's `pooling`).
 
-    Subclasses provide `in_features`, `out_features`, `readout`, `_make_split(rng, n)`
+    Subclasses provide `in_features`, `out_features`, `pooling`, `_make_split(rng, n)`
     (synthetic tasks) or override `train_batch`/`_split_arrays` (datasets), `_forward_loss`
     (mean loss + per-batch metrics) and `_eval_sums` (weighted sums of the eval metrics)
     with `_finish_eval` turning sums into metrics.
@@ -210,7 +157,7 @@ class ArrayTask(Task):
 
     in_features: int
     out_features: int
-    readout: str = "last"
+    pooling: str = "last"
 
     def __init__(
         self,
@@ -219,16 +166,18 @@ class ArrayTask(Task):
         seed: int = 0,
         data_dir: str | None = None,
         eval_batch_size: int = 500,
+        head: Callable[..., nnx.Module] | None = None,
     ):
         super().__init__(batch_size=batch_size, seed=seed, data_dir=data_dir)
+        self.head = head or SequenceHead
         self.eval_batch_size = int(eval_batch_size)
         self._eval_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._eval_fn: Callable | None = None
 
     # ---- model -------------------------------------------------------------------
     def make_model(self, model_config: Any, *, rngs: nnx.Rngs) -> nnx.Module:
-        return RecurrentHead(
-            model_config, self.in_features, self.out_features, readout=self.readout, rngs=rngs
+        return self.head(
+            model_config, self.in_features, self.out_features, pooling=self.pooling, rngs=rngs
         )
 
     def _inputs(self, x: jax.Array) -> jax.Array:
@@ -317,9 +266,14 @@ class _GeneratedTask(ArrayTask):
         test_size: int = 5000,
         eval_seed: int = 1234,
         eval_batch_size: int = 500,
+        head: Callable[..., nnx.Module] | None = None,
     ):
         super().__init__(
-            batch_size=batch_size, seed=seed, data_dir=data_dir, eval_batch_size=eval_batch_size
+            batch_size=batch_size,
+            seed=seed,
+            data_dir=data_dir,
+            eval_batch_size=eval_batch_size,
+            head=head,
         )
         self.val_size = int(val_size)
         self.test_size = int(test_size)
@@ -356,7 +310,7 @@ class AddingTask(_GeneratedTask):
     monitor_mode = "min"
     in_features = 2
     out_features = 1
-    readout = "last"
+    pooling = "last"
     tolerance = 0.04
 
     def __init__(self, *, seq_len: int = 100, solved_mse: float = 0.01, **kwargs):
@@ -394,7 +348,7 @@ class _RecallTask(_GeneratedTask):
     """Token tasks scored per step: one-hot inputs, a head at every step, recall accuracy
     on the positions that hold the remembered tokens (the last `_num_recalled` steps)."""
 
-    readout = "all"
+    pooling = "none"
     solved_threshold = 0.99
     _num_recalled: int
 

@@ -17,7 +17,7 @@ Data (numpy only, no pandas):
 - `time_features(dates, freq)`: calendar features in [-0.5, 0.5] (Informer's "timeF").
 
 The task `TimeSeriesForecast` pairs this with the forecasters of
-`lstm_jax.tasks.forecasters`; metrics are MSE and MAE on the normalised scale over every
+`lstm_jax.models.forecasters`; metrics are MSE and MAE on the normalised scale over every
 window of the split, as published forecasters report them.
 """
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ import numpy as np
 from flax import nnx
 
 from lstm_jax.data import resolve_data_file
+from lstm_jax.models.forecasters import Forecaster, SegmentForecaster
 from lstm_jax.tasks.base import Batch, Metrics, Task
 
 ETTH1_PATH = "ett/ETTh1.csv"
@@ -318,9 +320,11 @@ class TimeSeriesForecast(Task):
     the training rows only; MSE/MAE are reported on that normalised scale over every window.
     `time_features` adds calendar features (x_mark, y_mark) to the batches and the model.
 
-    Model (`forecaster`): "direct", "seq2seq" or "segment" (see
-    lstm_jax.tasks.forecasters), with `revin`, `segment_len`, `channel_independent`, ...
-    The recurrent core comes from the `model` config group (model.cell=gru: SegRNN's GRU).
+    Model (`forecaster`): a partial forecaster class of lstm_jax.models.forecasters with its
+    options (the config node configs/task/forecaster/<variant>.yaml: `task/forecaster=direct`
+    switches it); the task supplies the sizes only the data knows. Default: the segment
+    forecaster. The recurrent core comes from the `model` config group (model=gru: SegRNN's
+    GRU).
     `loss` is the training objective ("mse", or "mae" as SegRNN trains); val/test report both.
     """
 
@@ -347,14 +351,7 @@ class TimeSeriesForecast(Task):
         scale: bool = True,
         time_features: bool = False,
         freq: str | None = None,
-        forecaster: str = "segment",
-        channel_independent: bool = False,
-        segment_len: int = 48,
-        embed_dim: int | None = None,
-        position_dim: int = 16,
-        revin: bool = True,
-        revin_affine: bool = True,
-        head_dropout: float = 0.0,
+        forecaster: Callable[..., Forecaster] | None = None,
         loss: str = "mse",
         eval_batch_size: int = 256,
         plot_windows: int = 3,
@@ -413,31 +410,22 @@ class TimeSeriesForecast(Task):
             name: WindowedSplit(scaled, s, e, self.input_len, self.horizon, self.outputs, marks)
             for name, (s, e) in self.borders.items()
         }
-        self.model_kwargs = {
-            "variant": forecaster,
-            "in_channels": len(self.columns),
-            "outputs": self.outputs,
-            "input_len": self.input_len,
-            "horizon": self.horizon,
-            "num_marks": self.num_marks,
-            "channel_independent": channel_independent,
-            "segment_len": segment_len,
-            "embed_dim": embed_dim,
-            "position_dim": position_dim,
-            "revin": revin,
-            "revin_affine": revin_affine,
-            "head_dropout": head_dropout,
-        }
+        self.forecaster = forecaster or SegmentForecaster
         self._perm: tuple[int, np.ndarray] | None = None
         self._eval_fns: dict[Any, Any] = {}
 
     # -- model -------------------------------------------------------------------------
 
     def make_model(self, model_config: Any, *, rngs: nnx.Rngs) -> nnx.Module:
-        from lstm_jax.tasks.forecasters import make_forecaster
-
-        kwargs = dict(self.model_kwargs)
-        return make_forecaster(kwargs.pop("variant"), model_config, rngs=rngs, **kwargs)
+        return self.forecaster(
+            model_config,
+            in_channels=len(self.columns),
+            outputs=self.outputs,
+            input_len=self.input_len,
+            horizon=self.horizon,
+            num_marks=self.num_marks,
+            rngs=rngs,
+        )
 
     # -- data --------------------------------------------------------------------------
 

@@ -15,7 +15,9 @@ device, so only small arrays come back to the host. Names (DESIGN contract 4):
   number or ends in `_<number>`, e.g. `grad_norm/core/layer_0`);
 - `grad_norm/dh_t` (T,): ||dL/dh_t|| over batch and hidden units, padded positions zero;
 - `gates/<layer>/<gate>`: histogram {"counts" (n,) int32, "edges" (n+1,)} over [0, 1] for
-  sigmoid gates and [-1, 1] for tanh ones (LSTM "cell", GRU "candidate", RNN "hidden");
+  sigmoid gates and [-1, 1] for tanh ones, as each layer declares its gates
+  (`GATE_ACTIVATIONS`, read with lstm_jax.nn.gate_activations; a gate no layer declares is
+  an error, never a guess);
 - `gates/<layer>/<gate>_saturation`: fraction of values < 0.05 or > 0.95 (sigmoid), or
   with |v| > 0.95 (tanh);
 - for forget gates (LSTM): `gates/<layer>/forget_mean_per_t` (T,) (NaN where every
@@ -38,8 +40,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-SIGMOID_GATES = frozenset({"input", "forget", "output", "reset", "update"})
-TANH_GATES = frozenset({"cell", "candidate", "hidden"})
+from lstm_jax.nn import gate_activations
+
+# Bounds of the histogram of each activation.
+ACTIVATION_RANGE = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
 SATURATION = 0.95  # sigmoid: v < 1 - SATURATION or v > SATURATION; tanh: |v| > SATURATION
 
 _LAYER_PART = re.compile(r"^(\d+|.*_\d+)$")
@@ -135,23 +139,31 @@ def gate_stats(
     gates: dict[str, dict[str, jax.Array]],
     mask: jax.Array,
     *,
+    activations: dict[str, str],
     bins: int = 20,
     tau_bins: int = 25,
     tau_range: tuple[float, float] = (0.1, 1e4),
 ) -> dict[str, Any]:
-    """Histograms, saturation and forget-gate time constants of a core's gate dict."""
+    """Histograms, saturation and forget-gate time constants of a core's gate dict;
+    `activations` maps each gate name to "sigmoid" or "tanh" (what the cells declare)."""
     out: dict[str, Any] = {}
     for layer, layer_gates in gates.items():
         for name, g in layer_gates.items():
+            if activations.get(name) not in ACTIVATION_RANGE:
+                raise ValueError(
+                    f"gate {name!r} of {layer} has no declared activation (known: "
+                    f"{activations}); its cell must list it in GATE_ACTIVATIONS."
+                )
             v = g.astype(jnp.float32)
             m = jnp.broadcast_to(mask[:, :, None], v.shape)
             n_valid = jnp.maximum(jnp.sum(m), 1.0)
             key = f"gates/{layer}/{name}"
-            if name in SIGMOID_GATES:
-                lo, sat = 0.0, (v < 1.0 - SATURATION) | (v > SATURATION)
+            lo, hi = ACTIVATION_RANGE[activations[name]]
+            if activations[name] == "sigmoid":
+                sat = (v < 1.0 - SATURATION) | (v > SATURATION)
             else:
-                lo, sat = -1.0, jnp.abs(v) > SATURATION
-            out[key] = histogram(v, m.astype(jnp.int32), lo, 1.0, bins)
+                sat = jnp.abs(v) > SATURATION
+            out[key] = histogram(v, m.astype(jnp.int32), lo, hi, bins)
             out[f"{key}_saturation"] = jnp.sum(jnp.where(sat, m, 0.0)) / n_valid
             if name == "forget":
                 per_t = jnp.sum(m, axis=(0, 2))
@@ -196,6 +208,7 @@ def make_diagnostics_step(
         # The model is merged outside the differentiated function: NNX lets a module's
         # RNG state (dropout) advance only in the trace that built the module.
         model = nnx.merge(graphdef, params, rest)
+        activations = gate_activations(model)
 
         def loss_fn(model, perturbation):
             return task.loss(
@@ -225,7 +238,14 @@ def make_diagnostics_step(
         dh = dh.astype(jnp.float32) * mask[:, :, None]
         out["grad_norm/dh_t"] = jnp.sqrt(jnp.sum(jnp.square(dh), axis=(0, 2)))
         out.update(
-            gate_stats(aux["gates"], mask, bins=bins, tau_bins=tau_bins, tau_range=tau_range)
+            gate_stats(
+                aux["gates"],
+                mask,
+                activations=activations,
+                bins=bins,
+                tau_bins=tau_bins,
+                tau_range=tau_range,
+            )
         )
         return out
 

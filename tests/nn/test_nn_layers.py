@@ -5,7 +5,6 @@ bfloat16 compute, and the model-config factory."""
 from __future__ import annotations
 
 import warnings
-from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -194,18 +193,12 @@ def test_bfloat16_compute_keeps_float32_params(cls):
 
 
 def test_model_core_factory_builds_every_cell():
-    from lstm_jax.models.core import make_core
+    from lstm_jax.models.core import make_core, model_config
 
-    for cell in ("lstm", "gru", "rnn"):
-        cfg = SimpleNamespace(
-            cell=cell,
-            num_layers=2,
-            bidirectional=True,
-            dropout=0.1,
-            dtype="float32",
-            hidden_size=H,
-            forget_bias=1.0,
-            chrono_max_steps=50,
+    lstm_only = {"forget_bias": 1.0, "chrono_max_steps": 50}
+    for cell, own in (("lstm", lstm_only), ("gru", {}), ("rnn", {})):
+        cfg = model_config(
+            cell, num_layers=2, bidirectional=True, dropout=0.1, hidden_size=H, **own
         )
         core = make_core(cfg, D, rngs=nnx.Rngs(0))
         y, _ = core(_x(8), LENGTHS)

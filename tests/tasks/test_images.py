@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flax import nnx
-from omegaconf import OmegaConf
 
 from lstm_jax.data import DATA_ENV
+from lstm_jax.models.core import model_config as configs_model
 from lstm_jax.tasks.images import SequentialImageTask, read_idx
 
 N_TRAIN, N_TEST = 40, 12
@@ -37,18 +37,9 @@ def data_root(tmp_path):
     return tmp_path
 
 
-def model_config(**kw):
-    base = {
-        "cell": "lstm",
-        "hidden_size": 8,
-        "num_layers": 1,
-        "bidirectional": False,
-        "dropout": 0.0,
-        "forget_bias": 1.0,
-        "chrono_max_steps": None,
-        "dtype": "float32",
-    }
-    return OmegaConf.create({**base, **kw})
+def model_config(cell="lstm", **kw):
+    base = {"hidden_size": 8, "num_layers": 1, "bidirectional": False, "dropout": 0.0}
+    return configs_model(cell, **{**base, **kw})
 
 
 def test_read_idx_roundtrip(tmp_path):

@@ -17,6 +17,7 @@ import pytest
 from flax import nnx
 from omegaconf import OmegaConf
 
+from lstm_jax.models.core import model_config as configs_model
 from lstm_jax.tasks import text_data
 from lstm_jax.tasks.language import CharLM, WordLM
 
@@ -61,17 +62,8 @@ def write_text(path: Path, n_chars=3000, seed=0) -> Path:
 
 
 def model_cfg(cell="lstm", hidden=16, layers=2, dropout=0.0):
-    return OmegaConf.create(
-        {
-            "cell": cell,
-            "hidden_size": hidden,
-            "num_layers": layers,
-            "bidirectional": False,
-            "dropout": dropout,
-            "forget_bias": 1.0,
-            "chrono_max_steps": None,
-            "dtype": "float32",
-        }
+    return configs_model(
+        cell, hidden_size=hidden, num_layers=layers, bidirectional=False, dropout=dropout
     )
 
 

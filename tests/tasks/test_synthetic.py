@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from omegaconf import OmegaConf
 
+from lstm_jax.models.core import model_config as configs_model
 from lstm_jax.tasks.synthetic import (
     AddingTask,
     CopyTask,
@@ -20,20 +20,11 @@ from lstm_jax.tasks.synthetic import (
     variable_copy,
 )
 
-MODEL = {
-    "cell": "lstm",
-    "hidden_size": 8,
-    "num_layers": 1,
-    "bidirectional": False,
-    "dropout": 0.0,
-    "forget_bias": 1.0,
-    "chrono_max_steps": None,
-    "dtype": "float32",
-}
+MODEL = {"hidden_size": 8, "num_layers": 1, "bidirectional": False, "dropout": 0.0}
 
 
-def model_config(**kw):
-    return OmegaConf.create({**MODEL, **kw})
+def model_config(cell="lstm", **kw):
+    return configs_model(cell, **{**MODEL, **kw})
 
 
 # ---- data ---------------------------------------------------------------------------

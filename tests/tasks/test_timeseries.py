@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import jax
@@ -9,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from omegaconf import OmegaConf
 
+from lstm_jax.models import DirectForecaster, SegmentForecaster, Seq2SeqForecaster
+from lstm_jax.models.core import model_config as configs_model
 from lstm_jax.tasks import timeseries as ts
 from lstm_jax.tasks.timeseries import TimeSeriesForecast
 
@@ -253,48 +255,31 @@ def test_metrics_equal_a_hand_computation(tmp_path, mode):
 # ------------------------------------------------------------------------------- models
 
 
-def model_config(**kw):
-    cfg = {
-        "cell": "lstm",
-        "hidden_size": 16,
-        "num_layers": 1,
-        "bidirectional": False,
-        "dropout": 0.0,
-        "forget_bias": 1.0,
-        "chrono_max_steps": None,
-        "dtype": "float32",
-    }
-    cfg.update(kw)
-    return OmegaConf.create(cfg)
+VARIANTS = {
+    "direct": DirectForecaster,
+    "seq2seq": Seq2SeqForecaster,
+    "segment": SegmentForecaster,
+}
 
 
-def test_revin_round_trip():
-    revin = ts_forecasters().RevIN(3)
-    revin.weight[...] = jnp.array([2.0, 0.5, 1.0])
-    revin.bias[...] = jnp.array([0.1, -1.0, 0.0])
-    x = jax.random.normal(jax.random.key(0), (4, 10, 3)) * 5 + 3
-    z, stats = revin.normalize(x)
-    np.testing.assert_allclose(revin.denormalize(z, stats, [0, 1, 2]), x, atol=1e-4)
-    np.testing.assert_allclose(revin.denormalize(z[..., [2]], stats, [2]), x[..., [2]], atol=1e-4)
-    # before the affine map each window and channel has mean 0 and std 1
-    plain = ts_forecasters().RevIN(3, affine=False)
-    z, _ = plain.normalize(x)
-    np.testing.assert_allclose(z.mean(1), 0, atol=1e-5)
-    np.testing.assert_allclose(z.std(1), 1, atol=1e-3)
-
-
-def ts_forecasters():
-    from lstm_jax.tasks import forecasters
-
-    return forecasters
+def model_config(cell="lstm", **kw):
+    cfg = {"hidden_size": 16, "num_layers": 1, "bidirectional": False, "dropout": 0.0}
+    return configs_model(cell, **{**cfg, **kw})
 
 
 @pytest.mark.parametrize(
     "variant,mode,extra",
     [
-        ("segment", "M", {"head_dropout": 0.2}),
+        ("segment", "M", {"forecaster": {"head_dropout": 0.2}}),
         ("segment", "MS", {"model": {"cell": "gru"}}),
-        ("direct", "M", {"channel_independent": True, "time_features": True, "head_dropout": 0.2}),
+        (
+            "direct",
+            "M",
+            {
+                "forecaster": {"channel_independent": True, "head_dropout": 0.2},
+                "time_features": True,
+            },
+        ),
         ("seq2seq", "M", {"time_features": True}),
     ],
 )
@@ -302,14 +287,16 @@ def test_forecasters_shapes_gates_and_learning(tmp_path, variant, mode, extra):
     path = write_csv(tmp_path / "m.csv", 400)
     extra = dict(extra)
     mcfg = model_config(**extra.pop("model", {}))
+    options = extra.pop("forecaster", {})
+    if variant == "segment":
+        options["segment_len"] = 12
     task = TimeSeriesForecast(
         batch_size=8,
         path=str(path),
         features=mode,
         input_len=48,
         horizon=20,
-        forecaster=variant,
-        segment_len=12,
+        forecaster=functools.partial(VARIANTS[variant], **options),
         **extra,
     )
     model = task.make_model(mcfg, rngs=nnx.Rngs(0))
@@ -371,8 +358,7 @@ def test_evaluate_leaves_the_model_in_train_mode(tmp_path):
         path=str(path),
         input_len=24,
         horizon=12,
-        segment_len=12,
-        head_dropout=0.5,
+        forecaster=functools.partial(SegmentForecaster, segment_len=12, head_dropout=0.5),
     )
     model = task.make_model(model_config(), rngs=nnx.Rngs(0))
     a = task.evaluate(model, "val")
@@ -415,8 +401,7 @@ def test_dropout_masks_follow_seed_and_step(tmp_path):
         path=str(path),
         input_len=24,
         horizon=12,
-        segment_len=12,
-        head_dropout=0.5,
+        forecaster=functools.partial(SegmentForecaster, segment_len=12, head_dropout=0.5),
     )
     model = task.make_model(model_config(), rngs=nnx.Rngs(0))
     b0, b1 = task.train_batch(0), task.train_batch(1)

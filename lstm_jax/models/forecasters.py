@@ -1,4 +1,10 @@
-"""Recurrent forecasters for `lstm_jax.tasks.timeseries`.
+"""Recurrent forecasters, trained by `lstm_jax.tasks.timeseries`.
+
+A task config names one as a partial node, `task.forecaster: {_target_:
+lstm_jax.models.SegmentForecaster, _partial_: true, segment_len: 48, ...}` (the options of
+each are its constructor's, listed once: configs/task/forecaster/<variant>.yaml); the task
+supplies what only the data knows: `forecaster(model_config, in_channels=, outputs=,
+input_len=, horizon=, num_marks=, rngs=)`.
 
 Every forecaster maps an input window x (B, L, C_in) (and optional calendar features
 x_mark (B, L, F), y_mark (B, H, F)) to a forecast (B, H, C_out) of the output columns
@@ -34,23 +40,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lstm_jax.models.core import make_core
-
-VARIANTS = ("direct", "seq2seq", "segment")
-
-
-def run_core(core, x, *, initial_state=None, return_gates=False, hidden_perturbation=None):
-    """Calls a core with only the options in use: (y, state, gates or None)."""
-    kwargs: dict[str, Any] = {}
-    if initial_state is not None:
-        kwargs["initial_state"] = initial_state
-    if hidden_perturbation is not None:
-        kwargs["hidden_perturbation"] = hidden_perturbation
-    if return_gates:
-        y, state, gates = core(x, return_gates=True, **kwargs)
-        return y, state, gates
-    y, state = core(x, **kwargs)
-    return y, state, None
+from lstm_jax.models.core import config_dict, make_core
 
 
 class RevIN(nnx.Module):
@@ -83,20 +73,31 @@ class RevIN(nnx.Module):
 
 
 class Forecaster(nnx.Module):
-    """Shared plumbing: RevIN around `forward`, output column selection."""
+    """Shared plumbing: RevIN around `forward`, output column selection.
+
+    The sizes come from the data (the task passes them): `in_channels` C_in, the forecast
+    columns `outputs`, the window `input_len` L and `horizon` H, and `num_marks` calendar
+    features (0: none). The options every variant has are listed here once: `revin`,
+    `revin_affine` and `head_dropout` (the rate before the read-out)."""
 
     def __init__(
         self,
+        *,
         in_channels: int,
         outputs: list[int],
+        input_len: int,
         horizon: int,
-        *,
-        revin: bool,
+        num_marks: int = 0,
+        revin: bool = True,
         revin_affine: bool = True,
+        head_dropout: float = 0.0,
     ):
         self.in_channels = in_channels
         self.outputs = tuple(outputs)
+        self.input_len = input_len
         self.horizon = horizon
+        self.num_marks = num_marks
+        self.head_dropout = head_dropout
         self.revin = RevIN(in_channels, affine=revin_affine) if revin else None
 
     def forward(self, x, x_mark, y_mark, return_gates, hidden_perturbation, dropout_key):
@@ -135,26 +136,18 @@ class DirectForecaster(Forecaster):
     def __init__(
         self,
         model_config: Any,
-        in_channels: int,
-        outputs: list[int],
-        horizon: int,
         *,
-        num_marks: int = 0,
         channel_independent: bool = False,
-        revin: bool = True,
-        revin_affine: bool = True,
-        head_dropout: float = 0.0,
         rngs: nnx.Rngs,
+        **sizes_and_options: Any,
     ):
-        super().__init__(in_channels, outputs, horizon, revin=revin, revin_affine=revin_affine)
+        super().__init__(**sizes_and_options)
         self.channel_independent = channel_independent
-        self.num_marks = num_marks
-        per_step = (1 if channel_independent else in_channels) + num_marks
+        per_step = (1 if channel_independent else self.in_channels) + self.num_marks
         self.core = make_core(model_config, per_step, rngs=rngs)
-        width = model_config.hidden_size * (2 if model_config.bidirectional else 1)
-        n_out = 1 if channel_independent else len(outputs)
-        self.dropout = nnx.Dropout(head_dropout, rngs=rngs)
-        self.head = nnx.Linear(width, horizon * n_out, rngs=rngs)
+        n_out = 1 if channel_independent else len(self.outputs)
+        self.dropout = nnx.Dropout(self.head_dropout, rngs=rngs)
+        self.head = nnx.Linear(self.core.output_width, self.horizon * n_out, rngs=rngs)
 
     def forward(self, x, x_mark, y_mark, return_gates, hidden_perturbation, dropout_key):
         b, t, _c = x.shape
@@ -166,8 +159,8 @@ class DirectForecaster(Forecaster):
                 x_mark = jnp.repeat(x_mark, n, axis=0)
         if self.num_marks:
             x = jnp.concatenate([x, x_mark.astype(x.dtype)], axis=-1)
-        y, _, gates = run_core(
-            self.core, x, return_gates=return_gates, hidden_perturbation=hidden_perturbation
+        y, _, gates = self.core.run(
+            x, return_gates=return_gates, hidden_perturbation=hidden_perturbation
         )
         out = self.head(self.dropout(y[:, -1], rngs=dropout_key))
         if self.channel_independent:
@@ -184,39 +177,32 @@ class Seq2SeqForecaster(Forecaster):
     def __init__(
         self,
         model_config: Any,
-        in_channels: int,
-        outputs: list[int],
-        horizon: int,
         *,
-        num_marks: int = 0,
         position_dim: int = 16,
-        revin: bool = True,
-        revin_affine: bool = True,
-        head_dropout: float = 0.0,
         rngs: nnx.Rngs,
+        **sizes_and_options: Any,
     ):
-        super().__init__(in_channels, outputs, horizon, revin=revin, revin_affine=revin_affine)
-        self.num_marks = num_marks
-        self.encoder = make_core(model_config, in_channels + num_marks, rngs=rngs)
-        self.decoder = make_core(model_config, position_dim + num_marks, rngs=rngs)
+        super().__init__(**sizes_and_options)
+        marks = self.num_marks
+        self.encoder = make_core(model_config, self.in_channels + marks, rngs=rngs)
+        self.decoder = make_core(model_config, position_dim + marks, rngs=rngs)
         self.position = nnx.Param(
-            0.02 * jax.random.normal(rngs.params(), (horizon, position_dim), jnp.float32)
+            0.02 * jax.random.normal(rngs.params(), (self.horizon, position_dim), jnp.float32)
         )
-        width = model_config.hidden_size * (2 if model_config.bidirectional else 1)
-        self.dropout = nnx.Dropout(head_dropout, rngs=rngs)
-        self.head = nnx.Linear(width, len(outputs), rngs=rngs)
+        self.dropout = nnx.Dropout(self.head_dropout, rngs=rngs)
+        self.head = nnx.Linear(self.encoder.output_width, len(self.outputs), rngs=rngs)
 
     def forward(self, x, x_mark, y_mark, return_gates, hidden_perturbation, dropout_key):
         b = x.shape[0]
         if self.num_marks:
             x = jnp.concatenate([x, x_mark.astype(x.dtype)], axis=-1)
-        _, state, gates = run_core(
-            self.encoder, x, return_gates=return_gates, hidden_perturbation=hidden_perturbation
+        _, state, gates = self.encoder.run(
+            x, return_gates=return_gates, hidden_perturbation=hidden_perturbation
         )
         dec_in = jnp.broadcast_to(self.position[...], (b,) + self.position.shape)
         if self.num_marks:
             dec_in = jnp.concatenate([dec_in, y_mark.astype(dec_in.dtype)], axis=-1)
-        y, _, _ = run_core(self.decoder, dec_in, initial_state=state)
+        y, _, _ = self.decoder.run(dec_in, initial_state=state)
         return self.head(self.dropout(y, rngs=dropout_key)), gates
 
 
@@ -227,19 +213,14 @@ class SegmentForecaster(Forecaster):
     def __init__(
         self,
         model_config: Any,
-        in_channels: int,
-        outputs: list[int],
-        horizon: int,
         *,
-        input_len: int,
         segment_len: int = 48,
         embed_dim: int | None = None,
-        revin: bool = True,
-        revin_affine: bool = True,
-        head_dropout: float = 0.0,
         rngs: nnx.Rngs,
+        **sizes_and_options: Any,
     ):
-        super().__init__(in_channels, outputs, horizon, revin=revin, revin_affine=revin_affine)
+        super().__init__(**sizes_and_options)
+        input_len, horizon = self.input_len, self.horizon
         if input_len % segment_len:
             raise ValueError(
                 f"segment forecaster: input_len={input_len} must be a multiple of "
@@ -248,17 +229,16 @@ class SegmentForecaster(Forecaster):
         self.segment_len = segment_len
         self.num_in_segments = input_len // segment_len
         self.num_out_segments = math.ceil(horizon / segment_len)
-        d = embed_dim or model_config.hidden_size
-        n_series = len(outputs)
+        d = embed_dim or int(config_dict(model_config)["hidden_size"])
+        n_series = len(self.outputs)
         self.embed = nnx.Linear(segment_len, d, rngs=rngs)
         self.core = make_core(model_config, d, rngs=rngs)
         key = rngs.params()
         k1, k2 = jax.random.split(key)
         self.position = nnx.Param(jax.random.normal(k1, (self.num_out_segments, d // 2)))
         self.channel = nnx.Param(jax.random.normal(k2, (n_series, d - d // 2)))
-        width = model_config.hidden_size * (2 if model_config.bidirectional else 1)
-        self.dropout = nnx.Dropout(head_dropout, rngs=rngs)
-        self.head = nnx.Linear(width, segment_len, rngs=rngs)
+        self.dropout = nnx.Dropout(self.head_dropout, rngs=rngs)
+        self.head = nnx.Linear(self.core.output_width, segment_len, rngs=rngs)
 
     def forward(self, x, x_mark, y_mark, return_gates, hidden_perturbation, dropout_key):
         b, _t, _ = x.shape
@@ -267,8 +247,8 @@ class SegmentForecaster(Forecaster):
         w, n, m = self.segment_len, self.num_in_segments, self.num_out_segments
         seg = jnp.transpose(x, (0, 2, 1)).reshape(b * c, n, w)
         emb = jax.nn.relu(self.embed(seg))  # (B*C, n, d)
-        _, state, gates = run_core(
-            self.core, emb, return_gates=return_gates, hidden_perturbation=hidden_perturbation
+        _, state, gates = self.core.run(
+            emb, return_gates=return_gates, hidden_perturbation=hidden_perturbation
         )
         d = emb.shape[-1]
         pos = jnp.broadcast_to(self.position[...][None], (c, m, self.position.shape[-1]))
@@ -276,66 +256,7 @@ class SegmentForecaster(Forecaster):
         dec_in = jnp.concatenate([pos, chan], axis=-1)  # (C, m, d)
         dec_in = jnp.broadcast_to(dec_in[None], (b, c, m, d)).reshape(b * c * m, 1, d)
         dec_state = jax.tree.map(lambda s: jnp.repeat(s, m, axis=1), state)
-        y, _, _ = run_core(self.core, dec_in.astype(emb.dtype), initial_state=dec_state)
+        y, _, _ = self.core.run(dec_in.astype(emb.dtype), initial_state=dec_state)
         out = self.head(self.dropout(y[:, 0], rngs=dropout_key))  # (B*C*m, w)
         out = out.reshape(b, c, m * w)[:, :, : self.horizon]
         return jnp.transpose(out, (0, 2, 1)), gates
-
-
-def make_forecaster(
-    variant: str,
-    model_config: Any,
-    *,
-    in_channels: int,
-    outputs: list[int],
-    input_len: int,
-    horizon: int,
-    num_marks: int = 0,
-    channel_independent: bool = False,
-    segment_len: int = 48,
-    embed_dim: int | None = None,
-    position_dim: int = 16,
-    revin: bool = True,
-    revin_affine: bool = True,
-    head_dropout: float = 0.0,
-    rngs: nnx.Rngs,
-) -> Forecaster:
-    """The forecaster named by `variant` ("direct", "seq2seq" or "segment")."""
-    common = {
-        "revin": revin,
-        "revin_affine": revin_affine,
-        "head_dropout": head_dropout,
-        "rngs": rngs,
-    }
-    if variant == "direct":
-        return DirectForecaster(
-            model_config,
-            in_channels,
-            outputs,
-            horizon,
-            num_marks=num_marks,
-            channel_independent=channel_independent,
-            **common,
-        )
-    if variant == "seq2seq":
-        return Seq2SeqForecaster(
-            model_config,
-            in_channels,
-            outputs,
-            horizon,
-            num_marks=num_marks,
-            position_dim=position_dim,
-            **common,
-        )
-    if variant == "segment":
-        return SegmentForecaster(
-            model_config,
-            in_channels,
-            outputs,
-            horizon,
-            input_len=input_len,
-            segment_len=segment_len,
-            embed_dim=embed_dim,
-            **common,
-        )
-    raise ValueError(f"forecaster variant={variant!r}: choose one of {VARIANTS}.")

@@ -1,0 +1,34 @@
+"""The registry of recurrent cells: the one place that maps a cell's name to its layer.
+
+Everything else reads what a layer declares (`CELL`, `GATE_ACTIVATIONS`, `output_width`,
+`zero_state`, `hidden_of`, `run`) instead of testing which cell it is. Adding a cell: its
+scan kernel (lstm_jax.nn.scan), its layer (a `_Recurrent` subclass in lstm_jax.nn.layers),
+one line in `CELLS`, one `configs/model/<cell>.yaml` and tests.
+"""
+
+from __future__ import annotations
+
+from flax import nnx
+
+from lstm_jax.nn.layers import GRU, LSTM, SimpleRNN, _Recurrent
+
+RecurrentLayer = _Recurrent
+
+CELLS: dict[str, type[RecurrentLayer]] = {cls.CELL: cls for cls in (LSTM, GRU, SimpleRNN)}
+
+
+def cell_class(name: str) -> type[RecurrentLayer]:
+    """The layer class registered as `name`; an unknown name is an error listing the cells."""
+    if name not in CELLS:
+        raise ValueError(f"cell {name!r} is not a known cell; choose one of {sorted(CELLS)}.")
+    return CELLS[name]
+
+
+def gate_activations(module: nnx.Module) -> dict[str, str]:
+    """Gate name -> activation ("sigmoid" | "tanh") of every recurrent layer in `module`,
+    as the layers declare them (diagnostics bin sigmoid gates over [0, 1], tanh over [-1, 1])."""
+    activations: dict[str, str] = {}
+    for _, node in nnx.iter_graph(module):
+        if isinstance(node, RecurrentLayer):
+            activations.update(node.GATE_ACTIVATIONS)
+    return activations
