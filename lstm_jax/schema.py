@@ -74,14 +74,9 @@ class ScheduleSchema(_Group):
 
 
 class OptimSchema(_Group):
-    name: Literal["adam", "adamw", "sgd", "rmsprop"]
+    # optim.optimizer (the optax constructor and its keys) is checked against its
+    # _target_'s signature, like the task and model nodes.
     lr: Annotated[float, Field(gt=0.0)]
-    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
-    momentum: Probability = 0.0
-    nesterov: bool = False
-    b1: Probability = 0.9
-    b2: Probability = 0.999
-    eps: Annotated[float, Field(gt=0.0)] = 1e-8
     clip_grad_norm: Annotated[float, Field(gt=0.0)] | None = None
     schedule: ScheduleSchema
 
