@@ -14,7 +14,7 @@ import soundfile as sf
 from cli_runner import run_cli
 from test_presets import EXPERIMENTS
 
-from lstm_jax.tasks.speech import SPEAKERS
+from lstm_jax.data.fsdd import SPEAKERS
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

@@ -43,8 +43,8 @@ import optax
 from flax import nnx
 from omegaconf import DictConfig, OmegaConf
 
+from lstm_jax.data import text as text_data
 from lstm_jax.models.core import make_core
-from lstm_jax.tasks import text_data
 from lstm_jax.tasks.base import Batch, Metrics, Task
 
 

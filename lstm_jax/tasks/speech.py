@@ -5,7 +5,7 @@ recordings `fsdd/recordings/{digit}_{speaker}_{index}.wav`, 6 speakers x 10 digi
 takes, 8 kHz mono. Files are looked up under the data root with
 `lstm_jax.data.resolve_data_file` (downloaded from the repository where the network allows,
 checked against `fsdd/SHA256SUMS-recordings.txt` when that file is there). Features come
-from `lstm_jax.tasks.audio` (librosa log-mel or MFCC, cached on disk, then normalised).
+from `lstm_jax.data.audio` (librosa log-mel or MFCC, cached on disk, then normalised).
 
 Splits (index = the take number in the file name):
 - `heldout_speaker=None` (official split): test = takes 0-4 of every speaker and digit
@@ -56,198 +56,19 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lstm_jax.data import data_root, resolve_data_file
-from lstm_jax.models.core import make_core
-from lstm_jax.tasks import audio
-from lstm_jax.tasks.base import Batch, Metrics, Task
-
-SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
-NUM_DIGITS = 10
-FSDD_DIR = "fsdd/recordings"
-FSDD_URL = (
-    "https://raw.githubusercontent.com/Jakobovski/free-spoken-digit-dataset/master/recordings/"
+from lstm_jax.data import audio
+from lstm_jax.data.fsdd import (
+    NUM_DIGITS,
+    SPEAKERS,
+    connected_recipes,
+    fsdd_split,
+    parse_clip_name,
+    render_connected,
+    resolve_fsdd,
 )
-FSDD_SUMS = "fsdd/SHA256SUMS-recordings.txt"
-BLANK = 0  # CTC blank; digit d is label d + 1
-
-
-# --------------------------------------------------------------------------------------
-# FSDD files and splits
-# --------------------------------------------------------------------------------------
-
-
-def clip_name(digit: int, speaker: str, index: int) -> str:
-    return f"{digit}_{speaker}_{index}.wav"
-
-
-def parse_clip_name(name: str) -> tuple[int, str, int]:
-    """'7_theo_12.wav' -> (7, 'theo', 12)."""
-    digit, speaker, index = Path(name).stem.split("_")
-    return int(digit), speaker, int(index)
-
-
-def fsdd_split(
-    speakers: Sequence[str],
-    num_indices: int,
-    *,
-    heldout_speaker: str | None = None,
-    test_indices: Sequence[int] = (0, 5),
-    val_indices: Sequence[int] = (45, 50),
-) -> dict[str, list[str]]:
-    """Clip names of the train/val/test splits (see the module docstring). `test_indices`
-    and `val_indices` are [start, stop) ranges of take numbers."""
-    t0, t1 = test_indices
-    v0, v1 = val_indices
-    if heldout_speaker is not None and heldout_speaker not in speakers:
-        raise ValueError(f"heldout_speaker={heldout_speaker!r} is not one of {list(speakers)}.")
-    splits: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    for speaker in speakers:
-        for digit in range(NUM_DIGITS):
-            for index in range(num_indices):
-                name = clip_name(digit, speaker, index)
-                if heldout_speaker is not None:
-                    if speaker == heldout_speaker:
-                        split = "test"
-                    else:
-                        split = "val" if v0 <= index < v1 else "train"
-                elif t0 <= index < t1:
-                    split = "test"
-                elif v0 <= index < v1:
-                    split = "val"
-                else:
-                    split = "train"
-                splits[split].append(name)
-    return splits
-
-
-def _read_sums(data_dir: str | None) -> dict[str, str]:
-    root = data_root(data_dir)
-    if root is None or not (root / FSDD_SUMS).is_file():
-        return {}
-    sums = {}
-    for line in (root / FSDD_SUMS).read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            sums[Path(parts[1]).name] = parts[0]
-    return sums
-
-
-def resolve_fsdd(
-    data_dir: str | None, names: Sequence[str], *, download: bool = True
-) -> list[Path]:
-    """Paths of FSDD recordings under the data root (downloaded where possible)."""
-    sums = _read_sums(data_dir)
-    return [
-        resolve_data_file(
-            data_dir,
-            f"{FSDD_DIR}/{name}",
-            url=FSDD_URL + name,
-            sha256=sums.get(name),
-            setting="paths.data_dir (task.data_dir)",
-            download=download,
-        )
-        for name in names
-    ]
-
-
-# --------------------------------------------------------------------------------------
-# Connected digits: recipes and waveforms
-# --------------------------------------------------------------------------------------
-
-
-def connected_recipes(
-    names: Sequence[str],
-    num: int,
-    rng: np.random.Generator,
-    *,
-    min_digits: int = 2,
-    max_digits: int = 5,
-    gap_ms: Sequence[float] = (50.0, 300.0),
-    edge_ms: float = 100.0,
-    sample_rate: int = 8000,
-) -> list[dict[str, Any]]:
-    """`num` utterance recipes: {"clips": [names], "gaps": [samples] (len(clips) + 1: the
-    leading silence, the gaps, the trailing silence), "noise_seed": int}."""
-    recipes = []
-    lo, hi = (round(g * sample_rate / 1000) for g in gap_ms)
-    edge = round(edge_ms * sample_rate / 1000)
-    for _ in range(num):
-        k = int(rng.integers(min_digits, max_digits + 1))
-        clips = [names[i] for i in rng.integers(0, len(names), size=k)]
-        inner = rng.integers(lo, hi + 1, size=k - 1).tolist()
-        edges = rng.integers(0, edge + 1, size=2).tolist()
-        recipes.append(
-            {
-                "clips": clips,
-                "gaps": [edges[0], *inner, edges[1]],
-                "noise_seed": int(rng.integers(0, 2**31 - 1)),
-            }
-        )
-    return recipes
-
-
-def render_connected(
-    recipe: dict[str, Any], waves: dict[str, np.ndarray], silence_noise: float
-) -> np.ndarray:
-    """The waveform of one recipe: silence (Gaussian noise of std `silence_noise`), clip,
-    silence, clip, ..., silence."""
-    rng = np.random.default_rng(recipe["noise_seed"])
-    parts = []
-    for i, gap in enumerate(recipe["gaps"]):
-        parts.append((rng.standard_normal(gap) * silence_noise).astype(np.float32))
-        if i < len(recipe["clips"]):
-            parts.append(waves[recipe["clips"][i]])
-    return np.concatenate(parts)
-
-
-# --------------------------------------------------------------------------------------
-# CTC helpers and the digit error rate
-# --------------------------------------------------------------------------------------
-
-
-def ctc_greedy_decode(path: np.ndarray, length: int | None = None, blank: int = BLANK) -> list[int]:
-    """Best-path decoding of one frame-wise argmax `path`: repeats merged, then blanks
-    dropped. Returns label ids (digit + 1 for the digit tasks)."""
-    path = np.asarray(path)[: len(path) if length is None else int(length)]
-    out, prev = [], None
-    for p in path.tolist():
-        if p != prev and p != blank:
-            out.append(p)
-        prev = p
-    return out
-
-
-def edit_distance(ref: Sequence[Any], hyp: Sequence[Any]) -> int:
-    """Levenshtein distance (substitutions, insertions, deletions all cost 1)."""
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
-
-
-def error_rate(refs: Sequence[Sequence[Any]], hyps: Sequence[Sequence[Any]]) -> float:
-    """Total edit distance over total reference length (digit/word/character error rate)."""
-    edits = sum(edit_distance(r, h) for r, h in zip(refs, hyps, strict=True))
-    total = sum(len(r) for r in refs)
-    return edits / max(total, 1)
-
-
-def ctc_loss(
-    logits: jax.Array, seq_lengths: jax.Array, labels: jax.Array, label_lengths: jax.Array
-) -> jax.Array:
-    """Per-utterance CTC negative log-likelihood (B,) with optax.ctc_loss (blank id 0)."""
-    t = logits.shape[1]
-    logit_paddings = (jnp.arange(t)[None, :] >= seq_lengths[:, None]).astype(jnp.float32)
-    label_paddings = (jnp.arange(labels.shape[1])[None, :] >= label_lengths[:, None]).astype(
-        jnp.float32
-    )
-    return optax.ctc_loss(
-        logits.astype(jnp.float32), logit_paddings, labels, label_paddings, blank_id=BLANK
-    )
-
+from lstm_jax.metrics.ctc import BLANK, ctc_greedy_decode, ctc_loss, edit_distance, error_rate
+from lstm_jax.models.core import make_core
+from lstm_jax.tasks.base import Batch, Metrics, Task
 
 # --------------------------------------------------------------------------------------
 # The model
@@ -870,15 +691,4 @@ class ConnectedDigitsTask(_SpeechTask):
         return figs
 
 
-__all__ = [
-    "ConnectedDigitsTask",
-    "FSDDTask",
-    "SpeechModel",
-    "connected_recipes",
-    "ctc_greedy_decode",
-    "ctc_loss",
-    "edit_distance",
-    "error_rate",
-    "fsdd_split",
-    "render_connected",
-]
+__all__ = ["ConnectedDigitsTask", "FSDDTask", "SpeechModel"]

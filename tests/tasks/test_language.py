@@ -17,7 +17,7 @@ import pytest
 from flax import nnx
 from omegaconf import OmegaConf
 
-from lstm_jax.tasks import text_data
+from lstm_jax.data import text as text_data
 from lstm_jax.tasks.language import CharLM, WordLM
 
 # --- generated corpora -------------------------------------------------------------------

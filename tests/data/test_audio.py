@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lstm_jax.tasks import audio
+from lstm_jax.data import audio
 
 SR = 8000
 
