@@ -13,6 +13,16 @@ Conventions every task follows:
   `seq_lengths` (B,) int32; padding is zero.
 - `loss` is jit-compiled by the trainer; it must be traceable (no Python control flow on
   array values). `evaluate` runs outside jit and may jit its own step.
+- Random keys: the trainer hands `loss` the key of each step, `key=step_key(seed, k)` for
+  the batch `train_batch(k)`, a pure function of (seed, step) like the batches, so a resumed
+  run draws the same dropout masks. A task forwards it to its model where the model takes a
+  key (`dropout_key`); `key=None` (diagnostics, tests) leaves the model to its own stream.
+- Modes: the trainer owns train and eval mode. `loss` gets a train-mode model, `evaluate`
+  and `media` an eval-mode one (`Trainer.eval_model`); a task runs the model in the mode it
+  is handed and never switches it.
+- Evaluation iterates a split in fixed-size padded batches with a weight mask
+  (`lstm_jax.data.batching.padded_batches` and `sum_batches`); a task supplies the per-batch
+  sums and the computation that turns their totals into metrics.
 - Recurrent state carried across training batches (truncated BPTT) is the `carry`; tasks
   that do not carry state return None from `initial_carry` and pass the carry through.
 - Diagnostics call `loss(..., return_gates=True, hidden_perturbation=p)`: the task forwards
@@ -33,6 +43,11 @@ from flax import nnx
 
 Batch = dict[str, np.ndarray]
 Metrics = dict[str, float]
+
+
+def step_key(seed: int | jax.Array, k: int | jax.Array) -> jax.Array:
+    """The random key of the update that consumes `train_batch(k)`: fold_in(key(seed), k)."""
+    return jax.random.fold_in(jax.random.key(seed), k)
 
 
 class Task(abc.ABC):
@@ -71,8 +86,9 @@ class Task(abc.ABC):
         *,
         return_gates: bool = False,
         hidden_perturbation: jax.Array | None = None,
+        key: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, Any]]:
-        """Mean training loss and `aux`.
+        """Mean training loss and `aux`; `key` is the step's random key (dropout masks).
 
         aux = {"metrics": {name: scalar array}  # logged as train/<name>
                "carry": the carry for the next batch (or None),
@@ -82,7 +98,8 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, model: nnx.Module, split: str) -> Metrics:
         """Metrics over a whole split ("val" or "test"), names without prefix:
-        {"loss": ..., "acc": ...}. The trainer logs them as val/<name>, test/<name>."""
+        {"loss": ..., "acc": ...}. The trainer logs them as val/<name>, test/<name>. The
+        model runs in the mode it arrives in (eval mode from the trainer)."""
 
     def initial_carry(self, model: nnx.Module) -> Any:
         """State carried across training batches (truncated BPTT); None by default."""

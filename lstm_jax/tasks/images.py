@@ -15,7 +15,8 @@ top layer (`RecurrentHead`, readout="last"); cross-entropy loss; monitored by va
 
 Training batches are a pure function of (seed, step): each epoch is a permutation of the
 training images drawn from `np.random.default_rng([seed, 0, epoch])` and step k takes the
-k-th slice of batch_size of it (the remainder of an epoch is dropped).
+k-th slice of batch_size of it (the remainder of an epoch is dropped), as
+`lstm_jax.data.batching.EpochSampler` with stream (0,) cuts it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lstm_jax.data.batching import EpochSampler
 from lstm_jax.data.fashion_mnist import (
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
@@ -80,8 +82,7 @@ class SequentialImageTask(ArrayTask):
         self._eval_cache["test"] = (self._sequences(test_images), test_labels)
         if n_train < batch_size:
             raise ValueError(f"batch_size={batch_size} exceeds the {n_train} training images.")
-        self._steps_per_epoch = n_train // batch_size
-        self._epoch_perm: tuple[int, np.ndarray] | None = None
+        self._sampler = EpochSampler(n_train, batch_size, seed, stream=(TRAIN,))
 
     def _sequences(self, images: np.ndarray) -> np.ndarray:
         """uint8 images (N, 28, 28) -> uint8 sequences (N, T, F)."""
@@ -97,11 +98,7 @@ class SequentialImageTask(ArrayTask):
         return (jnp.asarray(x, jnp.float32) / 255.0 - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
 
     def train_batch(self, step: int) -> Batch:
-        epoch, k = divmod(int(step), self._steps_per_epoch)
-        if self._epoch_perm is None or self._epoch_perm[0] != epoch:
-            rng = np.random.default_rng([self.seed, TRAIN, epoch])
-            self._epoch_perm = (epoch, rng.permutation(self._train[0].shape[0]))
-        idx = self._epoch_perm[1][k * self.batch_size : (k + 1) * self.batch_size]
+        idx = self._sampler.indices(step)
         return {"x": self._train[0][idx], "y": self._train[1][idx]}
 
     def _forward_loss(self, out, y):

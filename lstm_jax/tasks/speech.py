@@ -57,6 +57,7 @@ import optax
 from flax import nnx
 
 from lstm_jax.data import audio
+from lstm_jax.data.batching import EpochSampler, pad_sequences, padded_batches, sum_batches
 from lstm_jax.data.fsdd import (
     NUM_DIGITS,
     SPEAKERS,
@@ -66,7 +67,7 @@ from lstm_jax.data.fsdd import (
     render_connected,
     resolve_fsdd,
 )
-from lstm_jax.metrics.ctc import BLANK, ctc_greedy_decode, ctc_loss, edit_distance, error_rate
+from lstm_jax.metrics.ctc import BLANK, ctc_greedy_decode, ctc_loss, edit_distance
 from lstm_jax.models.core import make_core
 from lstm_jax.tasks.base import Batch, Metrics, Task
 
@@ -231,7 +232,7 @@ class _SpeechTask(Task):
         self.cache_files: dict[str, Path | None] = {}
         self.cache_hits: dict[str, bool] = {}
         self._splits: dict[str, dict[str, Any]] | None = None
-        self._epoch: tuple[int, list[np.ndarray]] | None = None
+        self._sampler: EpochSampler | None = None
         self._eval_fn: Callable | None = None
 
     # ---- data ----------------------------------------------------------------------
@@ -293,22 +294,29 @@ class _SpeechTask(Task):
         data = self._split(split)
         if feats is None:
             feats = [data["feats"][i] for i in idx]
-        x, lengths = audio.pad_batch(feats, self.pad_multiple)
+        x, lengths = pad_sequences(feats, self.pad_multiple)
         return {"x": x, "seq_lengths": lengths, **self._labels(data, np.asarray(idx))}
 
+    @property
+    def sampler(self) -> EpochSampler:
+        """Epochs from (seed, 0, epoch), bucketed by length (`bucket_batches`)."""
+        if self._sampler is None:
+            lengths = self._split("train")["lengths"]
+            self._sampler = EpochSampler(
+                len(lengths),
+                self.batch_size,
+                self.seed,
+                stream=(0,),
+                lengths=lengths,
+                bucket_batches=self.bucket_batches,
+            )
+        return self._sampler
+
     def steps_per_epoch(self) -> int:
-        return len(self._split("train")["feats"]) // self.batch_size
+        return self.sampler.steps_per_epoch
 
     def train_batch(self, step: int) -> Batch:
-        epoch, pos = divmod(int(step), self.steps_per_epoch())
-        if self._epoch is None or self._epoch[0] != epoch:
-            rng = np.random.default_rng([self.seed, 0, epoch])
-            lengths = self._split("train")["lengths"]
-            self._epoch = (
-                epoch,
-                audio.epoch_batches(lengths, self.batch_size, rng, self.bucket_batches),
-            )
-        idx = self._epoch[1][pos]
+        idx = self.sampler.indices(step)
         if self.speed_range != (1.0, 1.0) or self.crop_fraction > 0:
             batch = self._warped_batch(idx, np.random.default_rng([self.seed, 2, int(step)]))
         else:
@@ -368,7 +376,10 @@ class _SpeechTask(Task):
         *,
         return_gates: bool = False,
         hidden_perturbation: jax.Array | None = None,
+        key: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, Any]]:
+        # `key` is unused: SpeechModel takes no dropout key yet, so its head dropout draws
+        # from the module's own stream (the model state the trainer carries).
         logits, gates = self.forward(
             model, batch, return_gates=return_gates, hidden_perturbation=hidden_perturbation
         )
@@ -379,50 +390,35 @@ class _SpeechTask(Task):
     def _eval_outputs(self, model: nnx.Module, batch: Batch) -> dict[str, jax.Array]:
         raise NotImplementedError
 
-    def predict(self, model: nnx.Module, split: str) -> dict[str, np.ndarray]:
-        """Per-utterance outputs of `_eval_outputs` over a whole split, in split order,
-        from fixed-size batches sorted by length (short padding, few shapes)."""
-        eval_fn = self._jitted_eval()
-        data = self._split(split)
-        n = len(data["feats"])
-        order = np.argsort(data["lengths"], kind="stable")
-        size = min(self.eval_batch_size, n)
-        parts: dict[str, list[np.ndarray]] = {}
-        for start in range(0, n, size):
-            idx = order[start : start + size]
-            m = len(idx)
-            if m < size:  # pad with copies of a real utterance: one batch shape
-                idx = np.concatenate([idx, np.full(size - m, idx[0])])
-            out = eval_fn(model, self.make_batch(split, idx))
-            for k, v in out.items():
-                parts.setdefault(k, []).append(np.asarray(v)[:m])
-        result = {}
-        for k, v in parts.items():
-            if v[0].ndim >= 2:  # per-frame outputs: padded widths differ between batches
-                width = max(a.shape[1] for a in v)
-                v = [
-                    np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2))
-                    for a in v
-                ]
-            merged = np.concatenate(v)
-            unsorted = np.empty_like(merged)
-            unsorted[order] = merged
-            result[k] = unsorted
-        return result
-
     def _jitted_eval(self) -> Callable:
         if self._eval_fn is None:
             self._eval_fn = nnx.jit(self._eval_outputs)
         return self._eval_fn
 
     def evaluate(self, model: nnx.Module, split: str) -> Metrics:
-        model.eval()
-        try:
-            return self._metrics(split, self.predict(model, split))
-        finally:
-            model.train()
+        """The padded loop over `split` in fixed-size batches sorted by length (short
+        padding, few shapes), with the model in the mode it is handed."""
+        data = self._split(split)
+        n = len(data["feats"])
+        eval_fn = self._jitted_eval()
 
-    def _metrics(self, split: str, out: dict[str, np.ndarray]) -> Metrics:
+        def sums(batch: Batch) -> dict[str, Any]:
+            inputs = {k: v for k, v in batch.items() if k not in ("weight", "index")}
+            out = {k: np.asarray(v) for k, v in eval_fn(model, inputs).items()}
+            return self._batch_sums(split, out, batch)
+
+        def make(idx: np.ndarray) -> Batch:
+            return {**self.make_batch(split, idx), "index": idx}
+
+        order = np.argsort(data["lengths"], kind="stable")
+        batches = padded_batches(n, self.eval_batch_size, make, order=order)
+        return self._finish_eval(sum_batches(batches, sums), n)
+
+    def _batch_sums(self, split: str, out: dict[str, np.ndarray], batch: Batch) -> dict:
+        """Per-utterance values (B,) of one batch from its `_eval_outputs`."""
+        raise NotImplementedError
+
+    def _finish_eval(self, totals: dict[str, float], n: int) -> Metrics:
         raise NotImplementedError
 
     def _media_indices(self, split: str) -> np.ndarray:
@@ -498,19 +494,17 @@ class FSDDTask(_SpeechTask):
         logits, _ = self.forward(model, batch)
         return {"logits": logits}
 
-    def _metrics(self, split: str, out: dict[str, np.ndarray]) -> Metrics:
-        y = self._split(split)["y"]
-        logits = out["logits"]
-        nll = -np.take_along_axis(jax.nn.log_softmax(logits, -1), y[:, None], 1)[:, 0]
-        return {"loss": float(np.mean(nll)), "acc": float(np.mean(logits.argmax(-1) == y))}
+    def _batch_sums(self, split: str, out: dict[str, np.ndarray], batch: Batch) -> dict:
+        y, logits = batch["y"], out["logits"]
+        nll = -np.take_along_axis(np.asarray(jax.nn.log_softmax(logits, -1)), y[:, None], 1)
+        return {"nll": nll[:, 0], "hit": logits.argmax(-1) == y}
+
+    def _finish_eval(self, totals: dict[str, float], n: int) -> Metrics:
+        return {"loss": totals["nll"] / n, "acc": totals["hit"] / n}
 
     def media(self, model: nnx.Module, split: str) -> dict[str, Any]:
-        model.eval()
-        try:
-            idx = self._media_indices(split)
-            logits = np.asarray(self._jitted_eval()(model, self.make_batch(split, idx))["logits"])
-        finally:
-            model.train()
+        idx = self._media_indices(split)
+        logits = np.asarray(self._jitted_eval()(model, self.make_batch(split, idx))["logits"])
         probs = np.asarray(jax.nn.softmax(logits, -1))
         data = self._split(split)
         figs = {}
@@ -640,30 +634,38 @@ class ConnectedDigitsTask(_SpeechTask):
         return {"loss": per_utt, "path": jnp.argmax(logits, -1).astype(jnp.int32)}
 
     def decode(self, out: dict[str, np.ndarray], lengths: np.ndarray) -> list[list[int]]:
-        """Greedy CTC decoding of `predict` outputs: digit lists."""
+        """Greedy CTC decoding of `_eval_outputs` frame paths: digit lists."""
         return [
             [p - 1 for p in ctc_greedy_decode(out["path"][i], lengths[i])]
             for i in range(len(lengths))
         ]
 
-    def _metrics(self, split: str, out: dict[str, np.ndarray]) -> Metrics:
-        data = self._split(split)
-        hyps = self.decode(out, data["lengths"])
-        refs = data["digits"]
+    def _batch_sums(self, split: str, out: dict[str, np.ndarray], batch: Batch) -> dict:
+        """Per utterance: CTC loss, edits of the greedy decoding against the reference
+        digits, reference length, and whether any digit is wrong."""
+        digits = self._split(split)["digits"]
+        refs = [digits[i] for i in batch["index"]]
+        hyps = self.decode(out, batch["seq_lengths"])
+        edits = np.array([edit_distance(r, h) for r, h in zip(refs, hyps, strict=True)])
         return {
-            "loss": float(np.mean(out["loss"])),
-            "der": error_rate(refs, hyps),
-            "ser": float(np.mean([r != h for r, h in zip(refs, hyps, strict=True)])),
+            "loss": out["loss"],
+            "edits": edits,
+            "digits": np.array([len(r) for r in refs]),
+            "wrong": np.array([r != h for r, h in zip(refs, hyps, strict=True)]),
+        }
+
+    def _finish_eval(self, totals: dict[str, float], n: int) -> Metrics:
+        """der = total edits / total reference digits (as `error_rate`); ser = wrong / n."""
+        return {
+            "loss": totals["loss"] / n,
+            "der": totals["edits"] / max(totals["digits"], 1.0),
+            "ser": totals["wrong"] / n,
         }
 
     def media(self, model: nnx.Module, split: str) -> dict[str, Any]:
-        model.eval()
-        try:
-            idx = self._media_indices(split)
-            logits, _ = nnx.jit(self.forward)(model, self.make_batch(split, idx))
-            logits = np.asarray(logits)
-        finally:
-            model.train()
+        idx = self._media_indices(split)
+        logits, _ = nnx.jit(self.forward)(model, self.make_batch(split, idx))
+        logits = np.asarray(logits)
         data = self._split(split)
         probs = np.asarray(jax.nn.softmax(logits, -1))
         figs = {}

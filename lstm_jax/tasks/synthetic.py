@@ -41,6 +41,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from lstm_jax.data.batching import padded_batches, sum_batches
 from lstm_jax.models.core import make_core
 from lstm_jax.tasks.base import Batch, Metrics, Task
 
@@ -205,7 +206,8 @@ class ArrayTask(Task):
     Subclasses provide `in_features`, `out_features`, `readout`, `_make_split(rng, n)`
     (synthetic tasks) or override `train_batch`/`_split_arrays` (datasets), `_forward_loss`
     (mean loss + per-batch metrics) and `_eval_sums` (weighted sums of the eval metrics)
-    with `_finish_eval` turning sums into metrics.
+    with `_finish_eval` turning sums into metrics; the padded loop over a split is
+    `lstm_jax.data.batching`'s.
     """
 
     in_features: int
@@ -244,7 +246,10 @@ class ArrayTask(Task):
         *,
         return_gates: bool = False,
         hidden_perturbation: jax.Array | None = None,
+        key: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, Any]]:
+        # `key` is unused: RecurrentHead takes no dropout key yet, so its core draws any
+        # dropout masks from the module's own stream (the model state the trainer carries).
         out, gates = model(
             self._inputs(batch["x"]),
             return_gates=return_gates,
@@ -282,26 +287,11 @@ class ArrayTask(Task):
                 return self._eval_sums(out, yb, wb)
 
             self._eval_fn = nnx.jit(sums_fn)
-        n = x.shape[0]
-        size = min(self.eval_batch_size, n)
-        totals: dict[str, float] = {}
-        model.eval()  # dropout off
-        try:
-            for start in range(0, n, size):
-                xb, yb = x[start : start + size], y[start : start + size]
-                m = xb.shape[0]
-                wb = np.ones((size,), np.float32)
-                if m < size:  # pad the last chunk so every chunk has one shape (one compile)
-                    pad = size - m
-                    xb = np.concatenate([xb, np.zeros((pad,) + xb.shape[1:], xb.dtype)])
-                    yb = np.concatenate([yb, np.zeros((pad,) + yb.shape[1:], yb.dtype)])
-                    wb[m:] = 0.0
-                sums = self._eval_fn(model, xb, yb, wb)
-                for k, v in sums.items():
-                    totals[k] = totals.get(k, 0.0) + float(v)
-        finally:
-            model.train()
-        return self._finish_eval(totals, n)
+        batches = padded_batches(
+            x.shape[0], self.eval_batch_size, lambda idx: {"x": x[idx], "y": y[idx]}
+        )
+        totals = sum_batches(batches, lambda b: self._eval_fn(model, b["x"], b["y"], b["weight"]))
+        return self._finish_eval(totals, x.shape[0])
 
 
 class _GeneratedTask(ArrayTask):

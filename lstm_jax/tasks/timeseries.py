@@ -13,12 +13,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from lstm_jax.data import resolve_data_file
+from lstm_jax.data.batching import EpochSampler, padded_batches, sum_batches
 from lstm_jax.data.series import (
     DATASETS,
     StandardScaler,
@@ -158,8 +158,11 @@ class TimeSeriesForecast(Task):
             "revin_affine": revin_affine,
             "head_dropout": head_dropout,
         }
-        self._perm: tuple[int, np.ndarray] | None = None
-        self._eval_fns: dict[Any, Any] = {}
+        # (seed, epoch) seeds each epoch's order; fewer windows than a batch repeat them
+        self._sampler = EpochSampler(
+            self.num_windows("train"), self.batch_size, self.seed, repeat_short=True
+        )
+        self._eval_fn: Any = None
 
     # -- model -------------------------------------------------------------------------
 
@@ -176,41 +179,18 @@ class TimeSeriesForecast(Task):
 
     @property
     def steps_per_epoch(self) -> int:
-        return max(1, self.num_windows("train") // self.batch_size)
-
-    def _epoch_permutation(self, epoch: int) -> np.ndarray:
-        if self._perm is None or self._perm[0] != epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            self._perm = (epoch, rng.permutation(self.num_windows("train")))
-        return self._perm[1]
+        return self._sampler.steps_per_epoch
 
     def train_batch(self, step: int) -> Batch:
         """Windows of the epoch permutation (seeded by (seed, epoch)) at this step's
         position; the last partial batch of an epoch is dropped."""
-        epoch, pos = divmod(int(step), self.steps_per_epoch)
-        perm = self._epoch_permutation(epoch)
-        idx = perm[pos * self.batch_size : (pos + 1) * self.batch_size]
-        if len(idx) < self.batch_size:  # fewer windows than one batch: repeat them
-            idx = np.resize(perm, self.batch_size)
-        batch = self.splits["train"].batch(idx)
-        # the step, per example (batch-first, so the batch shards like any other array):
-        # dropout masks are drawn from (seed, step) and replay exactly on resume
-        batch["step"] = np.full((self.batch_size,), step, np.int32)
-        return batch
+        return self.splits["train"].batch(self._sampler.indices(step))
 
     def eval_batches(self, split: str):
         """Fixed-size batches over every window of `split` in order; the last one is padded
         by repeating its final window, and `weight` (B,) marks the real windows."""
         windows = self.splits[split]
-        n, size = len(windows), self.eval_batch_size
-        for start in range(0, n, size):
-            idx = np.arange(start, min(start + size, n))
-            weight = np.ones(size, np.float32)
-            weight[len(idx) :] = 0.0
-            idx = np.concatenate([idx, np.full(size - len(idx), idx[-1])])
-            batch = windows.batch(idx)
-            batch["weight"] = weight
-            yield batch
+        return padded_batches(len(windows), self.eval_batch_size, windows.batch)
 
     # -- loss and metrics ----------------------------------------------------------------
 
@@ -218,10 +198,9 @@ class TimeSeriesForecast(Task):
     def _predict(model, batch, **kwargs):
         return model(batch["x"], batch.get("x_mark"), batch.get("y_mark"), **kwargs)
 
-    def loss(self, model, batch, carry=None, *, return_gates=False, hidden_perturbation=None):
-        key = None
-        if "step" in batch:
-            key = jax.random.fold_in(jax.random.key(self.seed), jnp.asarray(batch["step"])[0])
+    def loss(
+        self, model, batch, carry=None, *, return_gates=False, hidden_perturbation=None, key=None
+    ):
         pred, gates = self._predict(
             model,
             batch,
@@ -240,45 +219,37 @@ class TimeSeriesForecast(Task):
         }
         return loss, aux
 
-    def _eval_step(self, model):
-        """A jitted (state, batch) -> (pred, per-window SE sum, AE sum) of an eval-mode copy
-        of `model` (the model passed in is left as it is), and that copy's state."""
-        copy = nnx.merge(*nnx.split(model))
-        copy.eval()
-        graphdef, state = nnx.split(copy)
-        fn = self._eval_fns.get(graphdef)
-        if fn is None:
+    def _forecast(self, model, batch):
+        """(pred, per-window SE sum, AE sum) of `model` in the mode it is in, jitted."""
+        if self._eval_fn is None:
 
-            @jax.jit
-            def fn(state, batch):
-                m = nnx.merge(graphdef, state)
-                pred, _ = self._predict(m, batch)
+            def fn(model, batch):
+                pred, _ = self._predict(model, batch)
                 err = pred - batch["y"]
                 return pred, jnp.sum(jnp.square(err), (1, 2)), jnp.sum(jnp.abs(err), (1, 2))
 
-            self._eval_fns[graphdef] = fn
-        return fn, state
+            self._eval_fn = nnx.jit(fn)
+        return self._eval_fn(model, {k: v for k, v in batch.items() if k != "weight"})
 
     def evaluate(self, model: nnx.Module, split: str) -> Metrics:
         """MSE and MAE over every window of `split` (normalised scale), and `loss` (the
         training objective's value)."""
-        fn, state = self._eval_step(model)
-        se = ae = 0.0
-        for batch in self.eval_batches(split):
-            weight = batch.pop("weight")
-            _, s, a = fn(state, batch)
-            se += float(np.sum(np.asarray(s, np.float64) * weight))
-            ae += float(np.sum(np.asarray(a, np.float64) * weight))
+
+        def sums(batch):
+            _, se, ae = self._forecast(model, batch)
+            return {"se": se, "ae": ae}
+
+        totals = sum_batches(self.eval_batches(split), sums)
         count = self.num_windows(split) * self.horizon * len(self.outputs)
-        metrics = {"mse": se / count, "mae": ae / count}
+        metrics = {"mse": totals["se"] / count, "mae": totals["ae"] / count}
         metrics["loss"] = metrics[self.loss_name]
         return metrics
 
     def predict(self, model: nnx.Module, split: str, idx) -> tuple[Batch, np.ndarray]:
-        """The batch of windows `idx` of `split` and the model's forecast (eval mode)."""
-        fn, state = self._eval_step(model)
+        """The batch of windows `idx` of `split` and the model's forecast (in the mode the
+        model is in: eval mode from the trainer)."""
         batch = self.splits[split].batch(np.asarray(idx))
-        pred, _, _ = fn(state, batch)
+        pred, _, _ = self._forecast(model, batch)
         return batch, np.asarray(pred)
 
     def media(self, model: nnx.Module, split: str) -> dict[str, Any]:

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from flax import nnx
 from omegaconf import OmegaConf
+from real_data import require_real_data
 from series_csv import write_csv
 
 from lstm_jax.data import series as ts
+from lstm_jax.tasks.base import step_key
 from lstm_jax.tasks.timeseries import TimeSeriesForecast
 
 ETTH1_ROWS = 14400  # rows the ETTh1 protocol uses
-DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 
 
 @pytest.fixture(scope="module")
@@ -309,7 +310,9 @@ def test_forecasters_shapes_gates_and_learning(tmp_path, variant, mode, extra):
     assert len(figs["forecast_test"].axes) == 3
 
 
-def test_evaluate_leaves_the_model_in_train_mode(tmp_path):
+def test_evaluate_runs_the_model_in_the_mode_it_is_handed(tmp_path):
+    """The trainer owns the mode (it evaluates an eval-mode model); evaluate never
+    switches it: eval mode is deterministic, train mode keeps its dropout."""
     path = write_csv(tmp_path / "d.csv", 300)
     task = TimeSeriesForecast(
         batch_size=8,
@@ -320,9 +323,14 @@ def test_evaluate_leaves_the_model_in_train_mode(tmp_path):
         head_dropout=0.5,
     )
     model = task.make_model(model_config(), rngs=nnx.Rngs(0))
+    model.eval()
     a = task.evaluate(model, "val")
     assert a == task.evaluate(model, "val")  # deterministic: dropout off in evaluation
+    assert model.dropout.deterministic is True
+    model.train()
+    t = task.evaluate(model, "val")
     assert model.dropout.deterministic is False  # the caller's model is not switched
+    assert t != a  # ... and runs as handed: with its dropout
 
 
 def test_segment_forecaster_rejects_ragged_input(tmp_path):
@@ -340,9 +348,9 @@ def test_missing_data_file_names_it(tmp_path):
 # ------------------------------------------------------------------------- real ETTh1
 
 
-@pytest.mark.skipif(not (DATA_ROOT / "ett" / "ETTh1.csv").is_file(), reason="ETTh1 absent")
 def test_real_etth1_protocol():
-    task = TimeSeriesForecast(batch_size=32, data_dir=str(DATA_ROOT), input_len=336, horizon=96)
+    root = require_real_data("ett/ETTh1.csv")
+    task = TimeSeriesForecast(batch_size=32, data_dir=str(root), input_len=336, horizon=96)
     assert task.columns == ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
     assert (task.num_windows("train"), task.num_windows("val"), task.num_windows("test")) == (
         8209,
@@ -364,9 +372,8 @@ def test_dropout_masks_follow_seed_and_step(tmp_path):
         head_dropout=0.5,
     )
     model = task.make_model(model_config(), rngs=nnx.Rngs(0))
-    b0, b1 = task.train_batch(0), task.train_batch(1)
-    np.testing.assert_array_equal(b1["step"], np.ones(8, np.int32))
-    b1 = dict(b0, step=b1["step"])  # same windows, next step
-    loss = jax.jit(lambda b: task.loss(model, b)[0])
-    l0, l0b, l1 = (float(loss(b)) for b in (b0, b0, b1))
+    b0 = task.train_batch(0)
+    loss = jax.jit(lambda b, key: task.loss(model, b, key=key)[0])
+    k0, k1 = step_key(task.seed, 0), step_key(task.seed, 1)  # the trainer's keys
+    l0, l0b, l1 = (float(loss(b0, k)) for k in (k0, k0, k1))  # same windows, next step
     assert l0 == l0b and l0 != l1
