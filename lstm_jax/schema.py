@@ -4,16 +4,19 @@ The trainer, optim and model groups are pydantic models with ranges (lr > 0, siz
 probabilities in [0, 1), ...). The task group is checked against the constructor of its
 `_target_`: the keys it accepts, the type of each from its annotations, and the ranges of
 `TASK_RANGES` for the parameter names that follow the project's conventions, so a new task
-is checked without a table of its own.
+is checked without a table of its own. A parameter typed as a dataclass is a nested group
+(`task.features`, `task.augment`): its keys are checked the same way, field by field.
 
     validate(cfg)   # raises ConfigError("model.hidden_size=0: Input should be ...")
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import re
+import types
 import typing
 from typing import Annotated, Any, Literal
 
@@ -167,27 +170,53 @@ def _target_class(task_cfg: dict[str, Any]) -> type:
         raise ConfigError(f"task._target_={target!r} cannot be imported ({error}).") from None
 
 
-def _validate_task(task_cfg: dict[str, Any], cfg: DictConfig) -> None:
-    cls = _target_class(task_cfg)
-    params = constructor_parameters(cls)
-    for key, value in task_cfg.items():
+def _group_class(annotation: Any) -> type | None:
+    """The dataclass of a nested config group (`features: FeatureConfig | None`), or None."""
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in _UNIONS else ()
+    for option in (annotation, *options):
+        if isinstance(option, type) and dataclasses.is_dataclass(option):
+            return option
+    return None
+
+
+_UNIONS = (typing.Union, types.UnionType)
+
+
+def _check_keys(prefix: str, owner: str, values: dict[str, Any], params: dict, cfg) -> None:
+    """Each key of `values` against `params` {name: annotation}: a known name, its type,
+    the range its name implies; a dataclass-typed key is checked field by field."""
+    for key, value in values.items():
         if key == "_target_":
             continue
         if key not in params:
             raise ConfigError(
-                f"task.{key} is not a setting of {cls.__name__} (it takes "
+                f"{prefix}.{key} is not a setting of {owner} (it takes "
                 f"{', '.join(sorted(params))})."
             )
-        annotation = params[key].annotation
+        annotation = params[key]
+        group = _group_class(annotation)
+        if group is not None and isinstance(value, dict):
+            fields = typing.get_type_hints(group)
+            names = {f.name for f in dataclasses.fields(group)}
+            _check_keys(
+                f"{prefix}.{key}", group.__name__, value, {n: fields[n] for n in names}, cfg
+            )
+            continue
         ranges = [field for pattern, field in TASK_RANGES if re.fullmatch(pattern, key)]
         if ranges and annotation in (int, float, int | None, float | None):
             annotation = Annotated[annotation, ranges[0]]
         try:
             TypeAdapter(annotation).validate_python(value)
         except ValidationError as error:
-            raise ConfigError(_one_line(f"task.{key}", value, error, cfg)) from None
+            raise ConfigError(_one_line(f"{prefix}.{key}", value, error, cfg)) from None
         except Exception:  # noqa: BLE001, S110 - a hint pydantic cannot check is left to the task
             pass
+
+
+def _validate_task(task_cfg: dict[str, Any], cfg: DictConfig) -> None:
+    cls = _target_class(task_cfg)
+    params = {name: p.annotation for name, p in constructor_parameters(cls).items()}
+    _check_keys("task", cls.__name__, task_cfg, params, cfg)
 
 
 def _missing(node: DictConfig, prefix: str = "") -> list[str]:

@@ -80,6 +80,43 @@ class FeatureConfig:
         return 1 + num_samples // self.hop_length
 
 
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Train-time augmentation of the speech tasks (the `task.augment` group), all drawn
+    from (seed, step): SpecAugment-style masks (`freq_masks` of up to `freq_width` bands,
+    `time_masks` of up to `time_width` frames; 0 disables), speed perturbation (time-stretch
+    by a factor from `speed_range` = [min, max]; [1, 1] disables) and random cropping (up to
+    `crop_fraction` of the frames, split between start and end)."""
+
+    freq_masks: int = 0
+    freq_width: int = 8
+    time_masks: int = 0
+    time_width: int = 10
+    speed_range: tuple[float, float] = (1.0, 1.0)
+    crop_fraction: float = 0.0
+
+    def __post_init__(self):
+        lo, hi = (float(v) for v in self.speed_range)
+        if not 0 < lo <= hi:
+            raise ValueError(
+                f"speed_range={list(self.speed_range)}: expected [min, max] factors with "
+                "0 < min <= max ([1.0, 1.0] disables speed perturbation)."
+            )
+        object.__setattr__(self, "speed_range", (lo, hi))
+        if not 0.0 <= float(self.crop_fraction) < 1.0:
+            raise ValueError(f"crop_fraction={self.crop_fraction}: expected a fraction in [0, 1).")
+
+    @property
+    def masks(self) -> dict[str, int]:
+        """The keyword arguments of `spec_augment`."""
+        return {
+            "freq_masks": int(self.freq_masks),
+            "freq_width": int(self.freq_width),
+            "time_masks": int(self.time_masks),
+            "time_width": int(self.time_width),
+        }
+
+
 def load_wav(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     """A mono float32 waveform in [-1, 1] at `sample_rate` (channels averaged, resampled
     with librosa if the file has another rate)."""

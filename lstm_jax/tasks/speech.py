@@ -1,5 +1,10 @@
 """Speech: the Free Spoken Digit Dataset (FSDD) as isolated words and as connected digits.
 
+Size: about 600 lines once SpeechModel moves to lstm_jax/models (issue 11). The two tasks
+share `_SpeechTask` (feature loading, splits, batches, augmentation, the evaluation around
+the shared padded loop); a module per task would make one domain import another, so they
+stay together here, with data, CTC metrics and figures in their own modules (below).
+
 Data. FSDD (https://github.com/Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0): 3,000
 recordings `fsdd/recordings/{digit}_{speaker}_{index}.wav`, 6 speakers x 10 digits x 50
 takes, 8 kHz mono. Files are looked up under the data root with
@@ -39,9 +44,12 @@ Tasks.
 Batches are padded with `seq_lengths`; the core masks exactly, so padding never changes a
 prediction. `train_batch(step)` is a pure function of (seed, step): the epoch's order comes
 from (seed, epoch) and, with `bucket_batches > 0`, batches hold utterances of similar length.
-Train-time augmentation, all drawn from (seed, step): random cropping (`crop_fraction`, the
-isolated-word task only), speed perturbation (`speed_range`, time-stretching the frames) and
-SpecAugment-style masks (`freq_masks`, `time_masks`).
+Train-time augmentation (`task.augment`), all drawn from (seed, step): random cropping
+(`crop_fraction`, the isolated-word task only), speed perturbation (`speed_range`,
+time-stretching the frames) and SpecAugment-style masks (`freq_masks`, `time_masks`). The
+front end is `task.features` (`lstm_jax.data.audio.FeatureConfig`); the FSDD files, splits and
+connected-digit synthesis are `lstm_jax.data.fsdd`'s, the CTC loss, decoding and error rates
+`lstm_jax.metrics.ctc`'s, the figures `lstm_jax.figures.speech`'s.
 """
 
 from __future__ import annotations
@@ -67,6 +75,7 @@ from lstm_jax.data.fsdd import (
     render_connected,
     resolve_fsdd,
 )
+from lstm_jax.figures import speech as figures
 from lstm_jax.metrics.ctc import BLANK, ctc_greedy_decode, ctc_loss, edit_distance
 from lstm_jax.models.core import make_core
 from lstm_jax.tasks.base import Batch, Metrics, Task
@@ -141,6 +150,20 @@ class SpeechModel(nnx.Module):
 # --------------------------------------------------------------------------------------
 
 
+def _group(cls: type, value: Any) -> Any:
+    """A config group as its dataclass: None -> defaults, a mapping -> cls(**mapping)."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    fields = dict(value)
+    if "trim_db" in fields and fields["trim_db"] is not None:
+        fields["trim_db"] = float(fields["trim_db"])
+    if "speed_range" in fields:
+        fields["speed_range"] = tuple(fields["speed_range"])
+    return cls(**fields)
+
+
 class _SpeechTask(Task):
     """Feature loading, splits, batching and evaluation shared by the speech tasks.
 
@@ -158,14 +181,7 @@ class _SpeechTask(Task):
         seed: int = 0,
         data_dir: str | None = None,
         cache_dir: str | None = None,
-        features: str = "logmel",
-        n_mels: int = 40,
-        n_mfcc: int = 13,
-        deltas: bool = False,
-        trim_db: float | None = None,
-        n_fft: int = 256,
-        win_length: int = 200,
-        hop_length: int = 80,
+        features: audio.FeatureConfig | None = None,
         normalisation: str = "utterance",
         frame_stack: int = 1,
         speakers: Sequence[str] | None = None,
@@ -176,27 +192,17 @@ class _SpeechTask(Task):
         bucket_batches: int = 20,
         pad_multiple: int = 32,
         eval_batch_size: int = 100,
-        freq_masks: int = 0,
-        freq_width: int = 8,
-        time_masks: int = 0,
-        time_width: int = 10,
-        speed_range: Sequence[float] = (1.0, 1.0),
-        crop_fraction: float = 0.0,
+        augment: audio.AugmentConfig | None = None,
         head_dropout: float = 0.0,
         num_media: int = 4,
         download: bool = True,
     ):
+        """`features`: the front end (`task.features`: kind, n_mels, n_mfcc, deltas,
+        trim_db, n_fft, win_length, hop_length; `audio.FeatureConfig`); `augment`: the
+        train-time augmentation (`task.augment`; `audio.AugmentConfig`). Either may be given
+        as a mapping of its fields."""
         super().__init__(batch_size=batch_size, seed=seed, data_dir=data_dir)
-        self.feature_config = audio.FeatureConfig(
-            kind=features,
-            n_mels=n_mels,
-            n_mfcc=n_mfcc,
-            deltas=deltas,
-            trim_db=None if trim_db is None else float(trim_db),
-            n_fft=n_fft,
-            win_length=win_length,
-            hop_length=hop_length,
-        )
+        self.feature_config = _group(audio.FeatureConfig, features)
         if normalisation not in ("utterance", "global", "none"):
             raise ValueError(f"normalisation={normalisation!r}: expected utterance|global|none.")
         self.cache_dir = cache_dir
@@ -210,22 +216,10 @@ class _SpeechTask(Task):
         self.bucket_batches = int(bucket_batches)
         self.pad_multiple = int(pad_multiple)
         self.eval_batch_size = int(eval_batch_size)
-        self.augment = {
-            "freq_masks": int(freq_masks),
-            "freq_width": int(freq_width),
-            "time_masks": int(time_masks),
-            "time_width": int(time_width),
-        }
-        lo, hi = (float(v) for v in speed_range)
-        if not 0 < lo <= hi:
-            raise ValueError(
-                f"speed_range={list(speed_range)}: expected [min, max] factors with "
-                "0 < min <= max ([1.0, 1.0] disables speed perturbation)."
-            )
-        if not 0.0 <= float(crop_fraction) < 1.0:
-            raise ValueError(f"crop_fraction={crop_fraction}: expected a fraction in [0, 1).")
-        self.speed_range = (lo, hi)
-        self.crop_fraction = float(crop_fraction)
+        self.augment_config = _group(audio.AugmentConfig, augment)
+        self.augment = self.augment_config.masks
+        self.speed_range = self.augment_config.speed_range
+        self.crop_fraction = float(self.augment_config.crop_fraction)
         self.head_dropout = float(head_dropout)
         self.num_media = int(num_media)
         self.download = bool(download)
@@ -431,15 +425,6 @@ class _SpeechTask(Task):
         return f.reshape(-1, self.feature_config.num_features).T
 
 
-def _figure(width: float, height: float, rows: int = 1):
-    """A stand-alone Figure (not registered with pyplot, so nothing leaks between calls)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    axes = fig.subplots(rows, 1, squeeze=False)[:, 0]
-    return fig, axes
-
-
 # --------------------------------------------------------------------------------------
 # Isolated digits
 # --------------------------------------------------------------------------------------
@@ -509,16 +494,13 @@ class FSDDTask(_SpeechTask):
         data = self._split(split)
         figs = {}
         for j, i in enumerate(idx):
-            fig, (ax,) = _figure(5, 2.6)
-            ax.imshow(self._spectrogram(split, i), origin="lower", aspect="auto", cmap="magma")
-            pred = int(probs[j].argmax())
-            ax.set_title(
-                f"{data['names'][i]}: true {int(data['y'][i])}, predicted {pred} "
-                f"(p={probs[j, pred]:.2f})"
+            figs[f"{split}_spectrogram_{j}"] = figures.digit_figure(
+                self._spectrogram(split, i),
+                probs[j],
+                data["names"][i],
+                int(data["y"][i]),
+                self.feature_config.kind,
             )
-            ax.set_xlabel("frame (10 ms)")
-            ax.set_ylabel(self.feature_config.kind)
-            figs[f"{split}_spectrogram_{j}"] = fig
         return figs
 
 
@@ -548,13 +530,16 @@ class ConnectedDigitsTask(_SpeechTask):
         edge_ms: float = 100.0,
         silence_noise: float = 1e-3,
         data_seed: int = 1234,
+        pooling: str = "none",
         **kwargs,
     ):
+        if pooling != "none":
+            raise ValueError(f"pooling={pooling!r}: CTC reads every frame; set task.pooling=none.")
         super().__init__(**kwargs)
         if self.crop_fraction > 0:
             raise ValueError(
                 "crop_fraction > 0 would cut digits out of connected utterances while their "
-                "labels stay; set task.crop_fraction=0 (speed_range is fine)."
+                "labels stay; set task.augment.crop_fraction=0 (speed_range is fine)."
             )
         if not 1 <= min_digits <= max_digits:
             raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}.")
@@ -673,23 +658,16 @@ class ConnectedDigitsTask(_SpeechTask):
             n = int(data["lengths"][i])
             hyp = [p - 1 for p in ctc_greedy_decode(probs[j].argmax(-1), n)]
             ref = data["digits"][i]
-            fig, (ax, ax2) = _figure(7, 4, rows=2)
-            ax.imshow(self._spectrogram(split, i), origin="lower", aspect="auto", cmap="magma")
-            ax.set_title(
-                f"true {''.join(map(str, ref))}   predicted {''.join(map(str, hyp))}   "
-                f"(edits {edit_distance(ref, hyp)})"
+            figs[f"{split}_ctc_{j}"] = figures.ctc_figure(
+                self._spectrogram(split, i),
+                probs[j, :n],
+                ref,
+                hyp,
+                edit_distance(ref, hyp),
+                frame_stack=self.frame_stack,
+                kind=self.feature_config.kind,
+                blank=BLANK,
             )
-            ax.set_ylabel(self.feature_config.kind)
-            frames = np.arange(n) * self.frame_stack
-            ax2.plot(frames, probs[j, :n, BLANK], color="0.7", lw=1, label="blank")
-            for d in range(NUM_DIGITS):
-                ax2.plot(frames, probs[j, :n, d + 1], lw=1.2, label=str(d))
-            ax2.set_xlim(0, n * self.frame_stack)
-            ax2.set_ylim(0, 1.02)
-            ax2.set_xlabel("frame (10 ms)")
-            ax2.set_ylabel("CTC posterior")
-            ax2.legend(ncol=11, fontsize=6, loc="upper right")
-            figs[f"{split}_ctc_{j}"] = fig
         return figs
 
 

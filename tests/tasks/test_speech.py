@@ -89,7 +89,9 @@ def test_missing_data_names_the_file(tmp_path):
 
 
 def test_fsdd_batches_are_deterministic_and_cached(data_dir, tmp_path):
-    task = speech.FSDDTask(**task_kwargs(data_dir, tmp_path, freq_masks=1, time_masks=1))
+    task = speech.FSDDTask(
+        **task_kwargs(data_dir, tmp_path, augment={"freq_masks": 1, "time_masks": 1})
+    )
     b0, b0_again, b1 = task.train_batch(0), task.train_batch(0), task.train_batch(1)
     assert b0["x"].shape[0] == 8 and b0["x"].shape[2] == 40 and b0["x"].shape[1] % 8 == 0
     assert b0["seq_lengths"].dtype == np.int32 and b0["y"].dtype == np.int32
@@ -100,7 +102,9 @@ def test_fsdd_batches_are_deterministic_and_cached(data_dir, tmp_path):
     sizes = {s: len(task.splits[s]["feats"]) for s in ("train", "val", "test")}
     assert sizes == {"train": 40, "val": 20, "test": 20}
     # a fresh task (a second run) reads the cache and replays the same batches
-    again = speech.FSDDTask(**task_kwargs(data_dir, tmp_path, freq_masks=1, time_masks=1))
+    again = speech.FSDDTask(
+        **task_kwargs(data_dir, tmp_path, augment={"freq_masks": 1, "time_masks": 1})
+    )
     np.testing.assert_array_equal(again.train_batch(1)["x"], b1["x"])
     assert again.cache_hits == {"fsdd": True}
     # one epoch visits every training utterance once
@@ -116,14 +120,14 @@ def test_fsdd_batches_are_deterministic_and_cached(data_dir, tmp_path):
 def test_speed_and_crop_augmentation_vary_train_batches_only(data_dir, cache):
     plain = speech.FSDDTask(**task_kwargs(data_dir, cache))
     warped = speech.FSDDTask(
-        **task_kwargs(data_dir, cache, speed_range=[0.5, 0.6], crop_fraction=0.2)
+        **task_kwargs(data_dir, cache, augment={"speed_range": [0.5, 0.6], "crop_fraction": 0.2})
     )
     a, b = plain.train_batch(3), warped.train_batch(3)
     np.testing.assert_array_equal(a["y"], b["y"])  # same utterances, same order
     # factors 0.5-0.6 stretch every utterance to 1.4-2.4x its cropped length
     assert np.all(b["seq_lengths"] > 1.3 * 0.8 * a["seq_lengths"])
     again = speech.FSDDTask(
-        **task_kwargs(data_dir, cache, speed_range=[0.5, 0.6], crop_fraction=0.2)
+        **task_kwargs(data_dir, cache, augment={"speed_range": [0.5, 0.6], "crop_fraction": 0.2})
     )
     np.testing.assert_array_equal(again.train_batch(3)["x"], b["x"])  # a function of the step
     # evaluation reads the clips as recorded
@@ -131,9 +135,9 @@ def test_speed_and_crop_augmentation_vary_train_batches_only(data_dir, cache):
         warped.make_batch("test", np.arange(4))["x"], plain.make_batch("test", np.arange(4))["x"]
     )
     with pytest.raises(ValueError, match="speed_range"):
-        speech.FSDDTask(**task_kwargs(data_dir, cache, speed_range=[1.2, 0.9]))
+        speech.FSDDTask(**task_kwargs(data_dir, cache, augment={"speed_range": [1.2, 0.9]}))
     with pytest.raises(ValueError, match="crop_fraction=0"):
-        speech.ConnectedDigitsTask(**task_kwargs(data_dir, cache, crop_fraction=0.1))
+        speech.ConnectedDigitsTask(**task_kwargs(data_dir, cache, augment={"crop_fraction": 0.1}))
 
 
 def test_speaker_heldout_task_tests_on_the_held_out_voice(data_dir, cache):
@@ -271,3 +275,21 @@ def test_connected_task_evaluate_and_media(data_dir, cache):
     assert got["loss"] == pytest.approx(2.0)
     figs = task.media(model, "test")
     assert len(figs) == 4 and "true" in next(iter(figs.values())).axes[0].get_title()
+
+
+def test_ctc_config_inherits_the_isolated_word_config():
+    """configs/task/fsdd_ctc.yaml takes fsdd.yaml through Hydra defaults and sets only what
+    differs; the composed task builds with grouped features and augmentation."""
+    from hydra import compose, initialize_config_dir
+
+    import lstm_jax.cli  # noqa: F401  (registers the config resolvers)
+    from lstm_jax.config import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        word = compose("train", overrides=["task=fsdd", "paths.data_dir=/tmp"]).task
+        ctc = compose("train", overrides=["task=fsdd_ctc", "paths.data_dir=/tmp"]).task
+    assert ctc._target_.endswith("ConnectedDigitsTask") and ctc.pooling == "none"
+    assert ctc.frame_stack == 2 and list(ctc.val_indices) == [5, 10]
+    assert ctc.features == word.features and ctc.augment == word.augment
+    shared = set(word) - {"_target_", "pooling", "frame_stack", "val_indices"}
+    assert all(ctc[k] == word[k] for k in shared)
