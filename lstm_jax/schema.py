@@ -7,16 +7,20 @@ configs/model/lstm.yaml): the keys it accepts, the type of each from its annotat
 ranges of `TASK_RANGES` for the parameter names that follow the project's conventions, so a
 new task or cell is checked without a table of its own. Nested `_target_` nodes (a task's
 `head: {_target_: ..., _partial_: true}`) are checked the same way. A key that another cell
-has (`model=gru model.forget_bias=1`) is refused with the cell that takes it.
+has (`model=gru model.forget_bias=1`) is refused with the cell that takes it. A parameter
+typed as a dataclass is a nested group (`task.features`, `task.augment`): its keys are
+checked the same way, field by field.
 
     validate(cfg)   # raises ConfigError("model.hidden_size=0: Input should be ...")
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import re
+import types
 import typing
 from typing import Annotated, Any, Literal
 
@@ -183,6 +187,44 @@ def _settings(params: dict[str, inspect.Parameter], partial: bool) -> list[str]:
     )
 
 
+_UNIONS = (typing.Union, types.UnionType)
+
+
+def _group_class(annotation: Any) -> type | None:
+    """The dataclass of a nested config group (`features: FeatureConfig | None`), or None."""
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in _UNIONS else ()
+    for option in (annotation, *options):
+        if isinstance(option, type) and dataclasses.is_dataclass(option):
+            return option
+    return None
+
+
+def _check_value(key: str, name: str, annotation: Any, value: Any, cfg: DictConfig) -> None:
+    """`value` against `annotation` and the range its `name` implies (TASK_RANGES)."""
+    ranges = [field for pattern, field in TASK_RANGES if re.fullmatch(pattern, name)]
+    if ranges and annotation in (int, float, int | None, float | None):
+        annotation = Annotated[annotation, ranges[0]]
+    try:
+        TypeAdapter(annotation).validate_python(value)
+    except ValidationError as error:
+        raise ConfigError(_one_line(f"{key}.{name}", value, error, cfg)) from None
+    except Exception:  # noqa: BLE001, S110 - a hint pydantic cannot check is left to the code
+        pass
+
+
+def _validate_group(values: dict[str, Any], key: str, group: type, cfg: DictConfig) -> None:
+    """A nested group typed as a dataclass (`task.features`), field by field."""
+    hints = typing.get_type_hints(group)
+    names = [f.name for f in dataclasses.fields(group)]
+    for name, value in values.items():
+        if name not in names:
+            raise ConfigError(
+                f"{key}.{name} is not a setting of {group.__name__} (it takes "
+                f"{', '.join(sorted(names))})."
+            )
+        _check_value(key, name, hints[name], value, cfg)
+
+
 def _validate_node(
     node: dict[str, Any],
     key: str,
@@ -213,15 +255,11 @@ def _validate_node(
             _validate_node(value, f"{key}.{name}", cfg)
             continue
         annotation = params[name].annotation
-        ranges = [field for pattern, field in TASK_RANGES if re.fullmatch(pattern, name)]
-        if ranges and annotation in (int, float, int | None, float | None):
-            annotation = Annotated[annotation, ranges[0]]
-        try:
-            TypeAdapter(annotation).validate_python(value)
-        except ValidationError as error:
-            raise ConfigError(_one_line(f"{key}.{name}", value, error, cfg)) from None
-        except Exception:  # noqa: BLE001, S110 - a hint pydantic cannot check is left to the code
-            pass
+        group = _group_class(annotation)
+        if group is not None and isinstance(value, dict):
+            _validate_group(value, f"{key}.{name}", group, cfg)
+            continue
+        _check_value(key, name, annotation, value, cfg)
 
 
 def _validate_task(task_cfg: dict[str, Any], cfg: DictConfig) -> None:

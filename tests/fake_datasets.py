@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from lstm_jax.tasks.speech import SPEAKERS
+from lstm_jax.data.fsdd import SPEAKERS
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:

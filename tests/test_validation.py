@@ -72,8 +72,12 @@ def compose_train(*overrides):
         ),
         (["task.val_size=-3"], "task.val_size=-3: Input should be greater than or equal to 1."),
         (
-            ["experiment=fsdd_bilstm", "task.crop_fraction=1.5"],
-            "task.crop_fraction=1.5: Input should be less than 1.",
+            ["experiment=fsdd_bilstm", "task.augment.crop_fraction=1.5"],
+            "task.augment.crop_fraction=1.5: Input should be less than 1.",
+        ),
+        (
+            ["experiment=fsdd_bilstm", "task.features.n_mels=0"],
+            "task.features.n_mels=0: Input should be greater than or equal to 1.",
         ),
         (
             ["experiment=shakespeare_char", "task.dropout=-0.1"],

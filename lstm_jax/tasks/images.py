@@ -16,74 +16,27 @@ by val/acc (max).
 
 Training batches are a pure function of (seed, step): each epoch is a permutation of the
 training images drawn from `np.random.default_rng([seed, 0, epoch])` and step k takes the
-k-th slice of batch_size of it (the remainder of an epoch is dropped).
+k-th slice of batch_size of it (the remainder of an epoch is dropped), as
+`lstm_jax.data.batching.EpochSampler` with stream (0,) cuts it.
 """
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Callable
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
-from lstm_jax.data import resolve_data_file
-from lstm_jax.tasks.base import Batch
-from lstm_jax.tasks.synthetic import TRAIN, ArrayTask
-
-FASHION_MNIST_URL = (
-    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"
+from lstm_jax.data.batching import EpochSampler
+from lstm_jax.data.fashion_mnist import (
+    FASHION_MNIST_MEAN,
+    FASHION_MNIST_STD,
+    NUM_CLASSES,
+    load_fashion_mnist,
 )
-FASHION_MNIST_FILES = {  # SHA-256 of each file
-    "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",  # noqa: E501
-    "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",  # noqa: E501
-    "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",  # noqa: E501
-    "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",  # noqa: E501
-}
-FASHION_MNIST_MEAN, FASHION_MNIST_STD = 0.2860, 0.3530
-NUM_CLASSES = 10
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """Reads an idx file (optionally gzipped) of unsigned bytes into a uint8 array."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0:
-        raise ValueError(f"{path} is not an idx file (bad magic number).")
-    if data[2] != 0x08:
-        raise ValueError(f"{path}: idx element type {data[2]:#x} is not unsigned byte (0x08).")
-    ndim = data[3]
-    dims = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    offset = 4 + 4 * ndim
-    expected = int(np.prod(dims))
-    if len(data) - offset != expected:
-        raise ValueError(f"{path}: {len(data) - offset} bytes of data, expected {expected}.")
-    return np.frombuffer(data, np.uint8, offset=offset).reshape(dims)
-
-
-def load_fashion_mnist(data_dir: str | None, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(images (N, 28, 28) uint8, labels (N,) int32) of split 'train' or 't10k'."""
-    arrays = []
-    for kind in ("images-idx3", "labels-idx1"):
-        name = f"{split}-{kind}-ubyte.gz"
-        path = resolve_data_file(
-            data_dir,
-            f"fashion-mnist/{name}",
-            url=FASHION_MNIST_URL + name,
-            sha256=FASHION_MNIST_FILES[name],
-        )
-        arrays.append(read_idx(path))
-    images, labels = arrays
-    if images.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"fashion-mnist {split}: {images.shape[0]} images, {labels.shape[0]} labels."
-        )
-    return images, labels.astype(np.int32)
+from lstm_jax.tasks.base import TRAIN, ArrayTask, Batch
 
 
 class SequentialImageTask(ArrayTask):
@@ -137,8 +90,7 @@ class SequentialImageTask(ArrayTask):
         self._eval_cache["test"] = (self._sequences(test_images), test_labels)
         if n_train < batch_size:
             raise ValueError(f"batch_size={batch_size} exceeds the {n_train} training images.")
-        self._steps_per_epoch = n_train // batch_size
-        self._epoch_perm: tuple[int, np.ndarray] | None = None
+        self._sampler = EpochSampler(n_train, batch_size, seed, stream=(TRAIN,))
 
     def _sequences(self, images: np.ndarray) -> np.ndarray:
         """uint8 images (N, 28, 28) -> uint8 sequences (N, T, F)."""
@@ -154,11 +106,7 @@ class SequentialImageTask(ArrayTask):
         return (jnp.asarray(x, jnp.float32) / 255.0 - FASHION_MNIST_MEAN) / FASHION_MNIST_STD
 
     def train_batch(self, step: int) -> Batch:
-        epoch, k = divmod(int(step), self._steps_per_epoch)
-        if self._epoch_perm is None or self._epoch_perm[0] != epoch:
-            rng = np.random.default_rng([self.seed, TRAIN, epoch])
-            self._epoch_perm = (epoch, rng.permutation(self._train[0].shape[0]))
-        idx = self._epoch_perm[1][k * self.batch_size : (k + 1) * self.batch_size]
+        idx = self._sampler.indices(step)
         return {"x": self._train[0][idx], "y": self._train[1][idx]}
 
     def _forward_loss(self, out, y):

@@ -15,10 +15,9 @@ applied (also when `model.dropout` > 0, so that every mask comes from the task's
 no between-layer dropout and no variational masks, one multi-layer core call does the whole
 stack (the fast path).
 
-Dropout masks in training are drawn from a key derived from (seed, step): `train_batch`
-carries the step (`batch["step"]`, per row so that it shards like the rest), so a resumed run
-replays exactly the masks of an uninterrupted one, and no RNG state is mutated inside the
-trainer's jitted step.
+Dropout masks in training are drawn from the key the trainer hands `loss` for each step
+(`lstm_jax.tasks.base.step_key(seed, step)`), so a resumed run replays exactly the masks of an
+uninterrupted one, and no RNG state is mutated inside the trainer's jitted step.
 
 Training (truncated BPTT, as the classic PTB setups): the training tokens are laid out as B
 contiguous streams (B = batch_size); step s reads window s mod W of each stream (W windows an
@@ -43,8 +42,9 @@ import numpy as np
 import optax
 from flax import nnx
 
+from lstm_jax.data import text as text_data
+from lstm_jax.data.batching import sum_batches
 from lstm_jax.models import LanguageModel, reinit_uniform
-from lstm_jax.tasks import text_data
 from lstm_jax.tasks.base import Batch, Metrics, Task
 
 
@@ -144,10 +144,7 @@ class LanguageModelTask(Task):
 
     def train_batch(self, step: int) -> Batch:
         _, k = self.epoch_and_window(step)
-        batch = text_data.stream_window(self._streams, k, self.seq_len)
-        # the step, per row: dropout masks are drawn from (seed, step), see the module doc
-        batch["step"] = np.full((self.batch_size,), step, np.int32)
-        return batch
+        return text_data.stream_window(self._streams, k, self.seq_len)
 
     def initial_carry(self, model: LanguageModel) -> Any:
         return model.zero_state(self.batch_size)
@@ -170,12 +167,10 @@ class LanguageModelTask(Task):
         *,
         return_gates: bool = False,
         hidden_perturbation: jax.Array | None = None,
+        key: jax.Array | None = None,
     ):
         if carry is not None:
             carry = jax.lax.stop_gradient(carry)
-        key = None
-        if "step" in batch:
-            key = jax.random.fold_in(jax.random.key(self.seed), jnp.asarray(batch["step"])[0])
         logits, state, gates = model(
             batch["inputs"],
             carry,
@@ -203,14 +198,17 @@ class LanguageModelTask(Task):
         each of `eval_batch_size` contiguous streams (1 = the whole split in one stream)."""
         ids = self._split(split)
         state = None
-        total, count = 0.0, 0.0
-        for w in text_data.eval_windows(ids, self.eval_batch_size, self.eval_seq_len):
+
+        def sums(w: Batch) -> dict[str, Any]:  # the state runs on from window to window
+            nonlocal state
             if state is None:
                 state = model.zero_state(w["inputs"].shape[0])
             s, state = _eval_window(model, w["inputs"], w["targets"], w["mask"], state)
-            total += float(s)
-            count += float(w["mask"].sum())
-        loss = total / count
+            return {"nll": s, "count": w["mask"].sum()}
+
+        windows = text_data.eval_windows(ids, self.eval_batch_size, self.eval_seq_len)
+        totals = sum_batches(windows, sums)
+        loss = totals["nll"] / totals["count"]
         return {"loss": loss, **{k: float(v) for k, v in self._metrics(loss).items()}}
 
     # --- sampling --------------------------------------------------------------------------
@@ -237,8 +235,8 @@ class LanguageModelTask(Task):
         seed: int = 0,
     ) -> str:
         """`length` tokens sampled after `prompt` (temperature 0 = greedy); returns the
-        prompt followed by the generated text."""
-        model.eval()
+        prompt followed by the generated text; `model` is in eval mode (the caller's
+        choice, as everywhere the trainer is not in the loop)."""
         ids = jnp.asarray(self.encode_prompt(prompt))
         graphdef, params = nnx.split(model)
         toks = _generate_jit(

@@ -1,11 +1,16 @@
 """Speech: the Free Spoken Digit Dataset (FSDD) as isolated words and as connected digits.
 
+Size: over 400 lines, for a reason. The two tasks
+share `_SpeechTask` (feature loading, splits, batches, augmentation, the evaluation around
+the shared padded loop); a module per task would make one domain import another, so they
+stay together here, with data, CTC metrics and figures in their own modules (below).
+
 Data. FSDD (https://github.com/Jakobovski/free-spoken-digit-dataset, CC BY-SA 4.0): 3,000
 recordings `fsdd/recordings/{digit}_{speaker}_{index}.wav`, 6 speakers x 10 digits x 50
 takes, 8 kHz mono. Files are looked up under the data root with
 `lstm_jax.data.resolve_data_file` (downloaded from the repository where the network allows,
 checked against `fsdd/SHA256SUMS-recordings.txt` when that file is there). Features come
-from `lstm_jax.tasks.audio` (librosa log-mel or MFCC, cached on disk, then normalised).
+from `lstm_jax.data.audio` (librosa log-mel or MFCC, cached on disk, then normalised).
 
 Splits (index = the take number in the file name):
 - `heldout_speaker=None` (official split): test = takes 0-4 of every speaker and digit
@@ -40,9 +45,12 @@ Tasks.
 Batches are padded with `seq_lengths`; the core masks exactly, so padding never changes a
 prediction. `train_batch(step)` is a pure function of (seed, step): the epoch's order comes
 from (seed, epoch) and, with `bucket_batches > 0`, batches hold utterances of similar length.
-Train-time augmentation, all drawn from (seed, step): random cropping (`crop_fraction`, the
-isolated-word task only), speed perturbation (`speed_range`, time-stretching the frames) and
-SpecAugment-style masks (`freq_masks`, `time_masks`).
+Train-time augmentation (`task.augment`), all drawn from (seed, step): random cropping
+(`crop_fraction`, the isolated-word task only), speed perturbation (`speed_range`,
+time-stretching the frames) and SpecAugment-style masks (`freq_masks`, `time_masks`). The
+front end is `task.features` (`lstm_jax.data.audio.FeatureConfig`); the FSDD files, splits and
+connected-digit synthesis are `lstm_jax.data.fsdd`'s, the CTC loss, decoding and error rates
+`lstm_jax.metrics.ctc`'s, the figures `lstm_jax.figures.speech`'s.
 """
 
 from __future__ import annotations
@@ -58,202 +66,39 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lstm_jax.data import data_root, resolve_data_file
-from lstm_jax.models import SequenceHead
-from lstm_jax.tasks import audio
-from lstm_jax.tasks.base import Batch, Metrics, Task
-
-SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
-NUM_DIGITS = 10
-FSDD_DIR = "fsdd/recordings"
-FSDD_URL = (
-    "https://raw.githubusercontent.com/Jakobovski/free-spoken-digit-dataset/master/recordings/"
+from lstm_jax.data import audio
+from lstm_jax.data.batching import EpochSampler, pad_sequences, padded_batches, sum_batches
+from lstm_jax.data.fsdd import (
+    NUM_DIGITS,
+    SPEAKERS,
+    connected_recipes,
+    fsdd_split,
+    parse_clip_name,
+    render_connected,
+    resolve_fsdd,
 )
-FSDD_SUMS = "fsdd/SHA256SUMS-recordings.txt"
-BLANK = 0  # CTC blank; digit d is label d + 1
-
-
-# --------------------------------------------------------------------------------------
-# FSDD files and splits
-# --------------------------------------------------------------------------------------
-
-
-def clip_name(digit: int, speaker: str, index: int) -> str:
-    return f"{digit}_{speaker}_{index}.wav"
-
-
-def parse_clip_name(name: str) -> tuple[int, str, int]:
-    """'7_theo_12.wav' -> (7, 'theo', 12)."""
-    digit, speaker, index = Path(name).stem.split("_")
-    return int(digit), speaker, int(index)
-
-
-def fsdd_split(
-    speakers: Sequence[str],
-    num_indices: int,
-    *,
-    heldout_speaker: str | None = None,
-    test_indices: Sequence[int] = (0, 5),
-    val_indices: Sequence[int] = (45, 50),
-) -> dict[str, list[str]]:
-    """Clip names of the train/val/test splits (see the module docstring). `test_indices`
-    and `val_indices` are [start, stop) ranges of take numbers."""
-    t0, t1 = test_indices
-    v0, v1 = val_indices
-    if heldout_speaker is not None and heldout_speaker not in speakers:
-        raise ValueError(f"heldout_speaker={heldout_speaker!r} is not one of {list(speakers)}.")
-    splits: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    for speaker in speakers:
-        for digit in range(NUM_DIGITS):
-            for index in range(num_indices):
-                name = clip_name(digit, speaker, index)
-                if heldout_speaker is not None:
-                    if speaker == heldout_speaker:
-                        split = "test"
-                    else:
-                        split = "val" if v0 <= index < v1 else "train"
-                elif t0 <= index < t1:
-                    split = "test"
-                elif v0 <= index < v1:
-                    split = "val"
-                else:
-                    split = "train"
-                splits[split].append(name)
-    return splits
-
-
-def _read_sums(data_dir: str | None) -> dict[str, str]:
-    root = data_root(data_dir)
-    if root is None or not (root / FSDD_SUMS).is_file():
-        return {}
-    sums = {}
-    for line in (root / FSDD_SUMS).read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            sums[Path(parts[1]).name] = parts[0]
-    return sums
-
-
-def resolve_fsdd(
-    data_dir: str | None, names: Sequence[str], *, download: bool = True
-) -> list[Path]:
-    """Paths of FSDD recordings under the data root (downloaded where possible)."""
-    sums = _read_sums(data_dir)
-    return [
-        resolve_data_file(
-            data_dir,
-            f"{FSDD_DIR}/{name}",
-            url=FSDD_URL + name,
-            sha256=sums.get(name),
-            setting="paths.data_dir (task.data_dir)",
-            download=download,
-        )
-        for name in names
-    ]
-
-
-# --------------------------------------------------------------------------------------
-# Connected digits: recipes and waveforms
-# --------------------------------------------------------------------------------------
-
-
-def connected_recipes(
-    names: Sequence[str],
-    num: int,
-    rng: np.random.Generator,
-    *,
-    min_digits: int = 2,
-    max_digits: int = 5,
-    gap_ms: Sequence[float] = (50.0, 300.0),
-    edge_ms: float = 100.0,
-    sample_rate: int = 8000,
-) -> list[dict[str, Any]]:
-    """`num` utterance recipes: {"clips": [names], "gaps": [samples] (len(clips) + 1: the
-    leading silence, the gaps, the trailing silence), "noise_seed": int}."""
-    recipes = []
-    lo, hi = (round(g * sample_rate / 1000) for g in gap_ms)
-    edge = round(edge_ms * sample_rate / 1000)
-    for _ in range(num):
-        k = int(rng.integers(min_digits, max_digits + 1))
-        clips = [names[i] for i in rng.integers(0, len(names), size=k)]
-        inner = rng.integers(lo, hi + 1, size=k - 1).tolist()
-        edges = rng.integers(0, edge + 1, size=2).tolist()
-        recipes.append(
-            {
-                "clips": clips,
-                "gaps": [edges[0], *inner, edges[1]],
-                "noise_seed": int(rng.integers(0, 2**31 - 1)),
-            }
-        )
-    return recipes
-
-
-def render_connected(
-    recipe: dict[str, Any], waves: dict[str, np.ndarray], silence_noise: float
-) -> np.ndarray:
-    """The waveform of one recipe: silence (Gaussian noise of std `silence_noise`), clip,
-    silence, clip, ..., silence."""
-    rng = np.random.default_rng(recipe["noise_seed"])
-    parts = []
-    for i, gap in enumerate(recipe["gaps"]):
-        parts.append((rng.standard_normal(gap) * silence_noise).astype(np.float32))
-        if i < len(recipe["clips"]):
-            parts.append(waves[recipe["clips"][i]])
-    return np.concatenate(parts)
-
-
-# --------------------------------------------------------------------------------------
-# CTC helpers and the digit error rate
-# --------------------------------------------------------------------------------------
-
-
-def ctc_greedy_decode(path: np.ndarray, length: int | None = None, blank: int = BLANK) -> list[int]:
-    """Best-path decoding of one frame-wise argmax `path`: repeats merged, then blanks
-    dropped. Returns label ids (digit + 1 for the digit tasks)."""
-    path = np.asarray(path)[: len(path) if length is None else int(length)]
-    out, prev = [], None
-    for p in path.tolist():
-        if p != prev and p != blank:
-            out.append(p)
-        prev = p
-    return out
-
-
-def edit_distance(ref: Sequence[Any], hyp: Sequence[Any]) -> int:
-    """Levenshtein distance (substitutions, insertions, deletions all cost 1)."""
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1]
-
-
-def error_rate(refs: Sequence[Sequence[Any]], hyps: Sequence[Sequence[Any]]) -> float:
-    """Total edit distance over total reference length (digit/word/character error rate)."""
-    edits = sum(edit_distance(r, h) for r, h in zip(refs, hyps, strict=True))
-    total = sum(len(r) for r in refs)
-    return edits / max(total, 1)
-
-
-def ctc_loss(
-    logits: jax.Array, seq_lengths: jax.Array, labels: jax.Array, label_lengths: jax.Array
-) -> jax.Array:
-    """Per-utterance CTC negative log-likelihood (B,) with optax.ctc_loss (blank id 0)."""
-    t = logits.shape[1]
-    logit_paddings = (jnp.arange(t)[None, :] >= seq_lengths[:, None]).astype(jnp.float32)
-    label_paddings = (jnp.arange(labels.shape[1])[None, :] >= label_lengths[:, None]).astype(
-        jnp.float32
-    )
-    return optax.ctc_loss(
-        logits.astype(jnp.float32), logit_paddings, labels, label_paddings, blank_id=BLANK
-    )
-
+from lstm_jax.figures import speech as figures
+from lstm_jax.metrics.ctc import BLANK, ctc_greedy_decode, ctc_loss, edit_distance
+from lstm_jax.models import SequenceHead
+from lstm_jax.tasks.base import Batch, Metrics, Task
 
 # --------------------------------------------------------------------------------------
 # Shared speech task machinery
 # --------------------------------------------------------------------------------------
+
+
+def _group(cls: type, value: Any) -> Any:
+    """A config group as its dataclass: None -> defaults, a mapping -> cls(**mapping)."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    fields = dict(value)
+    if "trim_db" in fields and fields["trim_db"] is not None:
+        fields["trim_db"] = float(fields["trim_db"])
+    if "speed_range" in fields:
+        fields["speed_range"] = tuple(fields["speed_range"])
+    return cls(**fields)
 
 
 class _SpeechTask(Task):
@@ -274,14 +119,7 @@ class _SpeechTask(Task):
         seed: int = 0,
         data_dir: str | None = None,
         cache_dir: str | None = None,
-        features: str = "logmel",
-        n_mels: int = 40,
-        n_mfcc: int = 13,
-        deltas: bool = False,
-        trim_db: float | None = None,
-        n_fft: int = 256,
-        win_length: int = 200,
-        hop_length: int = 80,
+        features: audio.FeatureConfig | None = None,
         normalisation: str = "utterance",
         frame_stack: int = 1,
         speakers: Sequence[str] | None = None,
@@ -292,28 +130,18 @@ class _SpeechTask(Task):
         bucket_batches: int = 20,
         pad_multiple: int = 32,
         eval_batch_size: int = 100,
-        freq_masks: int = 0,
-        freq_width: int = 8,
-        time_masks: int = 0,
-        time_width: int = 10,
-        speed_range: Sequence[float] = (1.0, 1.0),
-        crop_fraction: float = 0.0,
+        augment: audio.AugmentConfig | None = None,
         head: Callable[..., nnx.Module] | None = None,
         num_media: int = 4,
         download: bool = True,
     ):
+        """`features`: the front end (`task.features`: kind, n_mels, n_mfcc, deltas,
+        trim_db, n_fft, win_length, hop_length; `audio.FeatureConfig`); `augment`: the
+        train-time augmentation (`task.augment`; `audio.AugmentConfig`). Either may be given
+        as a mapping of its fields."""
         super().__init__(batch_size=batch_size, seed=seed, data_dir=data_dir)
         self.head = head or SequenceHead
-        self.feature_config = audio.FeatureConfig(
-            kind=features,
-            n_mels=n_mels,
-            n_mfcc=n_mfcc,
-            deltas=deltas,
-            trim_db=None if trim_db is None else float(trim_db),
-            n_fft=n_fft,
-            win_length=win_length,
-            hop_length=hop_length,
-        )
+        self.feature_config = _group(audio.FeatureConfig, features)
         if normalisation not in ("utterance", "global", "none"):
             raise ValueError(f"normalisation={normalisation!r}: expected utterance|global|none.")
         self.cache_dir = cache_dir
@@ -327,28 +155,16 @@ class _SpeechTask(Task):
         self.bucket_batches = int(bucket_batches)
         self.pad_multiple = int(pad_multiple)
         self.eval_batch_size = int(eval_batch_size)
-        self.augment = {
-            "freq_masks": int(freq_masks),
-            "freq_width": int(freq_width),
-            "time_masks": int(time_masks),
-            "time_width": int(time_width),
-        }
-        lo, hi = (float(v) for v in speed_range)
-        if not 0 < lo <= hi:
-            raise ValueError(
-                f"speed_range={list(speed_range)}: expected [min, max] factors with "
-                "0 < min <= max ([1.0, 1.0] disables speed perturbation)."
-            )
-        if not 0.0 <= float(crop_fraction) < 1.0:
-            raise ValueError(f"crop_fraction={crop_fraction}: expected a fraction in [0, 1).")
-        self.speed_range = (lo, hi)
-        self.crop_fraction = float(crop_fraction)
+        self.augment_config = _group(audio.AugmentConfig, augment)
+        self.augment = self.augment_config.masks
+        self.speed_range = self.augment_config.speed_range
+        self.crop_fraction = float(self.augment_config.crop_fraction)
         self.num_media = int(num_media)
         self.download = bool(download)
         self.cache_files: dict[str, Path | None] = {}
         self.cache_hits: dict[str, bool] = {}
         self._splits: dict[str, dict[str, Any]] | None = None
-        self._epoch: tuple[int, list[np.ndarray]] | None = None
+        self._sampler: EpochSampler | None = None
         self._eval_fn: Callable | None = None
 
     # ---- data ----------------------------------------------------------------------
@@ -410,22 +226,29 @@ class _SpeechTask(Task):
         data = self._split(split)
         if feats is None:
             feats = [data["feats"][i] for i in idx]
-        x, lengths = audio.pad_batch(feats, self.pad_multiple)
+        x, lengths = pad_sequences(feats, self.pad_multiple)
         return {"x": x, "seq_lengths": lengths, **self._labels(data, np.asarray(idx))}
 
+    @property
+    def sampler(self) -> EpochSampler:
+        """Epochs from (seed, 0, epoch), bucketed by length (`bucket_batches`)."""
+        if self._sampler is None:
+            lengths = self._split("train")["lengths"]
+            self._sampler = EpochSampler(
+                len(lengths),
+                self.batch_size,
+                self.seed,
+                stream=(0,),
+                lengths=lengths,
+                bucket_batches=self.bucket_batches,
+            )
+        return self._sampler
+
     def steps_per_epoch(self) -> int:
-        return len(self._split("train")["feats"]) // self.batch_size
+        return self.sampler.steps_per_epoch
 
     def train_batch(self, step: int) -> Batch:
-        epoch, pos = divmod(int(step), self.steps_per_epoch())
-        if self._epoch is None or self._epoch[0] != epoch:
-            rng = np.random.default_rng([self.seed, 0, epoch])
-            lengths = self._split("train")["lengths"]
-            self._epoch = (
-                epoch,
-                audio.epoch_batches(lengths, self.batch_size, rng, self.bucket_batches),
-            )
-        idx = self._epoch[1][pos]
+        idx = self.sampler.indices(step)
         if self.speed_range != (1.0, 1.0) or self.crop_fraction > 0:
             batch = self._warped_batch(idx, np.random.default_rng([self.seed, 2, int(step)]))
         else:
@@ -479,7 +302,10 @@ class _SpeechTask(Task):
         *,
         return_gates: bool = False,
         hidden_perturbation: jax.Array | None = None,
+        key: jax.Array | None = None,
     ) -> tuple[jax.Array, dict[str, Any]]:
+        # `key` is unused: SequenceHead takes no dropout key yet, so its head dropout draws
+        # from the module's own stream (the model state the trainer carries).
         logits, gates = self.forward(
             model, batch, return_gates=return_gates, hidden_perturbation=hidden_perturbation
         )
@@ -490,50 +316,35 @@ class _SpeechTask(Task):
     def _eval_outputs(self, model: nnx.Module, batch: Batch) -> dict[str, jax.Array]:
         raise NotImplementedError
 
-    def predict(self, model: nnx.Module, split: str) -> dict[str, np.ndarray]:
-        """Per-utterance outputs of `_eval_outputs` over a whole split, in split order,
-        from fixed-size batches sorted by length (short padding, few shapes)."""
-        eval_fn = self._jitted_eval()
-        data = self._split(split)
-        n = len(data["feats"])
-        order = np.argsort(data["lengths"], kind="stable")
-        size = min(self.eval_batch_size, n)
-        parts: dict[str, list[np.ndarray]] = {}
-        for start in range(0, n, size):
-            idx = order[start : start + size]
-            m = len(idx)
-            if m < size:  # pad with copies of a real utterance: one batch shape
-                idx = np.concatenate([idx, np.full(size - m, idx[0])])
-            out = eval_fn(model, self.make_batch(split, idx))
-            for k, v in out.items():
-                parts.setdefault(k, []).append(np.asarray(v)[:m])
-        result = {}
-        for k, v in parts.items():
-            if v[0].ndim >= 2:  # per-frame outputs: padded widths differ between batches
-                width = max(a.shape[1] for a in v)
-                v = [
-                    np.pad(a, [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2))
-                    for a in v
-                ]
-            merged = np.concatenate(v)
-            unsorted = np.empty_like(merged)
-            unsorted[order] = merged
-            result[k] = unsorted
-        return result
-
     def _jitted_eval(self) -> Callable:
         if self._eval_fn is None:
             self._eval_fn = nnx.jit(self._eval_outputs)
         return self._eval_fn
 
     def evaluate(self, model: nnx.Module, split: str) -> Metrics:
-        model.eval()
-        try:
-            return self._metrics(split, self.predict(model, split))
-        finally:
-            model.train()
+        """The padded loop over `split` in fixed-size batches sorted by length (short
+        padding, few shapes), with the model in the mode it is handed."""
+        data = self._split(split)
+        n = len(data["feats"])
+        eval_fn = self._jitted_eval()
 
-    def _metrics(self, split: str, out: dict[str, np.ndarray]) -> Metrics:
+        def sums(batch: Batch) -> dict[str, Any]:
+            inputs = {k: v for k, v in batch.items() if k not in ("weight", "index")}
+            out = {k: np.asarray(v) for k, v in eval_fn(model, inputs).items()}
+            return self._batch_sums(split, out, batch)
+
+        def make(idx: np.ndarray) -> Batch:
+            return {**self.make_batch(split, idx), "index": idx}
+
+        order = np.argsort(data["lengths"], kind="stable")
+        batches = padded_batches(n, self.eval_batch_size, make, order=order)
+        return self._finish_eval(sum_batches(batches, sums), n)
+
+    def _batch_sums(self, split: str, out: dict[str, np.ndarray], batch: Batch) -> dict:
+        """Per-utterance values (B,) of one batch from its `_eval_outputs`."""
+        raise NotImplementedError
+
+    def _finish_eval(self, totals: dict[str, float], n: int) -> Metrics:
         raise NotImplementedError
 
     def _media_indices(self, split: str) -> np.ndarray:
@@ -544,15 +355,6 @@ class _SpeechTask(Task):
         """(F, T) model input of utterance i, frames un-stacked, for plotting."""
         f = self._split(split)["feats"][i]
         return f.reshape(-1, self.feature_config.num_features).T
-
-
-def _figure(width: float, height: float, rows: int = 1):
-    """A stand-alone Figure (not registered with pyplot, so nothing leaks between calls)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), layout="constrained")
-    axes = fig.subplots(rows, 1, squeeze=False)[:, 0]
-    return fig, axes
 
 
 # --------------------------------------------------------------------------------------
@@ -609,33 +411,28 @@ class FSDDTask(_SpeechTask):
         logits, _ = self.forward(model, batch)
         return {"logits": logits}
 
-    def _metrics(self, split: str, out: dict[str, np.ndarray]) -> Metrics:
-        y = self._split(split)["y"]
-        logits = out["logits"]
-        nll = -np.take_along_axis(jax.nn.log_softmax(logits, -1), y[:, None], 1)[:, 0]
-        return {"loss": float(np.mean(nll)), "acc": float(np.mean(logits.argmax(-1) == y))}
+    def _batch_sums(self, split: str, out: dict[str, np.ndarray], batch: Batch) -> dict:
+        y, logits = batch["y"], out["logits"]
+        nll = -np.take_along_axis(np.asarray(jax.nn.log_softmax(logits, -1)), y[:, None], 1)
+        return {"nll": nll[:, 0], "hit": logits.argmax(-1) == y}
+
+    def _finish_eval(self, totals: dict[str, float], n: int) -> Metrics:
+        return {"loss": totals["nll"] / n, "acc": totals["hit"] / n}
 
     def media(self, model: nnx.Module, split: str) -> dict[str, Any]:
-        model.eval()
-        try:
-            idx = self._media_indices(split)
-            logits = np.asarray(self._jitted_eval()(model, self.make_batch(split, idx))["logits"])
-        finally:
-            model.train()
+        idx = self._media_indices(split)
+        logits = np.asarray(self._jitted_eval()(model, self.make_batch(split, idx))["logits"])
         probs = np.asarray(jax.nn.softmax(logits, -1))
         data = self._split(split)
         figs = {}
         for j, i in enumerate(idx):
-            fig, (ax,) = _figure(5, 2.6)
-            ax.imshow(self._spectrogram(split, i), origin="lower", aspect="auto", cmap="magma")
-            pred = int(probs[j].argmax())
-            ax.set_title(
-                f"{data['names'][i]}: true {int(data['y'][i])}, predicted {pred} "
-                f"(p={probs[j, pred]:.2f})"
+            figs[f"{split}_spectrogram_{j}"] = figures.digit_figure(
+                self._spectrogram(split, i),
+                probs[j],
+                data["names"][i],
+                int(data["y"][i]),
+                self.feature_config.kind,
             )
-            ax.set_xlabel("frame (10 ms)")
-            ax.set_ylabel(self.feature_config.kind)
-            figs[f"{split}_spectrogram_{j}"] = fig
         return figs
 
 
@@ -667,11 +464,16 @@ class ConnectedDigitsTask(_SpeechTask):
         data_seed: int = 1234,
         **kwargs,
     ):
+        chosen = getattr(kwargs.get("head"), "keywords", {}).get("pooling", "none")
+        if chosen != "none":
+            raise ValueError(
+                f"head.pooling={chosen!r}: CTC reads every frame; set task.head.pooling=none."
+            )
         super().__init__(**kwargs)
         if self.crop_fraction > 0:
             raise ValueError(
                 "crop_fraction > 0 would cut digits out of connected utterances while their "
-                "labels stay; set task.crop_fraction=0 (speed_range is fine)."
+                "labels stay; set task.augment.crop_fraction=0 (speed_range is fine)."
             )
         if not 1 <= min_digits <= max_digits:
             raise ValueError(f"need 1 <= min_digits <= max_digits, got {min_digits}, {max_digits}.")
@@ -751,30 +553,38 @@ class ConnectedDigitsTask(_SpeechTask):
         return {"loss": per_utt, "path": jnp.argmax(logits, -1).astype(jnp.int32)}
 
     def decode(self, out: dict[str, np.ndarray], lengths: np.ndarray) -> list[list[int]]:
-        """Greedy CTC decoding of `predict` outputs: digit lists."""
+        """Greedy CTC decoding of `_eval_outputs` frame paths: digit lists."""
         return [
             [p - 1 for p in ctc_greedy_decode(out["path"][i], lengths[i])]
             for i in range(len(lengths))
         ]
 
-    def _metrics(self, split: str, out: dict[str, np.ndarray]) -> Metrics:
-        data = self._split(split)
-        hyps = self.decode(out, data["lengths"])
-        refs = data["digits"]
+    def _batch_sums(self, split: str, out: dict[str, np.ndarray], batch: Batch) -> dict:
+        """Per utterance: CTC loss, edits of the greedy decoding against the reference
+        digits, reference length, and whether any digit is wrong."""
+        digits = self._split(split)["digits"]
+        refs = [digits[i] for i in batch["index"]]
+        hyps = self.decode(out, batch["seq_lengths"])
+        edits = np.array([edit_distance(r, h) for r, h in zip(refs, hyps, strict=True)])
         return {
-            "loss": float(np.mean(out["loss"])),
-            "der": error_rate(refs, hyps),
-            "ser": float(np.mean([r != h for r, h in zip(refs, hyps, strict=True)])),
+            "loss": out["loss"],
+            "edits": edits,
+            "digits": np.array([len(r) for r in refs]),
+            "wrong": np.array([r != h for r, h in zip(refs, hyps, strict=True)]),
+        }
+
+    def _finish_eval(self, totals: dict[str, float], n: int) -> Metrics:
+        """der = total edits / total reference digits (as `error_rate`); ser = wrong / n."""
+        return {
+            "loss": totals["loss"] / n,
+            "der": totals["edits"] / max(totals["digits"], 1.0),
+            "ser": totals["wrong"] / n,
         }
 
     def media(self, model: nnx.Module, split: str) -> dict[str, Any]:
-        model.eval()
-        try:
-            idx = self._media_indices(split)
-            logits, _ = nnx.jit(self.forward)(model, self.make_batch(split, idx))
-            logits = np.asarray(logits)
-        finally:
-            model.train()
+        idx = self._media_indices(split)
+        logits, _ = nnx.jit(self.forward)(model, self.make_batch(split, idx))
+        logits = np.asarray(logits)
         data = self._split(split)
         probs = np.asarray(jax.nn.softmax(logits, -1))
         figs = {}
@@ -782,34 +592,17 @@ class ConnectedDigitsTask(_SpeechTask):
             n = int(data["lengths"][i])
             hyp = [p - 1 for p in ctc_greedy_decode(probs[j].argmax(-1), n)]
             ref = data["digits"][i]
-            fig, (ax, ax2) = _figure(7, 4, rows=2)
-            ax.imshow(self._spectrogram(split, i), origin="lower", aspect="auto", cmap="magma")
-            ax.set_title(
-                f"true {''.join(map(str, ref))}   predicted {''.join(map(str, hyp))}   "
-                f"(edits {edit_distance(ref, hyp)})"
+            figs[f"{split}_ctc_{j}"] = figures.ctc_figure(
+                self._spectrogram(split, i),
+                probs[j, :n],
+                ref,
+                hyp,
+                edit_distance(ref, hyp),
+                frame_stack=self.frame_stack,
+                kind=self.feature_config.kind,
+                blank=BLANK,
             )
-            ax.set_ylabel(self.feature_config.kind)
-            frames = np.arange(n) * self.frame_stack
-            ax2.plot(frames, probs[j, :n, BLANK], color="0.7", lw=1, label="blank")
-            for d in range(NUM_DIGITS):
-                ax2.plot(frames, probs[j, :n, d + 1], lw=1.2, label=str(d))
-            ax2.set_xlim(0, n * self.frame_stack)
-            ax2.set_ylim(0, 1.02)
-            ax2.set_xlabel("frame (10 ms)")
-            ax2.set_ylabel("CTC posterior")
-            ax2.legend(ncol=11, fontsize=6, loc="upper right")
-            figs[f"{split}_ctc_{j}"] = fig
         return figs
 
 
-__all__ = [
-    "ConnectedDigitsTask",
-    "FSDDTask",
-    "connected_recipes",
-    "ctc_greedy_decode",
-    "ctc_loss",
-    "edit_distance",
-    "error_rate",
-    "fsdd_split",
-    "render_connected",
-]
+__all__ = ["ConnectedDigitsTask", "FSDDTask"]

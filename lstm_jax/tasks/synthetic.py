@@ -1,7 +1,8 @@
 """Synthetic long-dependency memory tasks: adding, copy memory, variable copy, selective copy.
 
-All data is generated on the fly from a seed: `train_batch(step)` draws from
-`np.random.default_rng([seed, 0, step])`, so a batch is a pure function of (seed, step). The
+All data is generated on the fly from a seed by `lstm_jax.data.synthetic`: `train_batch(step)`
+draws from `np.random.default_rng([seed, 0, step])`, so a batch is a pure function of (seed,
+step). The
 validation and test sets are fixed arrays drawn once from `[eval_seed, 1]` and
 `[eval_seed, 2]`; they do not depend on the training seed, so runs with different seeds are
 scored on the same examples.
@@ -34,7 +35,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -42,215 +42,14 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lstm_jax.models import SequenceHead
-from lstm_jax.tasks.base import Batch, Metrics, Task
-
-TRAIN, VAL, TEST = 0, 1, 2
-_SPLIT_STREAM = {"val": VAL, "test": TEST}
-
+from lstm_jax.data.synthetic import adding_problem, copy_memory, selective_copy, variable_copy
+from lstm_jax.tasks.base import _SPLIT_STREAM, TRAIN, ArrayTask, Batch
 
 # --------------------------------------------------------------------------------------
-# Data generators (pure numpy; tested directly).
-# --------------------------------------------------------------------------------------
-
-
-def adding_problem(rng: np.random.Generator, n: int, seq_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Adding problem: x (n, T, 2) float32 [values, markers], y (n,) float32 = marked sum."""
-    if seq_len < 2:
-        raise ValueError(f"adding problem needs seq_len >= 2, got {seq_len}.")
-    half = seq_len // 2
-    values = rng.random((n, seq_len), dtype=np.float32)
-    first = rng.integers(0, half, size=n)
-    second = rng.integers(half, seq_len, size=n)
-    markers = np.zeros((n, seq_len), np.float32)
-    rows = np.arange(n)
-    markers[rows, first] = 1.0
-    markers[rows, second] = 1.0
-    y = (values[rows, first] + values[rows, second]).astype(np.float32)
-    return np.stack([values, markers], axis=-1), y
-
-
-def copy_memory(
-    rng: np.random.Generator, n: int, seq_len: int, num_symbols: int = 10, num_categories: int = 8
-) -> tuple[np.ndarray, np.ndarray]:
-    """Copy memory (Arjovsky et al. 2016): tokens x, y (n, T + 2 * num_symbols) int32.
-
-    Input vocabulary: 0 blank, 1..C data, C + 1 delimiter. x = symbols, T - 1 blanks,
-    delimiter, num_symbols blanks; y = T + num_symbols blanks, then the symbols.
-    """
-    if seq_len < 1:
-        raise ValueError(f"copy task needs seq_len >= 1, got {seq_len}.")
-    k = num_symbols
-    length = seq_len + 2 * k
-    data = rng.integers(1, num_categories + 1, size=(n, k)).astype(np.int32)
-    x = np.zeros((n, length), np.int32)
-    x[:, :k] = data
-    x[:, k + seq_len - 1] = num_categories + 1
-    y = np.zeros((n, length), np.int32)
-    y[:, -k:] = data
-    return x, y
-
-
-def variable_copy(
-    rng: np.random.Generator, n: int, seq_len: int, num_symbols: int = 10, num_categories: int = 8
-) -> tuple[np.ndarray, np.ndarray]:
-    """Variable copy (Henaff et al. 2016): tokens x, y (n, T + 2 * num_symbols) int32.
-
-    Vocabulary as in `copy_memory`. Each row draws a gap g from U[1, T]: x = symbols, g - 1
-    blanks, the delimiter, blanks to the end; y = blanks except the num_symbols steps right
-    after the delimiter, which hold the symbols. g = T gives `copy_memory`'s layout.
-    """
-    if seq_len < 1:
-        raise ValueError(f"variable copy needs seq_len >= 1, got {seq_len}.")
-    k = num_symbols
-    length = seq_len + 2 * k
-    data = rng.integers(1, num_categories + 1, size=(n, k)).astype(np.int32)
-    gap = rng.integers(1, seq_len + 1, size=n)
-    rows = np.arange(n)
-    x = np.zeros((n, length), np.int32)
-    x[:, :k] = data
-    delimiter = k + gap - 1
-    x[rows, delimiter] = num_categories + 1
-    y = np.zeros((n, length), np.int32)
-    y[rows[:, None], delimiter[:, None] + 1 + np.arange(k)] = data
-    return x, y
-
-
-def selective_copy(
-    rng: np.random.Generator, n: int, seq_len: int, num_tokens: int = 10, num_categories: int = 8
-) -> tuple[np.ndarray, np.ndarray]:
-    """Selective copy (Gu & Dao 2023): tokens x (n, T + N) and y (n, N) int32.
-
-    Input vocabulary: 0 blank (noise), 1..C data, C + 1 marker. N data tokens sit at random
-    (sorted, distinct) positions among the first T steps; the last N steps are markers, and
-    y holds the data tokens in order of appearance.
-    """
-    if num_tokens > seq_len:
-        raise ValueError(f"selective copy needs num_tokens <= seq_len ({num_tokens} > {seq_len}).")
-    data = rng.integers(1, num_categories + 1, size=(n, num_tokens)).astype(np.int32)
-    # distinct sorted positions per row: argsort of random keys, first N, sorted
-    pos = np.sort(np.argsort(rng.random((n, seq_len)), axis=1)[:, :num_tokens], axis=1)
-    x = np.zeros((n, seq_len + num_tokens), np.int32)
-    np.put_along_axis(x, pos, data, axis=1)
-    x[:, seq_len:] = num_categories + 1
-    return x, data
 
 
 def one_hot(tokens: np.ndarray | jax.Array, depth: int) -> jax.Array:
     return jax.nn.one_hot(tokens, depth, dtype=jnp.float32)
-
-
-# --------------------------------------------------------------------------------------
-# Shared task machinery: fixed evaluation sets, chunked jitted evaluation.
-# --------------------------------------------------------------------------------------
-
-
-class ArrayTask(Task):
-    """A task whose splits are (inputs, targets) arrays and whose model is a `SequenceHead`
-    (`head`: the config's partial node; its pooling is the task's `pooling`).
-
-    Subclasses provide `in_features`, `out_features`, `pooling`, `_make_split(rng, n)`
-    (synthetic tasks) or override `train_batch`/`_split_arrays` (datasets), `_forward_loss`
-    (mean loss + per-batch metrics) and `_eval_sums` (weighted sums of the eval metrics)
-    with `_finish_eval` turning sums into metrics.
-    """
-
-    in_features: int
-    out_features: int
-    pooling: str = "last"
-
-    def __init__(
-        self,
-        *,
-        batch_size: int,
-        seed: int = 0,
-        data_dir: str | None = None,
-        eval_batch_size: int = 500,
-        head: Callable[..., nnx.Module] | None = None,
-    ):
-        super().__init__(batch_size=batch_size, seed=seed, data_dir=data_dir)
-        self.head = head or SequenceHead
-        self.eval_batch_size = int(eval_batch_size)
-        self._eval_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._eval_fn: Callable | None = None
-
-    # ---- model -------------------------------------------------------------------
-    def make_model(self, model_config: Any, *, rngs: nnx.Rngs) -> nnx.Module:
-        return self.head(
-            model_config, self.in_features, self.out_features, pooling=self.pooling, rngs=rngs
-        )
-
-    def _inputs(self, x: jax.Array) -> jax.Array:
-        """Batch inputs -> (B, T, in_features) float32 (one-hot encodes token tasks)."""
-        return jnp.asarray(x, jnp.float32)
-
-    # ---- loss --------------------------------------------------------------------
-    def loss(
-        self,
-        model: nnx.Module,
-        batch: Batch,
-        carry: Any = None,
-        *,
-        return_gates: bool = False,
-        hidden_perturbation: jax.Array | None = None,
-    ) -> tuple[jax.Array, dict[str, Any]]:
-        out, gates = model(
-            self._inputs(batch["x"]),
-            return_gates=return_gates,
-            hidden_perturbation=hidden_perturbation,
-        )
-        value, metrics = self._forward_loss(out, jnp.asarray(batch["y"]))
-        return value, {"metrics": metrics, "carry": carry, "gates": gates}
-
-    def _forward_loss(self, out: jax.Array, y: jax.Array) -> tuple[jax.Array, dict]:
-        raise NotImplementedError
-
-    # ---- evaluation ----------------------------------------------------------------
-    def _split_arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        if split not in self._eval_cache:
-            if split not in _SPLIT_STREAM:
-                raise ValueError(f"unknown split {split!r}; expected 'val' or 'test'.")
-            self._eval_cache[split] = self._make_eval_split(split)
-        return self._eval_cache[split]
-
-    def _make_eval_split(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
-
-    def _eval_sums(self, out: jax.Array, y: jax.Array, w: jax.Array) -> dict[str, jax.Array]:
-        raise NotImplementedError
-
-    def _finish_eval(self, sums: dict[str, float], n: int) -> Metrics:
-        raise NotImplementedError
-
-    def evaluate(self, model: nnx.Module, split: str) -> Metrics:
-        x, y = self._split_arrays(split)
-        if self._eval_fn is None:
-
-            def sums_fn(model, xb, yb, wb):
-                out, _ = model(self._inputs(xb))
-                return self._eval_sums(out, yb, wb)
-
-            self._eval_fn = nnx.jit(sums_fn)
-        n = x.shape[0]
-        size = min(self.eval_batch_size, n)
-        totals: dict[str, float] = {}
-        model.eval()  # dropout off
-        try:
-            for start in range(0, n, size):
-                xb, yb = x[start : start + size], y[start : start + size]
-                m = xb.shape[0]
-                wb = np.ones((size,), np.float32)
-                if m < size:  # pad the last chunk so every chunk has one shape (one compile)
-                    pad = size - m
-                    xb = np.concatenate([xb, np.zeros((pad,) + xb.shape[1:], xb.dtype)])
-                    yb = np.concatenate([yb, np.zeros((pad,) + yb.shape[1:], yb.dtype)])
-                    wb[m:] = 0.0
-                sums = self._eval_fn(model, xb, yb, wb)
-                for k, v in sums.items():
-                    totals[k] = totals.get(k, 0.0) + float(v)
-        finally:
-            model.train()
-        return self._finish_eval(totals, n)
 
 
 class _GeneratedTask(ArrayTask):

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from lstm_jax import distributed
 from lstm_jax.loggers import MultiLogger, make_loggers
-from lstm_jax.tasks.base import Task
+from lstm_jax.tasks.base import Task, step_key
 from lstm_jax.train.checkpoint import Checkpointer, CheckpointError
 from lstm_jax.train.diagnostics import make_diagnostics_step, to_host
 from lstm_jax.train.faults import RunInterrupted, StopSignals, raise_if_diverged
@@ -167,14 +167,18 @@ class Trainer:
 
     def _make_train_step(self):
         task, graphdef, optimizer = self.task, self.train_graphdef, self.optimizer
+        seed = int(task.seed)  # the run seed: tasks are built with seed=${seed}
 
         def train_step(state, bad_step, step, batch):
             # Merged outside the differentiated function: NNX lets a module's RNG state
             # (dropout) advance only in the trace that built the module.
             model = nnx.merge(graphdef, state["params"], state["rest"])
+            # Update `step` consumes train_batch(step - 1): its key is a pure function of
+            # (seed, step), so a resumed run draws the same masks.
+            key = step_key(seed, step - 1)
 
             def loss_fn(model):
-                return task.loss(model, batch, state["carry"])
+                return task.loss(model, batch, state["carry"], key=key)
 
             (loss, aux), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
             # The model's non-parameter state (dropout RNG counters) has advanced.
@@ -207,6 +211,7 @@ class Trainer:
         return nnx.merge(self.eval_graphdef, params, self.state["rest"])
 
     def _evaluate(self, split: str, params: Any = None) -> dict[str, float]:
+        # The trainer owns the mode: tasks evaluate the eval-mode model they are handed.
         metrics = self.task.evaluate(self.eval_model(params), split)
         return {f"{split}/{k}": float(v) for k, v in metrics.items()}
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from lstm_jax.data import files
-from lstm_jax.tasks.audio import load_wav
-from lstm_jax.tasks.text_data import load_char_corpus
-from lstm_jax.tasks.timeseries import read_csv
+from lstm_jax.data.audio import load_wav
+from lstm_jax.data.series import read_csv
+from lstm_jax.data.text import load_char_corpus
 
 
 @pytest.fixture

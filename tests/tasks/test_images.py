@@ -1,26 +1,17 @@
 """Sequential Fashion-MNIST: idx reading, splits, modes, determinism, missing-file error."""
 
-import gzip
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 from flax import nnx
+from idx_files import write_idx
+from real_data import require_real_data
 
 from lstm_jax.data import DATA_ENV
+from lstm_jax.data.fashion_mnist import read_idx
 from lstm_jax.models.core import model_config as configs_model
-from lstm_jax.tasks.images import SequentialImageTask, read_idx
+from lstm_jax.tasks.images import SequentialImageTask
 
 N_TRAIN, N_TEST = 40, 12
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape
-    )
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.fixture
@@ -40,15 +31,6 @@ def data_root(tmp_path):
 def model_config(cell="lstm", **kw):
     base = {"hidden_size": 8, "num_layers": 1, "bidirectional": False, "dropout": 0.0}
     return configs_model(cell, **{**base, **kw})
-
-
-def test_read_idx_roundtrip(tmp_path):
-    a = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
-    write_idx(tmp_path / "a.gz", a)
-    np.testing.assert_array_equal(read_idx(tmp_path / "a.gz"), a)
-    (tmp_path / "bad.gz").write_bytes(gzip.compress(b"\x00\x00\x0d\x01" + b"\x00" * 8))
-    with pytest.raises(ValueError, match="unsigned byte"):
-        read_idx(tmp_path / "bad.gz")
 
 
 def test_row_mode_splits_and_batches(data_root):
@@ -112,7 +94,7 @@ def test_model_loss_and_evaluate(data_root):
 
 def test_missing_file_error_names_file_and_setting(tmp_path, monkeypatch):
     monkeypatch.delenv(DATA_ENV, raising=False)
-    monkeypatch.setattr("lstm_jax.tasks.images.FASHION_MNIST_URL", "http://127.0.0.1:9/")
+    monkeypatch.setattr("lstm_jax.data.fashion_mnist.FASHION_MNIST_URL", "http://127.0.0.1:9/")
     with pytest.raises(FileNotFoundError) as e:
         SequentialImageTask(batch_size=4, data_dir=str(tmp_path))
     msg = str(e.value)
@@ -120,15 +102,9 @@ def test_missing_file_error_names_file_and_setting(tmp_path, monkeypatch):
     assert "paths.data_dir" in msg and DATA_ENV in msg
 
 
-REAL = Path(os.environ.get(DATA_ENV, "/work/shared/datasets"))
-
-
-@pytest.mark.skipif(
-    not (REAL / "fashion-mnist/t10k-labels-idx1-ubyte.gz").is_file(),
-    reason="real Fashion-MNIST not present",
-)
 def test_real_fashion_mnist_shapes():
-    task = SequentialImageTask(batch_size=16, data_dir=str(REAL))
+    root = require_real_data("fashion-mnist/t10k-labels-idx1-ubyte.gz")
+    task = SequentialImageTask(batch_size=16, data_dir=str(root))
     assert task._train[0].shape == (55000, 28, 28)
     assert task._split_arrays("val")[0].shape == (5000, 28, 28)
     xt, yt = task._split_arrays("test")

@@ -17,8 +17,9 @@ import pytest
 from flax import nnx
 from omegaconf import OmegaConf
 
+from lstm_jax.data import text as text_data
 from lstm_jax.models.core import model_config as configs_model
-from lstm_jax.tasks import text_data
+from lstm_jax.tasks.base import step_key
 from lstm_jax.tasks.language import CharLM, WordLM
 
 # --- generated corpora -------------------------------------------------------------------
@@ -271,13 +272,14 @@ def test_variational_dropout_masks_are_shared_over_time(char_file):
         assert not np.all(out == out[:, :1]) and 0 < (out == 0).mean() < 1
     # dropout is on in training and off in eval mode
     batch = task.train_batch(0)
-    loss = jit_loss(task)
+    loss = nnx.jit(lambda m, b, c, key: task.loss(m, b, c, key=key))
+    k0, k1 = step_key(task.seed, 0), step_key(task.seed, 1)  # the trainer's keys
     model.eval()
-    e1, e2 = (float(loss(model, batch, None)[0]) for _ in range(2))
+    e1, e2 = (float(loss(model, batch, None, k0)[0]) for _ in range(2))
     model.train()
-    t1, t2 = (float(loss(model, batch, None)[0]) for _ in range(2))
-    t3 = float(loss(model, task.train_batch(1), None)[0])
-    other = float(loss(model, {**batch, "step": batch["step"] + 1}, None)[0])
+    t1, t2 = (float(loss(model, batch, None, k0)[0]) for _ in range(2))
+    t3 = float(loss(model, task.train_batch(1), None, k0)[0])
+    other = float(loss(model, batch, None, k1)[0])
     # masks are a function of (seed, step): the same step replays them (resume), another
     # step draws new ones, and eval mode has none
     assert e1 == e2 and t1 == t2 and t1 != e1 and other != t1 and t3 != t1

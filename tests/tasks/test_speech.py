@@ -5,17 +5,16 @@ test that reads the real FSDD skips when it is absent."""
 from __future__ import annotations
 
 import functools
-import itertools
-import os
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import soundfile as sf
 from flax import nnx
 
+from lstm_jax.data.batching import sum_batches
+from lstm_jax.data.fsdd import parse_clip_name
 from lstm_jax.models import SequenceHead
 from lstm_jax.models.core import model_config as configs_model
 from lstm_jax.tasks import speech
@@ -72,24 +71,6 @@ def task_kwargs(data_dir, cache_dir, **overrides):
     return kwargs
 
 
-# ---- splits ------------------------------------------------------------------------------
-
-
-def test_official_and_speaker_heldout_splits():
-    official = speech.fsdd_split(speech.SPEAKERS, 50)
-    assert {k: len(v) for k, v in official.items()} == {"train": 2400, "val": 300, "test": 300}
-    assert all(speech.parse_clip_name(n)[2] < 5 for n in official["test"])
-    held = speech.fsdd_split(speech.SPEAKERS, 50, heldout_speaker="theo")
-    assert {k: len(v) for k, v in held.items()} == {"train": 2250, "val": 250, "test": 500}
-    assert {speech.parse_clip_name(n)[1] for n in held["test"]} == {"theo"}
-    assert "theo" not in {speech.parse_clip_name(n)[1] for n in held["train"] + held["val"]}
-    for split in (official, held):
-        names = split["train"] + split["val"] + split["test"]
-        assert len(set(names)) == 3000
-    with pytest.raises(ValueError):
-        speech.fsdd_split(speech.SPEAKERS, 50, heldout_speaker="nobody")
-
-
 def test_missing_data_names_the_file(tmp_path):
     task = speech.FSDDTask(**task_kwargs(tmp_path / "nowhere", tmp_path))
     with pytest.raises(FileNotFoundError, match=r"fsdd/recordings/0_anna_0.wav.*paths.data_dir"):
@@ -100,7 +81,9 @@ def test_missing_data_names_the_file(tmp_path):
 
 
 def test_fsdd_batches_are_deterministic_and_cached(data_dir, tmp_path):
-    task = speech.FSDDTask(**task_kwargs(data_dir, tmp_path, freq_masks=1, time_masks=1))
+    task = speech.FSDDTask(
+        **task_kwargs(data_dir, tmp_path, augment={"freq_masks": 1, "time_masks": 1})
+    )
     b0, b0_again, b1 = task.train_batch(0), task.train_batch(0), task.train_batch(1)
     assert b0["x"].shape[0] == 8 and b0["x"].shape[2] == 40 and b0["x"].shape[1] % 8 == 0
     assert b0["seq_lengths"].dtype == np.int32 and b0["y"].dtype == np.int32
@@ -111,7 +94,9 @@ def test_fsdd_batches_are_deterministic_and_cached(data_dir, tmp_path):
     sizes = {s: len(task.splits[s]["feats"]) for s in ("train", "val", "test")}
     assert sizes == {"train": 40, "val": 20, "test": 20}
     # a fresh task (a second run) reads the cache and replays the same batches
-    again = speech.FSDDTask(**task_kwargs(data_dir, tmp_path, freq_masks=1, time_masks=1))
+    again = speech.FSDDTask(
+        **task_kwargs(data_dir, tmp_path, augment={"freq_masks": 1, "time_masks": 1})
+    )
     np.testing.assert_array_equal(again.train_batch(1)["x"], b1["x"])
     assert again.cache_hits == {"fsdd": True}
     # one epoch visits every training utterance once
@@ -127,14 +112,14 @@ def test_fsdd_batches_are_deterministic_and_cached(data_dir, tmp_path):
 def test_speed_and_crop_augmentation_vary_train_batches_only(data_dir, cache):
     plain = speech.FSDDTask(**task_kwargs(data_dir, cache))
     warped = speech.FSDDTask(
-        **task_kwargs(data_dir, cache, speed_range=[0.5, 0.6], crop_fraction=0.2)
+        **task_kwargs(data_dir, cache, augment={"speed_range": [0.5, 0.6], "crop_fraction": 0.2})
     )
     a, b = plain.train_batch(3), warped.train_batch(3)
     np.testing.assert_array_equal(a["y"], b["y"])  # same utterances, same order
     # factors 0.5-0.6 stretch every utterance to 1.4-2.4x its cropped length
     assert np.all(b["seq_lengths"] > 1.3 * 0.8 * a["seq_lengths"])
     again = speech.FSDDTask(
-        **task_kwargs(data_dir, cache, speed_range=[0.5, 0.6], crop_fraction=0.2)
+        **task_kwargs(data_dir, cache, augment={"speed_range": [0.5, 0.6], "crop_fraction": 0.2})
     )
     np.testing.assert_array_equal(again.train_batch(3)["x"], b["x"])  # a function of the step
     # evaluation reads the clips as recorded
@@ -142,16 +127,16 @@ def test_speed_and_crop_augmentation_vary_train_batches_only(data_dir, cache):
         warped.make_batch("test", np.arange(4))["x"], plain.make_batch("test", np.arange(4))["x"]
     )
     with pytest.raises(ValueError, match="speed_range"):
-        speech.FSDDTask(**task_kwargs(data_dir, cache, speed_range=[1.2, 0.9]))
+        speech.FSDDTask(**task_kwargs(data_dir, cache, augment={"speed_range": [1.2, 0.9]}))
     with pytest.raises(ValueError, match="crop_fraction=0"):
-        speech.ConnectedDigitsTask(**task_kwargs(data_dir, cache, crop_fraction=0.1))
+        speech.ConnectedDigitsTask(**task_kwargs(data_dir, cache, augment={"crop_fraction": 0.1}))
 
 
 def test_speaker_heldout_task_tests_on_the_held_out_voice(data_dir, cache):
     task = speech.FSDDTask(**task_kwargs(data_dir, cache, heldout_speaker="bob"))
-    assert {speech.parse_clip_name(n)[1] for n in task.splits["test"]["names"]} == {"bob"}
+    assert {parse_clip_name(n)[1] for n in task.splits["test"]["names"]} == {"bob"}
     assert len(task.splits["test"]["names"]) == 10 * NUM_INDICES
-    assert {speech.parse_clip_name(n)[1] for n in task.splits["train"]["names"]} == {"anna"}
+    assert {parse_clip_name(n)[1] for n in task.splits["train"]["names"]} == {"anna"}
 
 
 # ---- padding invariance -------------------------------------------------------------------
@@ -196,83 +181,6 @@ def test_ctc_frame_outputs_ignore_padding(data_dir, cache):
     np.testing.assert_allclose(both[1, :n], alone[0, :n], atol=1e-5)
 
 
-# ---- CTC -----------------------------------------------------------------------------------
-
-
-def brute_force_ctc_nll(log_probs: np.ndarray, label: list[int], blank: int = 0) -> float:
-    """-log sum over all frame paths that collapse to `label`."""
-    t, k = log_probs.shape
-    total = -np.inf
-    for path in itertools.product(range(k), repeat=t):
-        if speech.ctc_greedy_decode(np.array(path), blank=blank) == label:
-            total = np.logaddexp(total, sum(log_probs[s, p] for s, p in enumerate(path)))
-    return -float(total)
-
-
-def test_ctc_loss_matches_brute_force_on_hand_made_cases():
-    rng = np.random.default_rng(0)
-    cases = [([1], 3), ([1, 2], 4), ([2, 2], 4), ([1, 2, 1], 5)]
-    k = 3
-    logits = rng.normal(size=(len(cases), 5, k)).astype(np.float32)
-    seq_lengths = np.array([t for _, t in cases], np.int32)
-    labels = np.zeros((len(cases), 3), np.int32)
-    label_lengths = np.array([len(lab) for lab, _ in cases], np.int32)
-    for i, (lab, _) in enumerate(cases):
-        labels[i, : len(lab)] = lab
-    logits[0, 3:] = 99.0  # padding frames must not matter
-    got = np.asarray(
-        speech.ctc_loss(jnp.asarray(logits), seq_lengths, jnp.asarray(labels), label_lengths)
-    )
-    for i, (lab, t) in enumerate(cases):
-        log_probs = np.asarray(jax.nn.log_softmax(logits[i, :t], -1))
-        np.testing.assert_allclose(got[i], brute_force_ctc_nll(log_probs, lab), rtol=1e-4)
-
-
-def test_ctc_loss_of_a_confident_correct_path_is_near_zero():
-    path = [0, 3, 3, 0, 3, 1, 0]  # decodes to [3, 3, 1]
-    logits = np.full((1, 7, 4), -20.0, np.float32)
-    logits[0, np.arange(7), path] = 20.0
-    loss = speech.ctc_loss(
-        jnp.asarray(logits), np.array([7]), jnp.asarray([[3, 3, 1]]), np.array([3])
-    )
-    assert float(loss[0]) < 1e-3
-    wrong = speech.ctc_loss(
-        jnp.asarray(logits), np.array([7]), jnp.asarray([[3, 1, 0]]), np.array([2])
-    )
-    assert float(wrong[0]) > 10
-
-
-def test_greedy_decoding():
-    assert speech.ctc_greedy_decode(np.array([0, 1, 1, 0, 1, 2, 2, 0])) == [1, 1, 2]
-    assert speech.ctc_greedy_decode(np.array([3, 3, 3])) == [3]
-    assert speech.ctc_greedy_decode(np.array([0, 0])) == []
-    assert speech.ctc_greedy_decode(np.array([1, 0, 2, 9, 9]), length=3) == [1, 2]
-
-
-def test_edit_distance_and_error_rate():
-    assert speech.edit_distance([], []) == 0
-    assert speech.edit_distance([1, 2, 3], [1, 2, 3]) == 0
-    assert speech.edit_distance([1, 2, 3], [1, 3]) == 1  # deletion
-    assert speech.edit_distance([1, 3], [1, 2, 3]) == 1  # insertion
-    assert speech.edit_distance([1, 2, 3], [1, 4, 3]) == 1  # substitution
-    assert speech.edit_distance("kitten", "sitting") == 3
-    assert speech.edit_distance([], [5, 5]) == 2
-    assert speech.error_rate([[1, 2], [3, 4, 5]], [[1, 2], [3, 5]]) == pytest.approx(1 / 5)
-
-
-def test_connected_recipes_and_rendering():
-    names = [f"{d}_anna_0.wav" for d in range(10)]
-    rng = np.random.default_rng(3)
-    recipes = speech.connected_recipes(names, 50, rng, min_digits=2, max_digits=5)
-    assert {len(r["clips"]) for r in recipes} <= {2, 3, 4, 5}
-    assert all(len(r["gaps"]) == len(r["clips"]) + 1 for r in recipes)
-    assert all(400 <= g <= 2400 for r in recipes for g in r["gaps"][1:-1])  # 50-300 ms
-    waves = {n: np.ones(100, np.float32) for n in names}
-    wave = speech.render_connected(recipes[0], waves, 1e-3)
-    assert len(wave) == 100 * len(recipes[0]["clips"]) + sum(recipes[0]["gaps"])
-    np.testing.assert_array_equal(wave, speech.render_connected(recipes[0], waves, 1e-3))
-
-
 def test_connected_task_labels_and_cache(data_dir, tmp_path):
     kwargs = task_kwargs(data_dir, tmp_path, num_train=24, num_val=6, num_test=6, frame_stack=2)
     task = speech.ConnectedDigitsTask(**kwargs)
@@ -282,7 +190,7 @@ def test_connected_task_labels_and_cache(data_dir, tmp_path):
         assert 2 <= n <= 5 and np.all(lab[:n] >= 1) and np.all(lab[n:] == 0)
     # test utterances are made of test clips only (take 0)
     for recipe in task.splits["test"]["recipes"]:
-        assert all(speech.parse_clip_name(c)[2] == 0 for c in recipe["clips"])
+        assert all(parse_clip_name(c)[2] == 0 for c in recipe["clips"])
     assert not any(task.cache_hits.values())
     again = speech.ConnectedDigitsTask(**kwargs)
     _ = again.splits
@@ -339,31 +247,42 @@ def test_connected_task_evaluate_and_media(data_dir, cache):
     metrics = task.evaluate(model, "val")
     assert set(metrics) == {"loss", "der", "ser"}
     assert metrics["loss"] > 0 and 0 <= metrics["ser"] <= 1 and metrics["der"] >= 0
-    # decode() and the metric agree with a by-hand computation
-    out = task.predict(model, "test")
-    hyps = task.decode(out, task.splits["test"]["lengths"])
-    ref = speech.error_rate(task.splits["test"]["digits"], hyps)
-    assert task.evaluate(model, "test")["der"] == pytest.approx(ref)
+    # the metrics of known frame paths against hand-computed values: every utterance
+    # decoded right except utterance 0, whose first digit is dropped (1 deletion)
+    data = task.splits["test"]
+    n = len(data["digits"])
+    width = 2 * task.max_digits + 2
+    paths = np.zeros((n, width), np.int32)  # blank, d1 + 1, blank, d2 + 1, ...
+    for i, digits in enumerate(data["digits"]):
+        kept = digits[1:] if i == 0 else digits
+        paths[i, 1 : 2 * len(kept) : 2] = np.asarray(kept) + 1
+    lengths = np.full(n, width, np.int32)
+    assert task.decode({"path": paths}, lengths)[0] == data["digits"][0][1:]
+    assert task.decode({"path": paths}, lengths)[1:] == data["digits"][1:]
+    total = sum(len(d) for d in data["digits"])  # 5 utterances of 2-5 digits each
+    batch = {"seq_lengths": lengths, "index": np.arange(n), "weight": np.ones(n, np.float32)}
+    out = {"path": paths, "loss": np.full(n, 2.0)}
+    sums = sum_batches([batch], lambda b: task._batch_sums("test", out, b))
+    got = task._finish_eval(sums, n)
+    assert got["der"] == pytest.approx(1 / total) and got["ser"] == pytest.approx(1 / n)
+    assert got["loss"] == pytest.approx(2.0)
     figs = task.media(model, "test")
     assert len(figs) == 4 and "true" in next(iter(figs.values())).axes[0].get_title()
 
 
-# ---- the real dataset (skipped when absent) ---------------------------------------------------
+def test_ctc_config_inherits_the_isolated_word_config():
+    """configs/task/fsdd_ctc.yaml takes fsdd.yaml through Hydra defaults and sets only what
+    differs; the composed task builds with grouped features and augmentation."""
+    from hydra import compose, initialize_config_dir
 
-REAL = Path(os.environ.get("LSTM_JAX_DATA", "/work/shared/datasets"))
+    import lstm_jax.cli  # noqa: F401  (registers the config resolvers)
+    from lstm_jax.config import CONFIG_DIR
 
-
-@pytest.mark.skipif(not (REAL / "fsdd" / "recordings").is_dir(), reason="FSDD not present")
-def test_real_fsdd_files_and_features():
-    splits = speech.fsdd_split(speech.SPEAKERS, 50)
-    names = splits["test"][:3]
-    paths = speech.resolve_fsdd(str(REAL), names, download=False)
-    from lstm_jax.tasks import audio
-
-    cfg = audio.FeatureConfig()
-    for p in paths:
-        wave = audio.load_wav(p, 8000)
-        feats = audio.compute_features(wave, cfg)
-        assert feats.shape == (cfg.num_frames(len(wave)), 40)
-    sums = speech._read_sums(str(REAL))
-    assert len(sums) == 3000 and all(n in sums for n in names)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        word = compose("train", overrides=["task=fsdd", "paths.data_dir=/tmp"]).task
+        ctc = compose("train", overrides=["task=fsdd_ctc", "paths.data_dir=/tmp"]).task
+    assert ctc._target_.endswith("ConnectedDigitsTask") and ctc.pooling == "none"
+    assert ctc.frame_stack == 2 and list(ctc.val_indices) == [5, 10]
+    assert ctc.features == word.features and ctc.augment == word.augment
+    shared = set(word) - {"_target_", "pooling", "frame_stack", "val_indices"}
+    assert all(ctc[k] == word[k] for k in shared)

@@ -10,28 +10,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from real_data import require_real_data
+from series_csv import write_csv
 
+from lstm_jax.data import series as ts
 from lstm_jax.models import DirectForecaster, SegmentForecaster, Seq2SeqForecaster
 from lstm_jax.models.core import model_config as configs_model
-from lstm_jax.tasks import timeseries as ts
+from lstm_jax.tasks.base import step_key
 from lstm_jax.tasks.timeseries import TimeSeriesForecast
 
 ETTH1_ROWS = 14400  # rows the ETTh1 protocol uses
-DATA_ROOT = Path(__file__).resolve().parents[3] / "shared" / "datasets"
-
-
-def write_csv(path: Path, n_rows: int, *, scale_after: int | None = None) -> Path:
-    """Hourly CSV whose cells encode their row: column k of row r holds r + k / 10 (times
-    100 after row `scale_after`, to change val/test values without touching train)."""
-    dates = np.datetime64("2016-07-01T00:00:00") + np.arange(n_rows) * np.timedelta64(1, "h")
-    rows = np.arange(n_rows, dtype=np.float64)
-    lines = ["date,a,b,OT"]
-    for r, d in zip(rows, dates, strict=True):
-        f = 100.0 if scale_after is not None and r >= scale_after else 1.0
-        vals = [f * (r + k / 10) for k in range(3)]
-        lines.append(str(d).replace("T", " ") + "," + ",".join(f"{v:.1f}" for v in vals))
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -56,48 +44,6 @@ def rows_of(task: TimeSeriesForecast, arr: np.ndarray, col: int) -> np.ndarray:
     """Undo the scaler for input column `col` and read back the row number of each cell."""
     raw = task.scaler.inverse_transform(arr, [col])
     return np.rint(raw - col / 10).astype(int)
-
-
-# -------------------------------------------------------------------------------- loader
-
-
-def test_read_csv_and_modes(tmp_path):
-    path = write_csv(tmp_path / "x.csv", 50)
-    table = ts.read_csv(path)
-    assert table.columns == ["a", "b", "OT"]
-    assert table.values.shape == (50, 3)
-    assert table.dates[1] - table.dates[0] == np.timedelta64(3600, "s")
-    np.testing.assert_allclose(table.values[7], [7.0, 7.1, 7.2])
-
-    data, names, outs = ts.select_columns(table, "S", "OT")
-    assert names == ["OT"] and outs == [0] and data.shape == (50, 1)
-    data, names, outs = ts.select_columns(table, "M", "OT")
-    assert names == ["a", "b", "OT"] and outs == [0, 1, 2]
-    data, names, outs = ts.select_columns(table, "MS", "OT")
-    assert outs == [2]
-    np.testing.assert_allclose(data[:, outs[0]], table.values[:, 2])
-    with pytest.raises(ValueError, match="target"):
-        ts.select_columns(table, "M", "nope")
-    with pytest.raises(ValueError, match="features"):
-        ts.select_columns(table, "X", "OT")
-
-
-def test_read_csv_errors_name_the_cell(tmp_path):
-    p = tmp_path / "bad.csv"
-    p.write_text("date,a\n2016-01-01 00:00:00,1.0\n2016-01-01 01:00:00,oops\n")
-    with pytest.raises(ValueError, match=r"row 2, column 'a'"):
-        ts.read_csv(p)
-    with pytest.raises(ValueError, match="date column"):
-        ts.read_csv(p, date_column="time")
-
-
-def test_time_features_known_dates():
-    dates = np.array(["2016-07-01 00:00:00", "2016-07-03 23:00:00"], dtype="datetime64[s]")
-    f = ts.time_features(dates, "h")  # hour, weekday, day of month, day of year
-    # 2016-07-01 was a Friday (weekday 4), day 1 of the month, day 183 of a leap year
-    np.testing.assert_allclose(f[0], [-0.5, 4 / 6 - 0.5, -0.5, 182 / 365 - 0.5], atol=1e-6)
-    np.testing.assert_allclose(f[1], [0.5, 6 / 6 - 0.5, 2 / 30 - 0.5, 184 / 365 - 0.5], atol=1e-6)
-    assert f.dtype == np.float32 and np.all(np.abs(f) <= 0.5)
 
 
 # ------------------------------------------------------------------------------ protocol
@@ -351,7 +297,9 @@ def test_forecasters_shapes_gates_and_learning(tmp_path, variant, mode, extra):
     assert len(figs["forecast_test"].axes) == 3
 
 
-def test_evaluate_leaves_the_model_in_train_mode(tmp_path):
+def test_evaluate_runs_the_model_in_the_mode_it_is_handed(tmp_path):
+    """The trainer owns the mode (it evaluates an eval-mode model); evaluate never
+    switches it: eval mode is deterministic, train mode keeps its dropout."""
     path = write_csv(tmp_path / "d.csv", 300)
     task = TimeSeriesForecast(
         batch_size=8,
@@ -361,9 +309,14 @@ def test_evaluate_leaves_the_model_in_train_mode(tmp_path):
         forecaster=functools.partial(SegmentForecaster, segment_len=12, head_dropout=0.5),
     )
     model = task.make_model(model_config(), rngs=nnx.Rngs(0))
+    model.eval()
     a = task.evaluate(model, "val")
     assert a == task.evaluate(model, "val")  # deterministic: dropout off in evaluation
+    assert model.dropout.deterministic is True
+    model.train()
+    t = task.evaluate(model, "val")
     assert model.dropout.deterministic is False  # the caller's model is not switched
+    assert t != a  # ... and runs as handed: with its dropout
 
 
 def test_segment_forecaster_rejects_ragged_input(tmp_path):
@@ -381,9 +334,9 @@ def test_missing_data_file_names_it(tmp_path):
 # ------------------------------------------------------------------------- real ETTh1
 
 
-@pytest.mark.skipif(not (DATA_ROOT / "ett" / "ETTh1.csv").is_file(), reason="ETTh1 absent")
 def test_real_etth1_protocol():
-    task = TimeSeriesForecast(batch_size=32, data_dir=str(DATA_ROOT), input_len=336, horizon=96)
+    root = require_real_data("ett/ETTh1.csv")
+    task = TimeSeriesForecast(batch_size=32, data_dir=str(root), input_len=336, horizon=96)
     assert task.columns == ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]
     assert (task.num_windows("train"), task.num_windows("val"), task.num_windows("test")) == (
         8209,
@@ -404,9 +357,8 @@ def test_dropout_masks_follow_seed_and_step(tmp_path):
         forecaster=functools.partial(SegmentForecaster, segment_len=12, head_dropout=0.5),
     )
     model = task.make_model(model_config(), rngs=nnx.Rngs(0))
-    b0, b1 = task.train_batch(0), task.train_batch(1)
-    np.testing.assert_array_equal(b1["step"], np.ones(8, np.int32))
-    b1 = dict(b0, step=b1["step"])  # same windows, next step
-    loss = jax.jit(lambda b: task.loss(model, b)[0])
-    l0, l0b, l1 = (float(loss(b)) for b in (b0, b0, b1))
+    b0 = task.train_batch(0)
+    loss = jax.jit(lambda b, key: task.loss(model, b, key=key)[0])
+    k0, k1 = step_key(task.seed, 0), step_key(task.seed, 1)  # the trainer's keys
+    l0, l0b, l1 = (float(loss(b0, k)) for k in (k0, k0, k1))  # same windows, next step
     assert l0 == l0b and l0 != l1

@@ -188,3 +188,48 @@ def test_language_model_resumes_mid_epoch_with_its_carried_state(tmp_path, caplo
     for key in ("params", "opt_state", "carry"):
         for x, y in zip(jax.tree.leaves(state_a[key]), jax.tree.leaves(state_b[key]), strict=True):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _dropout_modes(model) -> list[bool]:
+    from flax import nnx
+
+    return [m.deterministic for _, m in model.iter_modules() if isinstance(m, nnx.Dropout)]
+
+
+def test_trainer_owns_the_mode_and_hands_loss_the_step_key(tmp_path, monkeypatch):
+    """Tasks never switch modes: the trainer evaluates an eval-mode model and trains a
+    train-mode one, and hands `loss` the key step_key(seed, k) for train_batch(k)."""
+    from lstm_jax.tasks.base import step_key
+
+    cfg = config(
+        "trainer.max_steps=3",
+        "trainer.eval_every=3",
+        "trainer.log_every=3",
+        "model.num_layers=2",
+        "model.dropout=0.5",
+        "seed=5",
+    )
+    trainer = Trainer(cfg, tmp_path)
+    task = trainer.task
+    eval_modes, train_modes, keys = [], [], []
+    evaluate, loss = task.evaluate, task.loss
+
+    def spy_evaluate(model, split):
+        eval_modes.append(_dropout_modes(model))
+        return evaluate(model, split)
+
+    def spy_loss(model, batch, carry=None, **kw):
+        train_modes.append(_dropout_modes(model))
+        jax.debug.callback(lambda k: keys.append(np.asarray(k)), jax.random.key_data(kw["key"]))
+        return loss(model, batch, carry, **kw)
+
+    monkeypatch.setattr(task, "evaluate", spy_evaluate)
+    monkeypatch.setattr(task, "loss", spy_loss)
+    trainer._train_step = jax.jit(trainer._make_train_step())  # traced with the spy
+    trainer.fit()
+    assert eval_modes and all(m == [True] for m in eval_modes)  # one Dropout, eval mode
+    assert train_modes and all(m == [False] for m in train_modes)
+    want = [np.asarray(jax.random.key_data(step_key(5, k))) for k in range(3)]
+    assert len(keys) == 3
+    for got, ref in zip(keys, want, strict=True):
+        np.testing.assert_array_equal(got, ref)

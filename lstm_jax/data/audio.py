@@ -1,5 +1,6 @@
 """Audio front end for the speech tasks: WAV reading, librosa features, an on-disk feature
-cache, normalisation, padding, length bucketing and SpecAugment-style masking.
+cache, normalisation, frame stacking and SpecAugment-style masking (padding and
+length-bucketed epochs are `lstm_jax.data.batching`'s).
 
 Features (`FeatureConfig`, the defaults are the usual speech front end at FSDD's 8 kHz):
 
@@ -77,6 +78,43 @@ class FeatureConfig:
 
     def num_frames(self, num_samples: int) -> int:
         return 1 + num_samples // self.hop_length
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Train-time augmentation of the speech tasks (the `task.augment` group), all drawn
+    from (seed, step): SpecAugment-style masks (`freq_masks` of up to `freq_width` bands,
+    `time_masks` of up to `time_width` frames; 0 disables), speed perturbation (time-stretch
+    by a factor from `speed_range` = [min, max]; [1, 1] disables) and random cropping (up to
+    `crop_fraction` of the frames, split between start and end)."""
+
+    freq_masks: int = 0
+    freq_width: int = 8
+    time_masks: int = 0
+    time_width: int = 10
+    speed_range: tuple[float, float] = (1.0, 1.0)
+    crop_fraction: float = 0.0
+
+    def __post_init__(self):
+        lo, hi = (float(v) for v in self.speed_range)
+        if not 0 < lo <= hi:
+            raise ValueError(
+                f"speed_range={list(self.speed_range)}: expected [min, max] factors with "
+                "0 < min <= max ([1.0, 1.0] disables speed perturbation)."
+            )
+        object.__setattr__(self, "speed_range", (lo, hi))
+        if not 0.0 <= float(self.crop_fraction) < 1.0:
+            raise ValueError(f"crop_fraction={self.crop_fraction}: expected a fraction in [0, 1).")
+
+    @property
+    def masks(self) -> dict[str, int]:
+        """The keyword arguments of `spec_augment`."""
+        return {
+            "freq_masks": int(self.freq_masks),
+            "freq_width": int(self.freq_width),
+            "time_masks": int(self.time_masks),
+            "time_width": int(self.time_width),
+        }
 
 
 def load_wav(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
@@ -260,53 +298,6 @@ def stack_frames(feats: np.ndarray, factor: int) -> np.ndarray:
     padded = np.zeros((t_out * factor, f), feats.dtype)
     padded[:t] = feats
     return padded.reshape(t_out, factor * f)
-
-
-def pad_batch(
-    feats: Sequence[np.ndarray], pad_multiple: int = 1, min_len: int = 1
-) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-pads (T_i, F) arrays to x (B, T, F) float32 and seq_lengths (B,) int32, with T
-    the longest length rounded up to a multiple of `pad_multiple` (so that jit sees few
-    distinct shapes)."""
-    lengths = np.array([f.shape[0] for f in feats], np.int32)
-    t = max(int(lengths.max()), min_len)
-    if pad_multiple > 1:
-        t = -(-t // pad_multiple) * pad_multiple
-    x = np.zeros((len(feats), t, feats[0].shape[1]), np.float32)
-    for i, f in enumerate(feats):
-        x[i, : f.shape[0]] = f
-    return x, lengths
-
-
-def epoch_batches(
-    lengths: np.ndarray,
-    batch_size: int,
-    rng: np.random.Generator,
-    bucket_batches: int = 0,
-) -> list[np.ndarray]:
-    """The batches (index arrays of `batch_size`, remainder dropped) of one epoch.
-
-    bucket_batches=0: a plain shuffle. bucket_batches=k > 0: the shuffled indices are cut
-    into chunks of k * batch_size, each chunk is sorted by length and cut into batches, and
-    the batches are shuffled; batches then hold similar lengths (little padding) while the
-    epoch still visits every example once in a random order.
-    """
-    n = len(lengths)
-    if n < batch_size:
-        raise ValueError(f"batch_size={batch_size} exceeds the {n} training examples.")
-    perm = rng.permutation(n)
-    num = n // batch_size
-    perm = perm[: num * batch_size]
-    if bucket_batches <= 0:
-        return [perm[i * batch_size : (i + 1) * batch_size] for i in range(num)]
-    chunk = bucket_batches * batch_size
-    batches = []
-    for start in range(0, len(perm), chunk):
-        part = perm[start : start + chunk]
-        part = part[np.argsort(lengths[part], kind="stable")]
-        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
-    order = rng.permutation(len(batches))
-    return [batches[i] for i in order]
 
 
 def spec_augment(

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from lstm_jax.tasks import audio
+from lstm_jax.data import audio
 
 SR = 8000
 
@@ -93,32 +93,11 @@ def test_normalise_modes():
         audio.normalise(feats, "global")
 
 
-def test_pad_batch_and_stack_frames():
-    feats = [np.ones((n, 3), np.float32) * (i + 1) for i, n in enumerate((5, 17, 9))]
-    x, lengths = audio.pad_batch(feats, pad_multiple=8)
-    assert x.shape == (3, 24, 3) and lengths.tolist() == [5, 17, 9]
-    assert np.all(x[0, 5:] == 0) and np.all(x[1, :17] == 2)
+def test_stack_frames():
     stacked = audio.stack_frames(np.arange(10, dtype=np.float32).reshape(5, 2), 2)
     assert stacked.shape == (3, 4)
     np.testing.assert_array_equal(stacked[0], [0, 1, 2, 3])
     np.testing.assert_array_equal(stacked[2], [8, 9, 0, 0])
-
-
-def test_epoch_batches_cover_once_and_bucket_by_length():
-    rng_len = np.random.default_rng(1)
-    lengths = rng_len.integers(10, 200, size=400)
-    plain = audio.epoch_batches(lengths, 16, np.random.default_rng(0), 0)
-    bucketed = audio.epoch_batches(lengths, 16, np.random.default_rng(0), 5)
-    again = audio.epoch_batches(lengths, 16, np.random.default_rng(0), 5)
-    for batches in (plain, bucketed):
-        idx = np.concatenate(batches)
-        assert len(batches) == 25 and len(np.unique(idx)) == 400
-    assert all(np.array_equal(a, b) for a, b in zip(bucketed, again, strict=True))
-
-    def padding(batches):
-        return sum(int(lengths[b].max() * len(b) - lengths[b].sum()) for b in batches)
-
-    assert padding(bucketed) < 0.3 * padding(plain)
 
 
 def test_spec_augment_masks_within_lengths():
