@@ -109,6 +109,18 @@ def _check_run_dir(config: DictConfig, run_dir: Path) -> None:
         )
 
 
+_default_unraisablehook = sys.unraisablehook
+
+
+def _drop_orbax_coroutine_reports(unraisable) -> None:
+    """sys.unraisablehook: silent for an exception left in a collected orbax coroutine,
+    Python's default report for anything else."""
+    code = getattr(unraisable.object, "cr_code", None)
+    if code is not None and "orbax" in code.co_filename:
+        return
+    _default_unraisablehook(unraisable)
+
+
 def resume_command(run_dir: Path, extra: tuple[str, ...] = ()) -> str:
     """The command line that resumes the run in `run_dir`: this job's overrides (without
     trainer.resume and trainer.resume_allow), `extra`, trainer.resume=true and the dir."""
@@ -140,9 +152,12 @@ def _run(cfg: DictConfig) -> float:
     for noisy in ("absl", "jax._src.xla_bridge"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # An unreadable checkpoint fails inside orbax's asyncio tasks, which asyncio may log
-    # again with orbax's traceback when they are collected; the trainer reports the fault
-    # itself in one line (train/checkpoint.py), so that second report is dropped.
+    # again with orbax's traceback when they are collected, or Python may print as an
+    # "Exception ignored in <coroutine>" when they are garbage collected; the trainer
+    # reports the fault itself in one line (train/checkpoint.py), so those second reports
+    # are dropped.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    sys.unraisablehook = _drop_orbax_coroutine_reports
     for key, (old, new) in _accepted_changes.items():
         log.warning(
             "Resumed with %s changed from %r to %r (trainer.resume_allow; recorded in %s)",

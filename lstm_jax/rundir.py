@@ -1,4 +1,4 @@
-"""One run per run dir (DESIGN.md contract 3), checked before Hydra writes anything there.
+"""One run per run dir (docs/DESIGN.md contract 3), checked before Hydra writes anything there.
 
 A start in a dir that already holds a run is refused unless `trainer.resume=true`; a
 resume whose config differs from the stored `.hydra/config.yaml` in a key that changes

@@ -1,4 +1,4 @@
-"""lstm-jax-compare on run dirs fabricated in the run-dir format (DESIGN contract 3).
+"""lstm-jax-compare on run dirs fabricated in the run-dir format (docs/DESIGN.md contract 3).
 
 The end-to-end check on a real `lstm-jax -m` sweep is in tests/test_sweeps.py."""
 

@@ -1,6 +1,6 @@
 """`lstm-jax-compare RUN_OR_SWEEP_DIR...`: compare finished runs offline.
 
-The offline counterpart of a W&B dashboard. It reads each run dir (DESIGN contract 3:
+The offline counterpart of a W&B dashboard. It reads each run dir (docs/DESIGN.md contract 3:
 `.hydra/overrides.yaml`, `.hydra/config.yaml`, `metrics.jsonl`, `summary.json`), prints one
 table row per run, the swept parameters against the final and best metrics, and draws PNG
 plots:

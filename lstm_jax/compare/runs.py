@@ -1,4 +1,4 @@
-"""Reading run dirs for lstm-jax-compare: one `Run` per dir (DESIGN contract 3:
+"""Reading run dirs for lstm-jax-compare: one `Run` per dir (docs/DESIGN.md contract 3:
 `.hydra/overrides.yaml`, `.hydra/config.yaml`, `metrics.jsonl`, `summary.json`)."""
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ r * (W_hn h + b_hn). ``to_torch`` writes the summed biases to bias_ih and zeros 
 
 Why one module over 400 lines: the three cells are thin subclasses of one stacking /
 masking / interchange base, and the cuDNN dispatch of the LSTM needs the base's internals;
-splitting them would split the one contract (DESIGN contract 1) over several files.
+splitting them would split the one contract (docs/DESIGN.md contract 1) over several files.
 """
 
 from __future__ import annotations

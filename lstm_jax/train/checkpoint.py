@@ -41,7 +41,7 @@ def _to_savable(tree: Any) -> list[Any]:
 
     In a run of several processes, an array replicated on every device is saved as a host
     (numpy) copy, which orbax writes from process 0 alone; its jax.Array would have each
-    process write its own shard files (the run dir is process 0's; DESIGN contract 3).
+    process write its own shard files (the run dir is process 0's; docs/DESIGN.md contract 3).
     """
     leaves = [jax.random.key_data(x) if _is_prng_key(x) else x for x in jax.tree.leaves(tree)]
     if jax.process_count() > 1:

@@ -8,7 +8,7 @@ so that the train step pays nothing for them.
 One forward and one backward pass of `task.loss(model, batch, carry, return_gates=True,
 hidden_perturbation=p)` with `p = 0` gives both the parameter gradients and dL/dh_t of the
 top recurrent layer (the gradient with respect to `p`); every statistic is reduced on
-device, so only small arrays come back to the host. Names (DESIGN contract 4):
+device, so only small arrays come back to the host. Names (docs/DESIGN.md contract 4):
 
 - `grad_norm/global`, `grad_norm/<param path>` (e.g. `grad_norm/core/layer_0/w_hh`), and
   `grad_norm/<prefix>` for each top-level module and each layer (a path part that is a

@@ -281,8 +281,8 @@ def test_ctc_config_inherits_the_isolated_word_config():
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         word = compose("train", overrides=["task=fsdd", "paths.data_dir=/tmp"]).task
         ctc = compose("train", overrides=["task=fsdd_ctc", "paths.data_dir=/tmp"]).task
-    assert ctc._target_.endswith("ConnectedDigitsTask") and ctc.pooling == "none"
+    assert ctc._target_.endswith("ConnectedDigitsTask") and ctc.head.pooling == "none"
     assert ctc.frame_stack == 2 and list(ctc.val_indices) == [5, 10]
     assert ctc.features == word.features and ctc.augment == word.augment
-    shared = set(word) - {"_target_", "pooling", "frame_stack", "val_indices"}
+    shared = set(word) - {"_target_", "head", "frame_stack", "val_indices"}
     assert all(ctc[k] == word[k] for k in shared)

@@ -1,4 +1,4 @@
-"""One run per run dir (DESIGN.md contract 3): a second start into a dir holding a run, and
+"""One run per run dir (docs/DESIGN.md contract 3): a second start into a dir holding a run, and
 a resume whose config changed, are refused before anything in the dir changes."""
 
 from __future__ import annotations

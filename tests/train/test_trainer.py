@@ -76,7 +76,7 @@ def test_default_run_writes_the_run_dir_contract(tmp_path):
     assert (run_dir / "checkpoints" / "best").is_dir()
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
 
-    # The offline W&B run holds the same metric names (DESIGN contract 4).
+    # The offline W&B run holds the same metric names (docs/DESIGN.md contract 4).
     wandb_run = read_wandb_run(run_dir)
     logged = set().union(*wandb_run["history"])
     for key in (

@@ -209,7 +209,7 @@ def test_trainer_owns_the_mode_and_hands_loss_the_step_key(tmp_path, monkeypatch
         "model.dropout=0.5",
         "seed=5",
     )
-    trainer = Trainer(cfg, tmp_path)
+    trainer = build_trainer(cfg, tmp_path)
     task = trainer.task
     eval_modes, train_modes, keys = [], [], []
     evaluate, loss = task.evaluate, task.loss
