@@ -21,6 +21,9 @@ from lstm_jax.config import CONFIG_DIR
 from lstm_jax.train.checkpoint import Checkpointer
 from lstm_jax.train.run import build_trainer
 
+# Slow (four trainers per test on generated FSDD and ETTh1 data): .ci/run's -m slow step.
+pytestmark = pytest.mark.slow
+
 COMMON = [
     "model.hidden_size=8",
     "trainer.batch_size=8",
