@@ -269,8 +269,9 @@ def _validate_task(task_cfg: dict[str, Any], cfg: DictConfig) -> None:
 def _validate_optimizer(node: dict[str, Any], cfg: DictConfig) -> None:
     if "_target_" not in node:
         raise ConfigError(
-            "optim.optimizer has no _target_: choose a preset with optim=adam|adamw|sgd|"
-            "rmsprop or name an optax constructor (optim.optimizer._target_=optax.lion)."
+            "optim.optimizer has no _target_: choose a preset with optim=adam|adamw|sgd|rmsprop"
+            " (optim/_common.yaml is what they share, not a choice) or name an optax "
+            "constructor (optim.optimizer._target_=optax.lion)."
         )
     set_by_code = {"learning_rate": "optim.lr (and optim.schedule)"}
     _validate_node(node, "optim.optimizer", cfg, set_by_code=set_by_code)
@@ -359,8 +360,8 @@ def validate(cfg: DictConfig) -> None:
         _validate_task(_resolved(cfg, "task"), cfg)
     if "model" in cfg:
         _validate_model(_resolved(cfg, "model"), cfg)
-    if "optim" in cfg and "optimizer" in cfg.optim:
-        _validate_optimizer(_resolved(cfg, "optim")["optimizer"], cfg)
+    if "optim" in cfg:
+        _validate_optimizer(_resolved(cfg, "optim").get("optimizer") or {}, cfg)
     for group, schema in GROUPS.items():
         if group not in cfg:
             continue

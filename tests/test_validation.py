@@ -66,6 +66,12 @@ def compose_train(*overrides):
             "optim.schedule) instead.",
         ),
         (
+            ["optim=_common"],
+            "optim.optimizer has no _target_: choose a preset with optim=adam|adamw|sgd|rmsprop"
+            " (optim/_common.yaml is what they share, not a choice) or name an optax "
+            "constructor (optim.optimizer._target_=optax.lion).",
+        ),
+        (
             ["optim.optimizer._target_=optax.adamm"],
             "optim.optimizer._target_='optax.adamm' cannot be imported (module 'optax' has "
             "no attribute 'adamm').",
