@@ -1,7 +1,8 @@
 """Typed schema of the composed config, checked before a run writes or computes anything.
 
-The trainer, optim and model groups are pydantic models with ranges (lr > 0, sizes >= 1,
-probabilities in [0, 1), ...). The task and model groups are also checked against the
+The trainer group is checked against the trainer's own `TrainerConfig`, the optim and model
+groups against pydantic models here, each with ranges (lr > 0, sizes >= 1, probabilities in
+[0, 1), ...). The task and model groups are also checked against the
 constructor of their `_target_` (a task class; a cell's layer, lstm_jax.nn.LSTM for
 configs/model/lstm.yaml): the keys it accepts, the type of each from its annotations, and the
 ranges of `TASK_RANGES` for the parameter names that follow the project's conventions, so a
@@ -27,6 +28,8 @@ from typing import Annotated, Any, Literal
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from lstm_jax.train.trainer import TrainerConfig
+
 Positive = Annotated[int, Field(ge=1)]
 NonNegative = Annotated[int, Field(ge=0)]
 Probability = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -39,21 +42,6 @@ class ConfigError(ValueError):
 class _Group(BaseModel):
     # Keys a group gains later are accepted here; the composed config is struct already.
     model_config = ConfigDict(extra="allow")
-
-
-class TrainerSchema(_Group):
-    max_steps: Positive
-    batch_size: Positive
-    eval_every: Positive
-    log_every: Positive
-    checkpoint_every: Positive
-    keep_checkpoints: Positive
-    resume: bool = False
-    resume_allow: list[str] = []
-    early_stopping_patience: Positive | None = None
-    evaluate_test: bool = True
-    progress_bar: bool = True
-    stop_when: str | None = None
 
 
 class ScheduleSchema(_Group):
@@ -95,8 +83,8 @@ class ModelSchema(_Group):
     dtype: Literal["float32", "bfloat16", "float16"] | None = "float32"
 
 
-GROUPS: dict[str, type[BaseModel]] = {
-    "trainer": TrainerSchema,
+GROUPS: dict[str, type] = {
+    "trainer": TrainerConfig,  # the trainer's own settings class: one list of its keys
     "optim": OptimSchema,
     "model": ModelSchema,
 }
@@ -367,6 +355,6 @@ def validate(cfg: DictConfig) -> None:
             continue
         values = _resolved(cfg, group)
         try:
-            schema.model_validate(values)
+            TypeAdapter(schema).validate_python(values)
         except ValidationError as error:
             raise ConfigError(_one_line(group, values, error, cfg)) from None

@@ -19,13 +19,14 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from pydantic import Field
 from tqdm import tqdm
 
 from lstm_jax import distributed
@@ -68,20 +69,26 @@ def _num_params(params: Any) -> int:
     return int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(params)))
 
 
+# A count that must be at least 1 (pydantic checks the range where lstm_jax.schema
+# validates the `trainer` group against this class).
+Positive = Annotated[int, Field(ge=1)]
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainerConfig:
     """The loop's settings: the `trainer` config group (configs/trainer/default.yaml says
-    what each does); lstm_jax.schema checks their ranges before a run starts."""
+    what each does). lstm_jax.schema checks a config against this class before a run
+    starts, so it is the one list of the group's keys, types and ranges."""
 
-    max_steps: int = 1000
-    batch_size: int = 64
-    eval_every: int = 200
-    log_every: int = 20
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 2
+    max_steps: Positive = 1000
+    batch_size: Positive = 64
+    eval_every: Positive = 200
+    log_every: Positive = 20
+    checkpoint_every: Positive = 200
+    keep_checkpoints: Positive = 2
     resume: bool = False
     resume_allow: tuple[str, ...] = ()
-    early_stopping_patience: int | None = None
+    early_stopping_patience: Positive | None = None
     stop_when: str | None = None
     evaluate_test: bool = True
     progress_bar: bool = True
