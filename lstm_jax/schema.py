@@ -92,11 +92,12 @@ GROUPS: dict[str, type] = {
 # Ranges of task parameters by name (regular expressions over the full name).
 TASK_RANGES: list[tuple[str, Any]] = [
     (
-        r"(.*_)?(size|len|length|steps|every)|seq_len|horizon|n_(mels|mfcc|fft)|frame_stack",
+        r"(.*_)?(size|len|length|steps|every|tokens)|seq_len|horizon|n_(mels|mfcc|fft)|frame_stack",
         Field(ge=1),
     ),
     (r"num_.*|.*_masks|.*_width|pad_multiple|bucket_batches", Field(ge=0)),
     (r".*dropout.*|.*_prob|.*_fraction", Field(ge=0.0, lt=1.0)),
+    (r".*_probability", Field(ge=0.0, le=1.0)),
 ]
 
 

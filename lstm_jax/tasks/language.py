@@ -26,8 +26,16 @@ it as the carry, with the gradient stopped). The carry is reset to zeros at the 
 every epoch. Evaluation carries the state over the whole split (`eval_batch_size` streams;
 1 = the whole split as one sequence) and scores every next-token prediction exactly once.
 
+Starting from the initial state: with state carried over hundreds of windows, a stream
+starts from the zero state once an epoch, so a model can learn to read text only from the
+states that carrying produces and score a fresh input (a short prompt, a sample's first
+characters) badly. `reset_probability` p starts each stream's window from the initial state
+with probability p instead (drawn per stream and window from the step's key, so a resumed
+run draws the same), and `initial_state_loss` measures the effect: the mean NLL of the
+first `initial_state_tokens` predictions after a line start, from the initial state.
+
 Metrics: `loss` (mean negative log-likelihood per token, nats), `ppl` = exp(loss) (word
-level) or `bpc` = loss / ln 2 (character level).
+level) or `bpc` = loss / ln 2 (character level), `initial_state_loss` (nats, see above).
 """
 
 from __future__ import annotations
@@ -46,6 +54,9 @@ from lstm_jax.data import text as text_data
 from lstm_jax.data.batching import sum_batches
 from lstm_jax.models import LanguageModel, reinit_uniform
 from lstm_jax.tasks.base import Batch, Metrics, Task
+
+# fold_in constant that separates the stream-reset draws from the dropout masks of a step
+_RESET_STREAM = 0x5E5E7
 
 
 @nnx.jit
@@ -105,8 +116,22 @@ class LanguageModelTask(Task):
         init_scale: float | None = None,
         eval_batch_size: int = 1,
         eval_seq_len: int | None = None,
+        reset_probability: float = 0.0,
+        initial_state_tokens: int = 32,
     ):
         super().__init__(batch_size=batch_size, seed=seed, data_dir=data_dir)
+        if not 0.0 <= float(reset_probability) <= 1.0:
+            raise ValueError(
+                f"task.reset_probability={reset_probability}: must be in [0, 1] (the chance "
+                "that a training stream starts a window from the initial state)"
+            )
+        if int(initial_state_tokens) < 1:
+            raise ValueError(
+                f"task.initial_state_tokens={initial_state_tokens}: must be at least 1 "
+                "(the predictions after a line start that initial_state_loss averages)"
+            )
+        self.reset_probability = float(reset_probability)
+        self.initial_state_tokens = int(initial_state_tokens)
         self.corpus = corpus
         self.vocab = corpus.vocab
         self.seq_len = int(seq_len)
@@ -171,6 +196,8 @@ class LanguageModelTask(Task):
     ):
         if carry is not None:
             carry = jax.lax.stop_gradient(carry)
+            if self.reset_probability > 0 and key is not None:
+                carry = self.reset_streams(carry, key)
         logits, state, gates = model(
             batch["inputs"],
             carry,
@@ -183,6 +210,15 @@ class LanguageModelTask(Task):
         )
         loss = jnp.mean(nll)
         return loss, {"metrics": self._metrics(loss), "carry": state, "gates": gates}
+
+    def reset_streams(self, carry: Any, key: jax.Array) -> Any:
+        """The carry with each stream (axis -2 of every (layers, B, H) leaf) set to the
+        initial state with probability `reset_probability`, drawn from `key`."""
+        batch = jax.tree.leaves(carry)[0].shape[-2]
+        keep = jax.random.bernoulli(
+            jax.random.fold_in(key, _RESET_STREAM), 1.0 - self.reset_probability, (batch,)
+        )
+        return jax.tree.map(lambda s: jnp.where(keep[:, None], s, jnp.zeros_like(s)), carry)
 
     def _split(self, split: str) -> np.ndarray:
         name = {"valid": "val", "validation": "val"}.get(split, split)
@@ -209,7 +245,30 @@ class LanguageModelTask(Task):
         windows = text_data.eval_windows(ids, self.eval_batch_size, self.eval_seq_len)
         totals = sum_batches(windows, sums)
         loss = totals["nll"] / totals["count"]
-        return {"loss": loss, **{k: float(v) for k, v in self._metrics(loss).items()}}
+        return {
+            "loss": loss,
+            **{k: float(v) for k, v in self._metrics(loss).items()},
+            "initial_state_loss": self.initial_state_loss(model, ids),
+        }
+
+    def initial_state_loss(self, model: LanguageModel, ids: np.ndarray) -> float:
+        """Mean NLL of the first `initial_state_tokens` predictions after up to 256 line
+        starts of `ids` (evenly spread; the token after a newline or end of sentence, or
+        evenly spaced positions in a text without one), each read from the initial state:
+        how the model scores a fresh input, against `loss`, the carried-state average."""
+        k = min(self.initial_state_tokens, len(ids) - 1)
+        last_start = len(ids) - k - 1  # a start s reads ids[s : s + k + 1]
+        line_end = self.vocab._index.get("\n" if self.level == "char" else text_data.EOS, -1)
+        starts = np.flatnonzero(ids[:last_start] == line_end) + 1
+        if len(starts) == 0:
+            starts = np.arange(0, last_start + 1, max(1, (last_start + 1) // 256))
+        starts = starts[np.linspace(0, len(starts) - 1, min(256, len(starts))).astype(int)]
+        columns = starts[:, None] + np.arange(k)
+        inputs, targets = ids[columns], ids[columns + 1]
+        nll, _ = _eval_window(
+            model, inputs, targets, np.ones(inputs.shape, np.float32), model.zero_state(len(starts))
+        )
+        return float(nll) / inputs.size
 
     # --- sampling --------------------------------------------------------------------------
 

@@ -316,7 +316,7 @@ def test_evaluate_matches_hand_computation(char_file, eval_batch_size):
         total -= logp[np.arange(hi - lo), ids[lo + 1 : hi + 1]].sum()
     loss = total / pairs
     got = task.evaluate(model, "val")
-    assert set(got) == {"loss", "bpc"}
+    assert set(got) == {"loss", "bpc", "initial_state_loss"}
     np.testing.assert_allclose(got["loss"], loss, rtol=1e-5)
     np.testing.assert_allclose(got["bpc"], loss / math.log(2), rtol=1e-5)
 
