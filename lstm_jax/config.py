@@ -25,10 +25,15 @@ if not OmegaConf.has_resolver("user_cache"):
 def enable_compilation_cache(directory: str | None) -> None:
     """Points JAX's persistent compilation cache at `directory` (None leaves it off).
 
-    Programs that took under a second to compile are not stored (JAX's default), so the
-    cache holds the train, eval and diagnostics steps rather than every small helper."""
+    Every program is stored, however fast it compiled: JAX's default (only programs that
+    took a second or more) kept the train step alone, and the default run's evaluation and
+    logging helpers, each well under a second, still cost it 4 s at every start (measured
+    in experiments/README.md, issue 13). JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS, when
+    set, still chooses."""
     import jax
 
     if directory:
         os.makedirs(directory, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", str(directory))
+        if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
