@@ -17,6 +17,13 @@ cores and the library versions.
 
     python experiments/bench_lstm.py                       # S1-S5, all installed implementations
     python experiments/bench_lstm.py --shapes S1,S5 --repeats 15 --json out.json
+
+Levers are measured as variants of lstm_jax, each one more process taking its turn beside
+the others: `--variant NAME=xla:FLAGS` runs lstm_jax with FLAGS appended to XLA_FLAGS,
+`--variant NAME=unroll:N` with the scan unrolled N steps; they appear as `lstm_jax[NAME]`.
+
+    python experiments/bench_lstm.py --shapes S2 --impls lstm_jax,pytorch \
+        --variant onednn=xla:--xla_cpu_use_onednn=true --variant unroll2=unroll:2
 """
 
 from __future__ import annotations
@@ -51,7 +58,9 @@ def _block(tree):
     jax.block_until_ready(tree)
 
 
-def make_lstm_jax(b, t, d, h, layers, x_np, lengths=None, bidirectional=False, backend="scan"):
+def make_lstm_jax(
+    b, t, d, h, layers, x_np, lengths=None, bidirectional=False, backend="scan", unroll=1
+):
     from flax import nnx
 
     from lstm_jax.nn import LSTM
@@ -59,6 +68,7 @@ def make_lstm_jax(b, t, d, h, layers, x_np, lengths=None, bidirectional=False, b
     model = LSTM(
         d, h, num_layers=layers, bidirectional=bidirectional, backend=backend, rngs=nnx.Rngs(0)
     )
+    model.unroll = unroll
     graphdef, params = nnx.split(model, nnx.Param)
 
     @jax.jit
@@ -261,7 +271,20 @@ def _timed(fn) -> float:
 # ------------------------------------------------------------------------------ processes
 
 
-def worker(name: str, key: str, warmup: int) -> None:
+def parse_variant(text: str) -> tuple[str, str, str]:
+    """NAME=xla:FLAGS or NAME=unroll:N -> (name, kind, value), refused in one line."""
+    name, _, spec = text.partition("=")
+    kind, _, value = spec.partition(":")
+    if not name or kind not in ("xla", "unroll") or not value:
+        raise SystemExit(
+            f"bench_lstm.py: error: --variant {text!r}: write NAME=xla:FLAGS or NAME=unroll:N"
+        )
+    if kind == "unroll" and not value.isdigit():
+        raise SystemExit(f"bench_lstm.py: error: --variant {text!r}: N must be a positive integer")
+    return name, kind, value
+
+
+def worker(name: str, key: str, warmup: int, unroll: int = 1) -> None:
     """Builds one implementation's step, then times one step per line read from stdin."""
     b, t, d, h, layers, bidirectional, ragged = SHAPES[key]
     rng = np.random.default_rng(0)
@@ -270,6 +293,8 @@ def worker(name: str, key: str, warmup: int) -> None:
     kwargs = (
         {"lengths": lengths, "bidirectional": bidirectional} if (ragged or bidirectional) else {}
     )
+    if unroll != 1:
+        kwargs["unroll"] = unroll
     step = MAKERS[name](b, t, d, h, layers, x_np, **kwargs)
     for _ in range(warmup):
         step()
@@ -280,23 +305,42 @@ def worker(name: str, key: str, warmup: int) -> None:
         print(f"{_timed(step):.9f}", flush=True)
 
 
-def bench_shape(key: str, repeats: int, warmup: int, names: list[str]) -> dict[str, list[float]]:
-    """Step times of each implementation, each in its own process, taking turns."""
+def bench_shape(
+    key: str,
+    repeats: int,
+    warmup: int,
+    names: list[str],
+    variants: dict[str, tuple[str, str]],
+    gap_s: float = 0.3,
+) -> dict[str, list[float]]:
+    """Step times of each implementation (and lstm_jax variant), each in its own process,
+    taking turns."""
     procs = {}
-    for name in names:
+    for name in names + [f"lstm_jax[{v}]" for v in variants]:
+        command = [sys.executable, __file__, "--shapes", key, "--warmup", str(warmup)]
+        env = dict(os.environ)
+        if name.startswith("lstm_jax["):
+            kind, value = variants[name[len("lstm_jax[") : -1]]
+            command += ["--worker", "lstm_jax"]
+            if kind == "xla":
+                env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {value}".strip()
+            else:
+                command += ["--unroll", value]
+        else:
+            command += ["--worker", name]
         procs[name] = subprocess.Popen(
-            [sys.executable, __file__, "--worker", name, "--shapes", key, "--warmup", str(warmup)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
         )
         # Build one at a time: compilation is itself a heavy job.
         if procs[name].stdout.readline().strip() != "ready":
             raise RuntimeError(f"{name} at {key} failed to start (see its stderr above)")
-    times = {name: [] for name in names}
+    times = {name: [] for name in procs}
     try:
         for _ in range(repeats):
             for name, proc in procs.items():  # one process works at a time
+                # The one before may still spin its threads (OpenMP's blocktime is 200 ms
+                # by default): wait until they sleep, or they slow this one down.
+                time.sleep(gap_s)
                 proc.stdin.write("step\n")
                 proc.stdin.flush()
                 times[name].append(float(proc.stdout.readline()))
@@ -319,10 +363,24 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps after compiling")
     ap.add_argument("--impls", default=",".join(MAKERS), help="comma list of implementations")
     ap.add_argument("--json", default=None, help="write the results to this path")
+    ap.add_argument(
+        "--gap",
+        type=float,
+        default=0.3,
+        help="idle seconds before each timed step (see bench_shape)",
+    )
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME=xla:FLAGS or NAME=unroll:N, an lstm_jax variant timed beside the others",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--unroll", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
-        return worker(args.worker, args.shapes, args.warmup)
+        return worker(args.worker, args.shapes, args.warmup, args.unroll)
+    variants = {name: (kind, value) for name, kind, value in map(parse_variant, args.variant)}
 
     machine = {
         **cpu_description(),
@@ -347,17 +405,17 @@ def main(argv=None):
     )
     print(
         f"# one process per implementation, taking turns; {args.repeats} rounds after "
-        f"{args.warmup} warm-up steps; median [IQR]"
+        f"{args.warmup} warm-up steps, {args.gap} s idle before each; median [IQR]"
     )
     print(
-        f"{'shape':<5} {'impl':<15} {'median ms':>10} {'IQR ms':>8} {'ms/step t':>9} "
+        f"{'shape':<5} {'impl':<20} {'median ms':>10} {'IQR ms':>8} {'ms/step t':>9} "
         f"{'% peak':>7} {'vs torch':>9} {'vs best JAX peer':>17}"
     )
     results = {}
     for key in args.shapes.split(","):
         shape = SHAPES[key]
         here = [n for n in names if key != "S5" or n in S5_IMPLEMENTATIONS]
-        raw = bench_shape(key, args.repeats, args.warmup, here)
+        raw = bench_shape(key, args.repeats, args.warmup, here, variants, args.gap)
         medians = {n: statistics.median(ts) for n, ts in raw.items()}
         peers = [n for n in JAX_PEERS if n in medians]
         best_peer = min(peers, key=medians.get) if peers else None
@@ -378,7 +436,7 @@ def main(argv=None):
             vs_t = f"{row.get('speedup_vs_pytorch', float('nan')):.2f}x"
             vs_j = f"{row.get('speedup_vs_best_jax_peer', float('nan')):.2f}x"
             print(
-                f"{key:<5} {name:<15} {sec * 1e3:>10.1f} {row['iqr_s'] * 1e3:>8.1f} "
+                f"{key:<5} {name:<20} {sec * 1e3:>10.1f} {row['iqr_s'] * 1e3:>8.1f} "
                 f"{row['ms_per_timestep']:>9.3f} {100 * row['fraction_of_gemm_peak']:>6.1f}% "
                 f"{vs_t:>9} {vs_j:>17}",
                 flush=True,
@@ -386,7 +444,7 @@ def main(argv=None):
         results[key] = {"shape": shape, "best_jax_peer": best_peer, "results": rows}
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine, "shapes": results}, f, indent=2)
+            json.dump({"machine": machine, "variants": variants, "shapes": results}, f, indent=2)
 
 
 if __name__ == "__main__":
