@@ -7,6 +7,7 @@ with tiny models.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import jax
@@ -319,6 +320,82 @@ def test_evaluate_matches_hand_computation(char_file, eval_batch_size):
     assert set(got) == {"loss", "bpc", "initial_state_loss"}
     np.testing.assert_allclose(got["loss"], loss, rtol=1e-5)
     np.testing.assert_allclose(got["bpc"], loss / math.log(2), rtol=1e-5)
+
+
+def test_initial_state_loss_matches_hand_computation(tmp_path):
+    """initial_state_loss = mean NLL of the first k predictions after each line start (up
+    to 256, evenly spread), every one read from the zero state."""
+    rng = np.random.default_rng(3)
+    lines = ["".join(rng.choice(list("abcdef "), size=rng.integers(3, 12))) for _ in range(900)]
+    f = tmp_path / "lines.txt"
+    f.write_text("\n".join(lines) + "\n")
+    task = CharLM(path=str(f), split=(0.5, 0.5, 0.0), batch_size=2, initial_state_tokens=5)
+    model = task.make_model(model_cfg(), rngs=nnx.Rngs(4))
+    model.eval()
+    ids = task.corpus["val"]
+    newline = task.vocab.encode(["\n"])[0]
+    starts = [i + 1 for i in range(len(ids) - 6) if ids[i] == newline]
+    assert len(starts) > 256  # the subsampling is exercised
+    starts = [starts[j] for j in np.linspace(0, len(starts) - 1, 256).astype(int)]
+    nll = []
+    for s in starts:
+        logits, _ = run_model(model, jnp.asarray(ids[s : s + 5])[None])  # no state: zeros
+        logp = np.asarray(jax.nn.log_softmax(logits[0].astype(jnp.float32)))
+        nll.append(-logp[np.arange(5), ids[s + 1 : s + 6]])
+    got = task.evaluate(model, "val")["initial_state_loss"]
+    np.testing.assert_allclose(got, np.mean(nll), rtol=1e-5)
+
+
+def test_reset_probability_starts_streams_from_the_initial_state(char_file):
+    """reset_probability p: each stream's carried state is replaced by the zero state with
+    probability p, the draw a function of the step key only; p = 0 or no key (evaluation)
+    leaves the carry alone."""
+    task = make_task(char_file, batch_size=64, reset_probability=0.25)
+    model = task.make_model(model_cfg(), rngs=nnx.Rngs(0))
+    carry = jax.tree.map(
+        lambda z: jax.random.normal(jax.random.key(1), z.shape) + 3.0, task.initial_carry(model)
+    )
+    fractions = []
+    for step in range(20):
+        reset = task.reset_streams(carry, step_key(0, step))
+        again = task.reset_streams(carry, step_key(0, step))
+        zero_rows = None
+        for got, old, same in zip(*map(jax.tree.leaves, (reset, carry, again)), strict=True):
+            got, old = np.asarray(got), np.asarray(old)  # (layers, B, H)
+            np.testing.assert_array_equal(got, np.asarray(same))
+            rows = np.all(got == 0, axis=(0, 2))
+            kept = np.all(got == old, axis=(0, 2))
+            assert np.all(rows | kept)  # a stream is either reset whole or kept whole
+            zero_rows = rows if zero_rows is None else zero_rows
+            np.testing.assert_array_equal(rows, zero_rows)  # h and c reset together
+        fractions.append(zero_rows.mean())
+    assert 0.18 < np.mean(fractions) < 0.32
+
+    # Through the loss: p = 1 trains from the zero state, whatever the carry; p = 0 and
+    # evaluation (no key) use the carry.
+    batch = task.train_batch(0)
+    losses = {}
+    for p, key in [(1.0, step_key(0, 0)), (0.0, step_key(0, 0)), (1.0, None)]:
+        task.reset_probability = p
+        losses[p, key is None] = float(
+            nnx.jit(lambda m, b, c, k: task.loss(m, b, c, key=k)[0])(model, batch, carry, key)
+        )
+    from_zero = float(jit_loss(task)(model, batch, None)[0])
+    np.testing.assert_allclose(losses[1.0, False], from_zero, rtol=1e-6)
+    assert abs(losses[0.0, False] - from_zero) > 1e-3
+    np.testing.assert_allclose(losses[1.0, True], losses[0.0, False], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "option,message",
+    [
+        ({"reset_probability": -0.1}, "task.reset_probability=-0.1: must be in [0, 1]"),
+        ({"initial_state_tokens": 0}, "task.initial_state_tokens=0: must be at least 1"),
+    ],
+)
+def test_bad_initial_state_options_are_refused(char_file, option, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make_task(char_file, **option)
 
 
 def test_uniform_model_metrics(tmp_path):
