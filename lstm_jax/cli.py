@@ -20,6 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from lstm_jax.config import CONFIG_DIR, enable_compilation_cache
@@ -82,6 +83,15 @@ class OutputDirCheck(Callback):
                     "trainer.resume=true."
                 )
         self._check(config.hydra.sweep.dir, "hydra.sweep.dir")
+        if config.trainer.get("resume"):
+            from lstm_jax.rundir import snapshot_sweep_configs
+
+            snapshot_sweep_configs(sweep_dir)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        from lstm_jax.rundir import discard_sweep_snapshot
+
+        discard_sweep_snapshot(config.hydra.sweep.dir)
 
 
 # The config changes a resume accepted (trainer.resume_allow), logged once the run's log
@@ -89,9 +99,10 @@ class OutputDirCheck(Callback):
 _accepted_changes: dict = {}
 
 
-def _check_run_dir(config: DictConfig, run_dir: Path) -> None:
-    """The config's values (lstm_jax.schema), then one run per run dir (lstm_jax.rundir)."""
-    from lstm_jax.rundir import RunDirError, check_start
+def _check_run_dir(config: DictConfig, run_dir: Path, sweep_dir: str | None = None) -> None:
+    """The config's values (lstm_jax.schema), then one run per run dir (lstm_jax.rundir);
+    for a job of a sweep, against the config it had before this sweep."""
+    from lstm_jax.rundir import RunDirError, check_start, check_sweep_job
     from lstm_jax.schema import ConfigError, validate
 
     cfg = copy.deepcopy(config)
@@ -99,7 +110,10 @@ def _check_run_dir(config: DictConfig, run_dir: Path) -> None:
         cfg.pop("hydra", None)
     try:
         validate(cfg)
-        _accepted_changes.update(check_start(cfg, run_dir))
+        if sweep_dir is None:
+            _accepted_changes.update(check_start(cfg, run_dir))
+        else:
+            _accepted_changes.update(check_sweep_job(cfg, run_dir, sweep_dir))
     except (ConfigError, RunDirError) as error:
         _fail(str(error))
     except Exception as error:  # noqa: BLE001 - Hydra would only warn and start the run
@@ -147,6 +161,10 @@ def _run(cfg: DictConfig) -> float:
     os.environ.pop("WANDB_SERVICE", None)
     enable_compilation_cache(cfg.paths.get("compilation_cache_dir"))
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        # A sweep's job: on_run_start did not run for it (Hydra calls it for single runs).
+        _accepted_changes.clear()
+        _check_run_dir(cfg, run_dir, sweep_dir=HydraConfig.get().sweep.dir)
     # Hydra logs INFO to the run's log file; orbax and JAX's backend probing would bury
     # the run's own lines there.
     for noisy in ("absl", "jax._src.xla_bridge"):

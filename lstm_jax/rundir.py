@@ -6,12 +6,16 @@ shapes, data or the optimisation trajectory is refused unless the key is listed 
 `trainer.resume_allow`. Accepted changes are appended to `resumes.jsonl` in the run dir.
 
 `lstm_jax.cli.OutputDirCheck.on_run_start` calls `check_start` before Hydra saves the new
-config, so a refused start changes nothing in the dir.
+config, so a refused start changes nothing in the dir. A sweep's jobs get no such hook
+(Hydra saves each job's config before any callback or job code runs): a resumed sweep
+copies every job's stored config first (`snapshot_sweep_configs`, at the sweep's start),
+and each job checks against that copy and restores it on refusal (`check_sweep_job`).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,8 @@ from lstm_jax.train.optim import SCHEDULE_KEYS
 # What a run leaves in its dir once it has started training.
 RUN_MARKERS = ("metrics.jsonl", "summary.json", "checkpoints")
 RESUME_LOG = "resumes.jsonl"
+BEFORE_RESUME = ".hydra_before_resume"  # in a resumed sweep's dir while its jobs check
+SWEEP_CONFIG = "multirun.yaml"  # Hydra's record of the sweep, in the sweep dir
 
 # Keys that may change on a resume without changing what the run computes.
 _FREE_PREFIXES = ("hydra.", "logger.", "paths.")
@@ -119,9 +125,78 @@ def _show(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
 
-def check_start(cfg: DictConfig, run_dir: str | Path) -> dict[str, tuple[Any, Any]]:
+def snapshot_sweep_configs(sweep_dir: str | Path) -> list[Path]:
+    """Before a resumed sweep's jobs start: a copy of each job's `.hydra/` files under
+    `<sweep>/.hydra_before_resume/<job>/` (replacing any left by an aborted sweep). Hydra
+    rewrites a job's `.hydra/` before the job's code runs, so the job checks its config
+    against this copy and puts the copy back when it refuses."""
+    sweep_dir = Path(sweep_dir).resolve()
+    shutil.rmtree(sweep_dir / BEFORE_RESUME, ignore_errors=True)
+    (sweep_dir / BEFORE_RESUME).mkdir()
+    if (sweep_dir / SWEEP_CONFIG).is_file():  # Hydra's launcher rewrites it next
+        shutil.copy2(sweep_dir / SWEEP_CONFIG, sweep_dir / BEFORE_RESUME / SWEEP_CONFIG)
+    copied = []
+    for stored in sorted(sweep_dir.rglob(".hydra/config.yaml")):
+        job = stored.parent.parent
+        if BEFORE_RESUME in job.parts or not holds_run(job):
+            continue
+        shutil.copytree(stored.parent, sweep_dir / BEFORE_RESUME / job.relative_to(sweep_dir))
+        copied.append(job)
+    return copied
+
+
+def check_sweep_job(
+    cfg: DictConfig, run_dir: str | Path, sweep_dir: str | Path
+) -> dict[str, tuple[Any, Any]]:
+    """check_start for a job of a resumed sweep, against the job's config as it was before
+    this sweep (snapshot_sweep_configs); a refused job's `.hydra/` is put back as it was."""
+    run_dir, sweep_dir = Path(run_dir).resolve(), Path(sweep_dir).resolve()
+    try:
+        saved = sweep_dir / BEFORE_RESUME / run_dir.relative_to(sweep_dir)
+    except ValueError:  # a job dir outside the sweep dir: nothing was copied
+        return check_start(cfg, run_dir)
+    if not saved.is_dir():
+        return check_start(cfg, run_dir)
+    try:
+        return check_start(cfg, run_dir, stored=saved / "config.yaml")
+    except RunDirError:
+        shutil.rmtree(run_dir / ".hydra")
+        shutil.copytree(saved, run_dir / ".hydra")
+        _restore_after_refusal(sweep_dir)
+        raise
+    finally:
+        shutil.rmtree(saved, ignore_errors=True)
+
+
+def _restore_after_refusal(sweep_dir: Path) -> None:
+    """A refused job ends the sweep: the sweep's own config goes back as it was, and so do
+    the copies of jobs that never started (their `.hydra/` still equals the copy); a copy
+    that differs belongs to a job running beside this one (a cluster launcher) and stays."""
+    saved = sweep_dir / BEFORE_RESUME
+    if (saved / SWEEP_CONFIG).is_file():
+        shutil.copy2(saved / SWEEP_CONFIG, sweep_dir / SWEEP_CONFIG)
+    for snapshot in [c.parent for c in saved.rglob("config.yaml")]:
+        job = sweep_dir / snapshot.relative_to(saved)
+        if all(
+            (job / ".hydra" / f.name).is_file()
+            and (job / ".hydra" / f.name).read_bytes() == f.read_bytes()
+            for f in snapshot.glob("*.yaml")
+        ):
+            shutil.rmtree(snapshot)
+    if not any(saved.rglob("config.yaml")):
+        shutil.rmtree(saved, ignore_errors=True)
+
+
+def discard_sweep_snapshot(sweep_dir: str | Path) -> None:
+    shutil.rmtree(Path(sweep_dir) / BEFORE_RESUME, ignore_errors=True)
+
+
+def check_start(
+    cfg: DictConfig, run_dir: str | Path, stored: Path | None = None
+) -> dict[str, tuple[Any, Any]]:
     """Refuses (RunDirError) a start that would mix runs in `run_dir`; returns the allowed
-    config changes of a resume ({key: (old, new)}), recorded in resumes.jsonl."""
+    config changes of a resume ({key: (old, new)}), recorded in resumes.jsonl. `stored`:
+    the run's config (default: its `.hydra/config.yaml`)."""
     run_dir = Path(run_dir)
     if not holds_run(run_dir):
         return {}
@@ -132,7 +207,7 @@ def check_start(cfg: DictConfig, run_dir: str | Path) -> dict[str, tuple[Any, An
             f"(hydra.run.dir=PATH, or leave hydra.run.dir unset for a fresh time-stamped one), "
             f"or continue that run with trainer.resume=true hydra.run.dir={run_dir}."
         )
-    stored = run_dir / ".hydra" / "config.yaml"
+    stored = stored or run_dir / ".hydra" / "config.yaml"
     if not stored.is_file():
         return {}
     changes = config_changes(OmegaConf.load(stored), cfg)

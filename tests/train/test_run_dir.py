@@ -178,3 +178,70 @@ def test_no_intact_checkpoint_is_refused_in_one_line(finished_run, tmp_path):
         f"{checkpoints / 'last' / '10'} (FileNotFoundError: "
     )
     assert f"{checkpoints / 'last' / '5'} (" in message
+
+
+# --- sweeps: Hydra saves each job's .hydra/ before any code of the job runs ---------------
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("sweep")
+    sweep = work / "sweep"
+    run_cli("-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}", cwd=work)
+    assert sorted(p.name for p in sweep.iterdir() if (p / "metrics.jsonl").is_file()) == ["0", "1"]
+    return sweep
+
+
+def test_a_resumed_sweep_with_a_changed_config_is_refused_and_changes_nothing(
+    finished_sweep, tmp_path
+):
+    before = tree_hashes(finished_sweep)
+    result = run_cli(
+        "-m",
+        *TINY,
+        "seed=0,1",
+        "model.hidden_size=8",
+        "trainer.resume=true",
+        f"hydra.sweep.dir={finished_sweep}",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("lstm-jax: error")]
+    assert len(errors) == 1 and "model.hidden_size: 16 -> 8" in errors[0], result.stderr[-2000:]
+    assert f"trainer.resume=true in {finished_sweep / '0'}" in errors[0]
+    # Hydra had rewritten job 0's .hydra/ with the new config; the job put the old one back
+    assert tree_hashes(finished_sweep) == before
+
+
+def test_a_resumed_sweep_continues_each_job_with_its_config_checked(finished_sweep, tmp_path):
+    result = run_cli(
+        "-m",
+        *TINY,
+        "seed=0,1",
+        "trainer.max_steps=15",
+        "trainer.resume=true",
+        f"hydra.sweep.dir={finished_sweep}",
+        cwd=tmp_path,
+    )
+    for job in ("0", "1"):
+        steps = [
+            json.loads(line)["step"]
+            for line in (finished_sweep / job / "metrics.jsonl").read_text().splitlines()
+        ]
+        # train and val at 5 and 10, test at 10, then the same from 15: resumed, not restarted
+        assert steps == [5, 5, 10, 10, 10, 15, 15, 15], steps
+    assert not (finished_sweep / ".hydra_before_resume").exists(), result.stderr[-2000:]
+
+
+def test_a_bad_value_in_a_sweep_is_refused_in_one_line_before_any_job_trains(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "-m", *TINY, "model.hidden_size=0,8", f"hydra.sweep.dir={sweep}", cwd=tmp_path, check=False
+    )
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("lstm-jax: error")]
+    assert errors == [
+        "lstm-jax: error: model.hidden_size=0: Input should be greater than or equal to 1."
+    ], result.stderr[-2000:]
+    assert not any(sweep.rglob("metrics.jsonl"))
