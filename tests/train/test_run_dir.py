@@ -183,6 +183,7 @@ def test_no_intact_checkpoint_is_refused_in_one_line(finished_run, tmp_path):
 # --- sweeps: Hydra saves each job's .hydra/ before any code of the job runs ---------------
 
 
+# Sweeps of two jobs cost a minute together: in the slow step of .ci/run.
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("sweep")
@@ -192,6 +193,7 @@ def finished_sweep(tmp_path_factory) -> Path:
     return sweep
 
 
+@pytest.mark.slow
 def test_a_resumed_sweep_with_a_changed_config_is_refused_and_changes_nothing(
     finished_sweep, tmp_path
 ):
@@ -214,6 +216,7 @@ def test_a_resumed_sweep_with_a_changed_config_is_refused_and_changes_nothing(
     assert tree_hashes(finished_sweep) == before
 
 
+@pytest.mark.slow
 def test_a_resumed_sweep_continues_each_job_with_its_config_checked(finished_sweep, tmp_path):
     result = run_cli(
         "-m",
@@ -234,6 +237,7 @@ def test_a_resumed_sweep_continues_each_job_with_its_config_checked(finished_swe
     assert not (finished_sweep / ".hydra_before_resume").exists(), result.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_bad_value_in_a_sweep_is_refused_in_one_line_before_any_job_trains(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli(
