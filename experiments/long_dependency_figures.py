@@ -97,15 +97,26 @@ def _save_log_panel(fig, ax, ylabel: str, title: str, path: Path) -> Path:
     return path
 
 
-def plot_relative(jobs, task, names, out: Path) -> Path:
+def plot_relative(jobs, done, task, names, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for k, job in enumerate(sorted(names)):
-        curves = [relative_loss(rows) for rows in jobs[job].values()]
-        curves = [c for c in curves if c]
-        if not curves:
+        runs = [(relative_loss(rows), (job, seed) in done) for seed, rows in jobs[job].items()]
+        runs = [(c, finished) for c, finished in runs if c]
+        if not runs:
             continue
+        curves = [c for c, _ in runs]
         steps = sorted({s for c in curves for s, _ in c})
-        carried = [carry_forward(c, steps) for c in curves]  # a solved run keeps its last value
+        # A finished run (solved, or its budget spent) keeps its last value; a run still
+        # going counts only up to its last evaluation.
+        carried = [
+            [
+                v if finished or step <= c[-1][0] else math.nan
+                for step, v in zip(steps, vals, strict=True)
+            ]
+            for (c, finished), vals in zip(
+                runs, (carry_forward(c, steps) for c in curves), strict=True
+            )
+        ]
         columns = [[v for v in col if not math.isnan(v)] for col in zip(*carried, strict=True)]
         xs = [s for s, col in zip(steps, columns, strict=True) if col]
         cols = [col for col in columns if col]
@@ -244,7 +255,7 @@ def main(argv=None) -> int:
     jobs, done = load(Path(args.runs))
     written = []
     for task, names in sorted(by_task(jobs).items()):
-        written.append(plot_relative(jobs, task, names, out))
+        written.append(plot_relative(jobs, done, task, names, out))
         written += [
             p for p in (plot_dh_t(jobs, task, names, out), plot_tau(jobs, task, names, out)) if p
         ]
