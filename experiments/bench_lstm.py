@@ -316,18 +316,17 @@ def bench_shape(
     """Step times of each implementation (and lstm_jax variant), each in its own process,
     taking turns."""
     procs = {}
-    for name in names + [f"lstm_jax[{v}]" for v in variants]:
+    runs = [(name, name, None) for name in names] + [
+        (f"lstm_jax[{v}]", "lstm_jax", spec) for v, spec in variants.items()
+    ]
+    for name, worker_name, spec in runs:
         command = [sys.executable, __file__, "--shapes", key, "--warmup", str(warmup)]
+        command += ["--worker", worker_name]
         env = dict(os.environ)
-        if name.startswith("lstm_jax["):
-            kind, value = variants[name[len("lstm_jax[") : -1]]
-            command += ["--worker", "lstm_jax"]
-            if kind == "xla":
-                env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {value}".strip()
-            else:
-                command += ["--unroll", value]
-        else:
-            command += ["--worker", name]
+        if spec is not None and spec[0] == "xla":
+            env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {spec[1]}".strip()
+        elif spec is not None:
+            command += ["--unroll", spec[1]]
         procs[name] = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
         )

@@ -97,6 +97,15 @@ def _save_log_panel(fig, ax, ylabel: str, title: str, path: Path) -> Path:
     return path
 
 
+def _at_steps(curve, steps, finished: bool) -> list[float]:
+    """`curve` at each of `steps`: a finished run (solved, or its budget spent) keeps its
+    last value past its end; a run still going counts only up to its last evaluation."""
+    values = carry_forward(curve, steps)
+    if finished:
+        return values
+    return [v if s <= curve[-1][0] else math.nan for s, v in zip(steps, values, strict=True)]
+
+
 def plot_relative(jobs, done, task, names, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for k, job in enumerate(sorted(names)):
@@ -104,25 +113,14 @@ def plot_relative(jobs, done, task, names, out: Path) -> Path:
         runs = [(c, finished) for c, finished in runs if c]
         if not runs:
             continue
-        curves = [c for c, _ in runs]
-        steps = sorted({s for c in curves for s, _ in c})
-        # A finished run (solved, or its budget spent) keeps its last value; a run still
-        # going counts only up to its last evaluation.
-        carried = [
-            [
-                v if finished or step <= c[-1][0] else math.nan
-                for step, v in zip(steps, vals, strict=True)
-            ]
-            for (c, finished), vals in zip(
-                runs, (carry_forward(c, steps) for c in curves), strict=True
-            )
-        ]
+        steps = sorted({s for c, _ in runs for s, _ in c})
+        carried = [_at_steps(c, steps, finished) for c, finished in runs]
         columns = [[v for v in col if not math.isnan(v)] for col in zip(*carried, strict=True)]
         xs = [s for s, col in zip(steps, columns, strict=True) if col]
         cols = [col for col in columns if col]
         color = plt.get_cmap("tab10")(k)
         ax.plot(
-            xs, [statistics.median(c) for c in cols], color=color, label=f"{job} (n={len(curves)})"
+            xs, [statistics.median(c) for c in cols], color=color, label=f"{job} (n={len(runs)})"
         )
         ax.fill_between(
             xs, [min(c) for c in cols], [max(c) for c in cols], color=color, alpha=0.2, linewidth=0

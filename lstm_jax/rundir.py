@@ -125,7 +125,7 @@ def _show(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
 
-def snapshot_sweep_configs(sweep_dir: str | Path) -> list[Path]:
+def snapshot_sweep_configs(sweep_dir: str | Path) -> None:
     """Before a resumed sweep's jobs start: a copy of each job's `.hydra/` files under
     `<sweep>/.hydra_before_resume/<job>/` (replacing any left by an aborted sweep). Hydra
     rewrites a job's `.hydra/` before the job's code runs, so the job checks its config
@@ -135,14 +135,10 @@ def snapshot_sweep_configs(sweep_dir: str | Path) -> list[Path]:
     (sweep_dir / BEFORE_RESUME).mkdir()
     if (sweep_dir / SWEEP_CONFIG).is_file():  # Hydra's launcher rewrites it next
         shutil.copy2(sweep_dir / SWEEP_CONFIG, sweep_dir / BEFORE_RESUME / SWEEP_CONFIG)
-    copied = []
     for stored in sorted(sweep_dir.rglob(".hydra/config.yaml")):
         job = stored.parent.parent
-        if BEFORE_RESUME in job.parts or not holds_run(job):
-            continue
-        shutil.copytree(stored.parent, sweep_dir / BEFORE_RESUME / job.relative_to(sweep_dir))
-        copied.append(job)
-    return copied
+        if BEFORE_RESUME not in job.parts and holds_run(job):
+            shutil.copytree(stored.parent, sweep_dir / BEFORE_RESUME / job.relative_to(sweep_dir))
 
 
 def check_sweep_job(

@@ -86,28 +86,22 @@ def _zero_pad(m, v):
 # Cell equations, shared by the reference scan and the custom forward.
 
 
-def _gate_activations(z, tanh_blocks):
-    """sigmoid on every H-wide gate block of z (..., G*H) but those in `tanh_blocks`, tanh
-    on those, as ONE tanh over the whole vector: sigmoid(x) = 0.5 tanh(x / 2) + 0.5, so
-    act = s * tanh(s * z) + (1 - s) with s = 0.5 (sigmoid block) or 1 (tanh block).
-    XLA-CPU runs one vectorised pass for it; four activations on slices of z took 4x as
-    long inside the scan (S2: 29 ms vs 7 ms of a 128-step forward, experiments/README.md)."""
-    g, hs = z.shape[-1], z.shape[-1] // len(tanh_blocks[1])
-    block = jnp.arange(g) // hs
-    is_tanh = jnp.isin(block, jnp.asarray(tanh_blocks[0], jnp.int32))
-    s = jnp.where(is_tanh, 1.0, 0.5).astype(z.dtype)
+def _gate_activations(z, num_blocks, tanh_block=None):
+    """sigmoid on every one of the `num_blocks` H-wide gate blocks of z (..., G*H) but
+    `tanh_block`, tanh on that one, as ONE tanh over the whole vector: sigmoid(x) =
+    0.5 tanh(x / 2) + 0.5, so act = s * tanh(s * z) + (1 - s) with s = 0.5 (sigmoid block)
+    or 1 (tanh block). XLA-CPU runs one vectorised pass for it; four activations on slices
+    of z took 4x as long inside the scan (S2: 29 ms vs 7 ms of a 128-step forward,
+    experiments/README.md)."""
+    block = jnp.arange(z.shape[-1]) // (z.shape[-1] // num_blocks)
+    s = jnp.where(block == tanh_block, 1.0, 0.5).astype(z.dtype)
     return s * jnp.tanh(s * z) + (1.0 - s)
-
-
-# (tanh blocks, all blocks) of each cell's gate vector
-_LSTM_BLOCKS = ((2,), (0, 1, 2, 3))  # i, f, g, o
-_GRU_RZ_BLOCKS = ((), (0, 1))  # r, z (n needs r first)
 
 
 def _lstm_step(xw_t, h, c, w, cdt):
     """PyTorch gate order i, f, g, o; returns h_new, c_new and the activated gates (N,B,4H)."""
     hs = h.shape[-1]
-    act = _gate_activations(xw_t + _mm(h, w, cdt), _LSTM_BLOCKS)
+    act = _gate_activations(xw_t + _mm(h, w, cdt), 4, tanh_block=2)  # i, f, g, o
     i, f, g, o = (act[..., k * hs : (k + 1) * hs] for k in range(4))
     c_new = f * c + i * g
     h_new = o * jnp.tanh(c_new)
@@ -120,7 +114,8 @@ def _gru_step(xw_t, h, w, b_hn, cdt):
     hs = h.shape[-1]
     hw = _mm(h, w, cdt)
     hw_n = hw[..., 2 * hs :] + b_hn[..., None, :]
-    rz = _gate_activations(xw_t[..., : 2 * hs] + hw[..., : 2 * hs], _GRU_RZ_BLOCKS)
+    # r and z only: n needs r first
+    rz = _gate_activations(xw_t[..., : 2 * hs] + hw[..., : 2 * hs], 2)
     r, z = rz[..., :hs], rz[..., hs:]
     n = jnp.tanh(xw_t[..., 2 * hs :] + r * hw_n)
     h_new = n + z * (h - n)
