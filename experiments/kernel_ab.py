@@ -1,0 +1,113 @@
+"""A kernel change timed against an earlier revision of it, in one process.
+
+Loads lstm_jax/nn/scan.py as it was at git revision REV beside the working tree's, and times
+the gradient of each cell kernel (loss = mean(y ** 2) over a precomputed input projection,
+so only the recurrence and its hand-written backward are measured) for both, interleaved,
+at each B,T,H. Prints the largest gradient difference first: a speed change must not be a
+numerics change.
+
+    python experiments/kernel_ab.py --against HEAD~1 --cell lstm --shapes 32,128,256 16,1024,128
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lstm_jax.nn import scan as current
+
+GATE_BLOCKS = {"lstm": 4, "gru": 3, "rnn": 1}
+
+
+def scan_module_at(rev: str):
+    """lstm_jax.nn.scan as it was at `rev`, imported under another name."""
+    root = Path(__file__).resolve().parents[1]
+    source = subprocess.run(
+        ["git", "show", f"{rev}:lstm_jax/nn/scan.py"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / "scan_at_rev.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("scan_at_rev", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def kernel_gradient(module, cell, b, t, h, masked):
+    """A jitted (xw, w_hh) -> gradients of the cell's kernel in `module`, and its inputs."""
+    rng = np.random.default_rng(0)
+    g = GATE_BLOCKS[cell]
+    xw = jnp.asarray(rng.standard_normal((t, b, g * h)) * 0.3, jnp.float32)
+    w_hh = jnp.asarray(rng.standard_normal((h, g * h)) * 0.05, jnp.float32)
+    h0 = jnp.zeros((b, h), jnp.float32)
+    mask = None
+    if masked:
+        lengths = jnp.asarray(rng.integers(t // 2, t + 1, b))
+        mask = (jnp.arange(t)[:, None] < lengths[None, :]).astype(jnp.float32)
+    kernel = getattr(module, f"_{cell}_kernel")(False, False, jnp.float32, 1)
+    if cell == "lstm":
+        run = lambda xw, w: kernel(xw, w, h0, h0, mask, None)[0]  # noqa: E731
+    elif cell == "gru":
+        b_hn = jnp.zeros((h,), jnp.float32)
+        run = lambda xw, w: kernel(xw, w, b_hn, h0, mask, None)[0]  # noqa: E731
+    else:
+        run = lambda xw, w: kernel(xw, w, h0, mask, None)[0]  # noqa: E731
+    grad = jax.jit(jax.grad(lambda xw, w: jnp.mean(run(xw, w) ** 2), argnums=(0, 1)))
+    return grad, (xw, w_hh)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--against", required=True, help="git revision of the kernel to compare")
+    ap.add_argument("--cell", choices=sorted(GATE_BLOCKS), default="lstm")
+    ap.add_argument("--shapes", nargs="+", default=["32,128,256", "16,1024,128"], help="B,T,H")
+    ap.add_argument("--repeats", type=int, default=11)
+    ap.add_argument("--masked", action="store_true", help="lengths drawn from [T/2, T]")
+    args = ap.parse_args(argv)
+    before = scan_module_at(args.against)
+    calls = {}
+    for shape in args.shapes:
+        b, t, h = map(int, shape.split(","))
+        grads = []
+        for label, module in ((args.against, before), ("working tree", current)):
+            grad, inputs = kernel_gradient(module, args.cell, b, t, h, args.masked)
+            calls[f"{shape} {label}"] = lambda grad=grad, inputs=inputs: jax.block_until_ready(
+                grad(*inputs)
+            )
+            grads.append(calls[f"{shape} {label}"]())
+        diff = max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(*grads, strict=True))
+        scale = max(float(jnp.max(jnp.abs(x))) for x in grads[0])
+        print(f"# {args.cell} B,T,H = {shape}: max |gradient difference| {diff:.3g}", end=" ")
+        print(f"(largest gradient {scale:.3g})")
+    for call in calls.values():
+        call()
+    times = {name: [] for name in calls}
+    for _ in range(args.repeats):  # interleaved, so slow phases of the machine hit both
+        for name, call in calls.items():
+            time.sleep(0.03)
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    print(f"# median [IQR] of {args.repeats}, ms")
+    for name, ts in times.items():
+        q = statistics.quantiles(ts, n=4)
+        print(f"{name:<32} {1e3 * statistics.median(ts):8.1f}  [{1e3 * (q[2] - q[0]):.1f}]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
