@@ -432,8 +432,10 @@ def main(argv=None):
             if best_peer:
                 row["speedup_vs_best_jax_peer"] = medians[best_peer] / sec
             rows[name] = row
-            vs_t = f"{row.get('speedup_vs_pytorch', float('nan')):.2f}x"
-            vs_j = f"{row.get('speedup_vs_best_jax_peer', float('nan')):.2f}x"
+            vs_t, vs_j = (
+                f"{row[k]:.2f}x" if k in row else "-"  # S5: no JAX peer has the layer
+                for k in ("speedup_vs_pytorch", "speedup_vs_best_jax_peer")
+            )
             print(
                 f"{key:<5} {name:<20} {sec * 1e3:>10.1f} {row['iqr_s'] * 1e3:>8.1f} "
                 f"{row['ms_per_timestep']:>9.3f} {100 * row['fraction_of_gemm_peak']:>6.1f}% "
