@@ -6,6 +6,8 @@ timing lets the previous one's threads sleep), the median over interleaved repea
     lstm_jax step        forward + backward of lstm_jax.nn.LSTM (loss = mean(y ** 2))
     lstm_jax forward     the same forward, no gradient
     projection           the input projection of all steps alone (one large matmul)
+    kernel gradient      the scan kernel's forward + hand-written backward over a
+                         precomputed projection (the recurrence's share of the step)
     scan: cell           a bare lax.scan of the LSTM cell over a precomputed projection
     scan: matmul only    the same scan doing only the recurrent matmul (h <- h W_hh + x_t)
     pytorch step         torch.nn.LSTM forward + backward
@@ -40,7 +42,7 @@ def jax_functions(b, t, d, h):
     from flax import nnx
 
     from lstm_jax.nn import LSTM
-    from lstm_jax.nn.scan import _lstm_step
+    from lstm_jax.nn.scan import _lstm_step, lstm_scan
 
     model = LSTM(d, h, backend="scan", rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
@@ -56,6 +58,16 @@ def jax_functions(b, t, d, h):
     xs = jnp.swapaxes(x, 0, 1)
     projection = jax.jit(lambda xs: xs.reshape(t * b, d) @ w_ih)
     xw = projection(xs).reshape(t, b, 4 * h)
+
+    zeros_state = jnp.zeros((1, b, h))
+    kernel_gradient = jax.jit(  # d/d xw and d/d W_hh: the recurrence's whole backward
+        jax.grad(
+            lambda xw, w: jnp.mean(
+                lstm_scan(xw[:, None], w[None], zeros_state, zeros_state)[0] ** 2
+            ),
+            argnums=(0, 1),
+        )
+    )
 
     @jax.jit
     def scan_cell(xw):
@@ -78,6 +90,7 @@ def jax_functions(b, t, d, h):
         "lstm_jax step": lambda: jax.block_until_ready(step(params)),
         "lstm_jax forward": lambda: jax.block_until_ready(forward(params)),
         "projection": lambda: jax.block_until_ready(projection(xs)),
+        "kernel gradient": lambda: jax.block_until_ready(kernel_gradient(xw, w_hh)),
         "scan: cell": lambda: jax.block_until_ready(scan_cell(xw)),
         "scan: matmul only": lambda: jax.block_until_ready(scan_matmul(xw)),
     }
