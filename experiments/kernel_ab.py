@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from interleaved import print_medians, time_interleaved
 
 from lstm_jax.nn import scan as current
 
@@ -95,17 +94,7 @@ def main(argv=None):
         print(f"(largest gradient {scale:.3g})")
     for call in calls.values():
         call()
-    times = {name: [] for name in calls}
-    for _ in range(args.repeats):  # interleaved, so slow phases of the machine hit both
-        for name, call in calls.items():
-            time.sleep(0.03)
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    print(f"# median [IQR] of {args.repeats}, ms")
-    for name, ts in times.items():
-        q = statistics.quantiles(ts, n=4)
-        print(f"{name:<32} {1e3 * statistics.median(ts):8.1f}  [{1e3 * (q[2] - q[0]):.1f}]")
+    print_medians(time_interleaved(calls, args.repeats), f"{args.cell} kernel gradient", width=32)
     return 0
 
 

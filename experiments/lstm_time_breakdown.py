@@ -20,22 +20,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-
-def timed(fn, repeats, gap_s):
-    out = []
-    for _ in range(repeats):
-        time.sleep(gap_s)
-        start = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - start)
-    return out
+from interleaved import print_medians, time_interleaved
 
 
 def jax_functions(b, t, d, h):
@@ -129,14 +118,8 @@ def main(argv=None):
     for fn in functions.values():  # compile and warm up
         for _ in range(3):
             fn()
-    times = {name: [] for name in functions}
-    for _ in range(args.repeats):  # interleaved: slow phases of the machine hit all alike
-        for name, fn in functions.items():
-            times[name] += timed(fn, 1, args.gap)
-    print(f"# B,T,D,H = {b},{t},{d},{h}; median [IQR] of {args.repeats}, ms")
-    for name, ts in times.items():
-        q = statistics.quantiles(ts, n=4)
-        print(f"{name:<20} {1e3 * statistics.median(ts):8.1f}  [{1e3 * (q[2] - q[0]):.1f}]")
+    times = time_interleaved(functions, args.repeats, args.gap)
+    print_medians(times, f"B,T,D,H = {b},{t},{d},{h}", width=20)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,11 @@ Outputs are checked equal first. If a forward is not faster, a training step bui
 """
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from interleaved import print_medians, time_interleaved
 
 from lstm_jax.nn.scan import _gate_activations
 
@@ -107,17 +106,8 @@ def main(argv=None):
         print(f"# {name}: max |output difference| {float(jnp.max(jnp.abs(fn(x) - reference))):.3g}")
         for _ in range(3):
             jax.block_until_ready(fn(x))
-    times = {name: [] for name in functions}
-    for _ in range(args.repeats):  # interleaved
-        for name, fn in functions.items():
-            time.sleep(0.03)
-            start = time.perf_counter()
-            jax.block_until_ready(fn(x))
-            times[name].append(time.perf_counter() - start)
-    print(f"# B,T,D,H = {args.shape}; median [IQR] of {args.repeats}, ms")
-    for name, ts in times.items():
-        q = statistics.quantiles(ts, n=4)
-        print(f"{name:<24}{1e3 * statistics.median(ts):8.2f}  [{1e3 * (q[2] - q[0]):.2f}]")
+    calls = {name: lambda fn=fn: jax.block_until_ready(fn(x)) for name, fn in functions.items()}
+    print_medians(time_interleaved(calls, args.repeats), f"B,T,D,H = {args.shape}")
 
 
 if __name__ == "__main__":
