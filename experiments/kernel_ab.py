@@ -47,24 +47,25 @@ def scan_module_at(rev: str):
 
 
 def kernel_gradient(module, cell, b, t, h, masked):
-    """A jitted (xw, w_hh) -> gradients of the cell's kernel in `module`, and its inputs."""
+    """A jitted (xw, w_hh) -> gradients of the cell's scan in `module` (its public entry,
+    `lstm_scan` etc., whose signature every revision keeps), and its inputs."""
     rng = np.random.default_rng(0)
     g = GATE_BLOCKS[cell]
-    xw = jnp.asarray(rng.standard_normal((t, b, g * h)) * 0.3, jnp.float32)
-    w_hh = jnp.asarray(rng.standard_normal((h, g * h)) * 0.05, jnp.float32)
-    h0 = jnp.zeros((b, h), jnp.float32)
+    xw = jnp.asarray(rng.standard_normal((t, 1, b, g * h)) * 0.3, jnp.float32)
+    w_hh = jnp.asarray(rng.standard_normal((1, h, g * h)) * 0.05, jnp.float32)
+    h0 = jnp.zeros((1, b, h), jnp.float32)
     mask = None
     if masked:
         lengths = jnp.asarray(rng.integers(t // 2, t + 1, b))
         mask = (jnp.arange(t)[:, None] < lengths[None, :]).astype(jnp.float32)
-    kernel = getattr(module, f"_{cell}_kernel")(False, False, jnp.float32, 1)
+    scan_fn = getattr(module, f"{cell}_scan")
     if cell == "lstm":
-        run = lambda xw, w: kernel(xw, w, h0, h0, mask, None)[0]  # noqa: E731
+        run = lambda xw, w: scan_fn(xw, w, h0, h0, mask)[0]  # noqa: E731
     elif cell == "gru":
-        b_hn = jnp.zeros((h,), jnp.float32)
-        run = lambda xw, w: kernel(xw, w, b_hn, h0, mask, None)[0]  # noqa: E731
+        b_hn = jnp.zeros((1, h), jnp.float32)
+        run = lambda xw, w: scan_fn(xw, w, b_hn, h0, mask)[0]  # noqa: E731
     else:
-        run = lambda xw, w: kernel(xw, w, h0, mask, None)[0]  # noqa: E731
+        run = lambda xw, w: scan_fn(xw, w, h0, mask)[0]  # noqa: E731
     grad = jax.jit(jax.grad(lambda xw, w: jnp.mean(run(xw, w) ** 2), argnums=(0, 1)))
     return grad, (xw, w_hh)
 

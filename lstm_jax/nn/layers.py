@@ -199,7 +199,7 @@ class _Recurrent(nnx.Module):
         return {"b": jnp.zeros((n, g * h), self.param_dtype)}
 
     def _input_bias(self, p):
-        """(N, G*H) bias added to the input projection, or None."""
+        """(N, G*H) bias of the input projection (the kernel adds it inside the loop), or None."""
         return p.b[...] if self.use_bias else None
 
     def _kernel(self, xw, p, carry0, mask, pert, return_gates):
@@ -251,13 +251,10 @@ class _Recurrent(nnx.Module):
             p = getattr(self, f"layer_{k}")
             w_ih = p.w_ih[...]
             gh = w_ih.shape[-1]
-            bias = self._input_bias(p)
-            # The input projection of every step and direction: one matmul outside the loop.
+            # The input projection of every step and direction: one matmul outside the loop
+            # (its bias is added inside the loop, by the kernel).
             xw = scan.input_projection(
-                h,
-                w_ih.reshape(w_ih.shape[0], n * gh),
-                None if bias is None else bias.reshape(n * gh),
-                compute_dtype=cdt,
+                h, w_ih.reshape(w_ih.shape[0], n * gh), None, compute_dtype=cdt
             )
             xw = _to_dirs(xw.reshape(t, b, n, gh), n, rev)
             pert = None
@@ -299,8 +296,13 @@ class _Recurrent(nnx.Module):
             tuple(s[k * n : (k + 1) * n].astype(F32) for s in parts) for k in range(self.num_layers)
         ]
 
-    def _scan_kwargs(self, return_gates):
-        return {"return_gates": return_gates, "compute_dtype": self.dtype, "unroll": self.unroll}
+    def _scan_kwargs(self, p, return_gates):
+        return {
+            "input_bias": self._input_bias(p),
+            "return_gates": return_gates,
+            "compute_dtype": self.dtype,
+            "unroll": self.unroll,
+        }
 
     # ---- PyTorch interchange ------------------------------------------------------------
 
@@ -484,7 +486,7 @@ class LSTM(_Recurrent):
         fn = scan.lstm_scan if self.scan_impl == "custom" else scan.lstm_scan_reference
         h0, c0 = carry0
         y, h_t, c_t, gates = fn(
-            xw, p.w_hh[...], h0, c0, mask, pert, **self._scan_kwargs(return_gates)
+            xw, p.w_hh[...], h0, c0, mask, pert, **self._scan_kwargs(p, return_gates)
         )
         return y, (h_t, c_t), gates
 
@@ -520,7 +522,7 @@ class GRU(_Recurrent):
             carry0[0],
             mask,
             pert,
-            **self._scan_kwargs(return_gates),
+            **self._scan_kwargs(p, return_gates),
         )
         return y, (h_t,), gates
 
@@ -548,6 +550,6 @@ class SimpleRNN(_Recurrent):
     def _kernel(self, xw, p, carry0, mask, pert, return_gates):
         fn = scan.rnn_scan if self.scan_impl == "custom" else scan.rnn_scan_reference
         y, h_t, gates = fn(
-            xw, p.w_hh[...], carry0[0], mask, pert, **self._scan_kwargs(return_gates)
+            xw, p.w_hh[...], carry0[0], mask, pert, **self._scan_kwargs(p, return_gates)
         )
         return y, (h_t,), gates

@@ -6,8 +6,9 @@ bidirectional layer whose reverse half was already reversed within each sequence
 so both directions share one ``lax.scan`` and one batched matmul per step.
 
 Shapes (time-major inside the scan; G = number of gate blocks: LSTM 4, GRU 3, RNN 1):
-    xw     (T, N, B, G*H)  input projection of all steps plus the input bias (computed by
-                           the caller as one large matmul outside the loop)
+    xw     (T, N, B, G*H)  input projection of all steps (computed by the caller as one
+                           large matmul outside the loop)
+    input_bias (N, G*H)    keyword; added to each step's projection inside the loop
     w_hh   (N, H, G*H)     recurrent weights, gate blocks side by side
     h0, c0 (N, B, H)       initial state
     mask   (T, B) float32  1 where t < seq_length[b]; ``None`` means every step is valid
@@ -135,6 +136,26 @@ def _rnn_step(xw_t, h, w, cdt):
     return a, a
 
 
+def _with_bias(xw, input_bias):
+    """xw (T, N, B, G*H) plus the (N, G*H) input bias, or xw itself when there is none."""
+    return xw if input_bias is None else xw + input_bias.astype(F32)[:, None, :]
+
+
+def _bias_operand(input_bias, xw):
+    """The custom kernels' bias operand: (N, 1, G*H), zeros when there is no bias. Added to
+    each step's projection inside the loop, where it fuses with the gate activations; added
+    to the whole (T, N, B, G*H) projection it was one more pass over it (S2's forward: 15 ms,
+    experiments/README.md)."""
+    n, gh = xw.shape[1], xw.shape[-1]
+    b = jnp.zeros((n, gh), F32) if input_bias is None else input_bias.astype(F32)
+    return b[:, None, :]
+
+
+def _bias_grad(d_pre, b):
+    """d loss / d bias from the pre-activation gradients (T, [N,] B, G*H) of every step."""
+    return jnp.sum(d_pre, axis=(0, d_pre.ndim - 2)).reshape(b.shape)
+
+
 def _pert_add(h_new, p_t):
     return h_new if p_t is None else h_new + p_t
 
@@ -145,9 +166,20 @@ def _pert_add(h_new, p_t):
 
 
 def lstm_scan_reference(
-    xw, w_hh, h0, c0, mask=None, pert=None, *, return_gates=False, compute_dtype=None, unroll=1
+    xw,
+    w_hh,
+    h0,
+    c0,
+    mask=None,
+    pert=None,
+    *,
+    input_bias=None,
+    return_gates=False,
+    compute_dtype=None,
+    unroll=1,
 ):
     cdt = compute_dtype or F32
+    xw = _with_bias(xw, input_bias)
     w = w_hh.astype(cdt)
     mb, _ = _masks(mask, xw.ndim)
 
@@ -166,9 +198,20 @@ def lstm_scan_reference(
 
 
 def gru_scan_reference(
-    xw, w_hh, b_hn, h0, mask=None, pert=None, *, return_gates=False, compute_dtype=None, unroll=1
+    xw,
+    w_hh,
+    b_hn,
+    h0,
+    mask=None,
+    pert=None,
+    *,
+    input_bias=None,
+    return_gates=False,
+    compute_dtype=None,
+    unroll=1,
 ):
     cdt = compute_dtype or F32
+    xw = _with_bias(xw, input_bias)
     w = w_hh.astype(cdt)
     mb, _ = _masks(mask, xw.ndim)
 
@@ -184,9 +227,19 @@ def gru_scan_reference(
 
 
 def rnn_scan_reference(
-    xw, w_hh, h0, mask=None, pert=None, *, return_gates=False, compute_dtype=None, unroll=1
+    xw,
+    w_hh,
+    h0,
+    mask=None,
+    pert=None,
+    *,
+    input_bias=None,
+    return_gates=False,
+    compute_dtype=None,
+    unroll=1,
 ):
     cdt = compute_dtype or F32
+    xw = _with_bias(xw, input_bias)
     w = w_hh.astype(cdt)
     mb, _ = _masks(mask, xw.ndim)
 
@@ -216,14 +269,14 @@ def _bwd_masks(mask, ndim):
 
 @functools.cache
 def _lstm_kernel(return_gates, has_pert, cdt, unroll):
-    def fwd(xw, w_hh, h0, c0, mask, pert):
+    def fwd(xw, b, w_hh, h0, c0, mask, pert):
         w = w_hh.astype(cdt)
         mb, _ = _masks(mask, xw.ndim)
 
         def step(carry, inp):
             h, c = carry
             xw_t, m, p_t = inp
-            h_new, c_new, act = _lstm_step(xw_t, h, c, w, cdt)
+            h_new, c_new, act = _lstm_step(xw_t + b, h, c, w, cdt)
             h_new = _pert_add(h_new, p_t)
             gates = _zero_pad(m, act) if (return_gates and m is not None) else None
             # Residuals: the activated gates and the carried c_t. c_t is a fresh value each
@@ -238,10 +291,10 @@ def _lstm_kernel(return_gates, has_pert, cdt, unroll):
         if return_gates and mask is None:
             gates = act
         out = (y, hT, cT, gates if return_gates else None)
-        return out, (act, c_seq, y, h0, c0, w_hh, mask)
+        return out, (act, c_seq, y, h0, c0, b, w_hh, mask)
 
     def bwd(res, cts):
-        act, c_seq, y, h0, c0, w_hh, mask = res
+        act, c_seq, y, h0, c0, b, w_hh, mask = res
         dy, dhT, dcT, dgates = cts
         hs = h0.shape[-1]
         w_t = jnp.swapaxes(w_hh, -1, -2).astype(cdt)  # (N, 4H, H), transposed once
@@ -281,11 +334,12 @@ def _lstm_kernel(return_gates, has_pert, cdt, unroll):
         # For every valid step t the carry h_{t-1} equals y_{t-1} (valid steps are a prefix);
         # dz is zero at padded steps, so shifting y gives h_{t-1} wherever it matters.
         dw = _weight_grad(_shift(h0, y), dz, cdt, w_hh.dtype)
-        return (dz, dw, dh0.astype(h0.dtype), dc0, _zeros_or_none(mask), dpert)
+        db = _bias_grad(dz, b)
+        return (dz, db, dw, dh0.astype(h0.dtype), dc0, _zeros_or_none(mask), dpert)
 
     @jax.custom_vjp
-    def kernel(xw, w_hh, h0, c0, mask, pert):
-        return fwd(xw, w_hh, h0, c0, mask, pert)[0]
+    def kernel(xw, b, w_hh, h0, c0, mask, pert):
+        return fwd(xw, b, w_hh, h0, c0, mask, pert)[0]
 
     kernel.defvjp(fwd, bwd)
     return kernel
@@ -293,13 +347,13 @@ def _lstm_kernel(return_gates, has_pert, cdt, unroll):
 
 @functools.cache
 def _gru_kernel(return_gates, has_pert, cdt, unroll):
-    def fwd(xw, w_hh, b_hn, h0, mask, pert):
+    def fwd(xw, b, w_hh, b_hn, h0, mask, pert):
         w = w_hh.astype(cdt)
         mb, _ = _masks(mask, xw.ndim)
 
         def step(h, inp):
             xw_t, m, p_t = inp
-            h_new, act, hw_n = _gru_step(xw_t, h, w, b_hn, cdt)
+            h_new, act, hw_n = _gru_step(xw_t + b, h, w, b_hn, cdt)
             h_new = _pert_add(h_new, p_t)
             gates = _zero_pad(m, act) if (return_gates and m is not None) else None
             return _freeze(m, h_new, h), (_zero_pad(m, h_new), act, hw_n, gates)
@@ -310,10 +364,10 @@ def _gru_kernel(return_gates, has_pert, cdt, unroll):
         if return_gates and mask is None:
             gates = act
         out = (y, hT, gates if return_gates else None)
-        return out, (act, hw_n, y, h0, w_hh, b_hn, mask)
+        return out, (act, hw_n, y, h0, b, w_hh, b_hn, mask)
 
     def bwd(res, cts):
-        act, hw_n, y, h0, w_hh, b_hn, mask = res
+        act, hw_n, y, h0, b, w_hh, b_hn, mask = res
         dy, dhT, dgates = cts
         hs = h0.shape[-1]
         w_t = jnp.swapaxes(w_hh, -1, -2).astype(cdt)
@@ -353,11 +407,12 @@ def _gru_kernel(return_gates, has_pert, cdt, unroll):
         dw = _weight_grad(h_prev, dhw, cdt, w_hh.dtype)
         db_hn = jnp.sum(dhw[..., 2 * hs :], axis=(0, act.ndim - 2)).astype(b_hn.dtype)
         dxw = jnp.concatenate([dhw[..., : 2 * hs], dn_pre], axis=-1)
-        return (dxw, dw, db_hn, dh0.astype(h0.dtype), _zeros_or_none(mask), dpert)
+        db = _bias_grad(dxw, b)
+        return (dxw, db, dw, db_hn, dh0.astype(h0.dtype), _zeros_or_none(mask), dpert)
 
     @jax.custom_vjp
-    def kernel(xw, w_hh, b_hn, h0, mask, pert):
-        return fwd(xw, w_hh, b_hn, h0, mask, pert)[0]
+    def kernel(xw, b, w_hh, b_hn, h0, mask, pert):
+        return fwd(xw, b, w_hh, b_hn, h0, mask, pert)[0]
 
     kernel.defvjp(fwd, bwd)
     return kernel
@@ -365,13 +420,13 @@ def _gru_kernel(return_gates, has_pert, cdt, unroll):
 
 @functools.cache
 def _rnn_kernel(return_gates, has_pert, cdt, unroll):
-    def fwd(xw, w_hh, h0, mask, pert):
+    def fwd(xw, b, w_hh, h0, mask, pert):
         w = w_hh.astype(cdt)
         mb, _ = _masks(mask, xw.ndim)
 
         def step(h, inp):
             xw_t, m, p_t = inp
-            a, _ = _rnn_step(xw_t, h, w, cdt)
+            a, _ = _rnn_step(xw_t + b, h, w, cdt)
             h_new = _pert_add(a, p_t)
             gates = _zero_pad(m, a) if (return_gates and m is not None) else None
             return _freeze(m, h_new, h), (_zero_pad(m, h_new), a, gates)
@@ -380,10 +435,10 @@ def _rnn_kernel(return_gates, has_pert, cdt, unroll):
         if return_gates and mask is None:
             gates = act
         out = (y, hT, gates if return_gates else None)
-        return out, (act, y, h0, w_hh, mask)
+        return out, (act, y, h0, b, w_hh, mask)
 
     def bwd(res, cts):
-        act, y, h0, w_hh, mask = res
+        act, y, h0, b, w_hh, mask = res
         dy, dhT, dgates = cts
         w_t = jnp.swapaxes(w_hh, -1, -2).astype(cdt)
         mf = _bwd_masks(mask, act.ndim)
@@ -404,11 +459,11 @@ def _rnn_kernel(return_gates, has_pert, cdt, unroll):
             step, dhT.astype(F32), (dy, act, mf, dgates), reverse=True, unroll=unroll
         )
         dw = _weight_grad(_shift(h0, y), da, cdt, w_hh.dtype)
-        return (da, dw, dh0.astype(h0.dtype), _zeros_or_none(mask), dpert)
+        return (da, _bias_grad(da, b), dw, dh0.astype(h0.dtype), _zeros_or_none(mask), dpert)
 
     @jax.custom_vjp
-    def kernel(xw, w_hh, h0, mask, pert):
-        return fwd(xw, w_hh, h0, mask, pert)[0]
+    def kernel(xw, b, w_hh, h0, mask, pert):
+        return fwd(xw, b, w_hh, h0, mask, pert)[0]
 
     kernel.defvjp(fwd, bwd)
     return kernel
@@ -437,6 +492,7 @@ def lstm_scan(
     mask: Array | None = None,
     pert: Array | None = None,
     *,
+    input_bias: Array | None = None,
     return_gates: bool = False,
     compute_dtype: Any = None,
     unroll: int = 1,
@@ -445,9 +501,10 @@ def lstm_scan(
     h0 and c0 (N, B, H), mask (T, B). Returns y (T, N, B, H), hT, cT (N, B, H) and the
     gates (T, N, B, 4H) or None (shapes in the module docstring)."""
     k = _lstm_kernel(bool(return_gates), pert is not None, _cdt(compute_dtype), int(unroll))
+    b = _bias_operand(input_bias, xw)
     if xw.shape[1] == 1:
-        return _unsqueeze(k(*_squeeze(xw, w_hh, h0, c0), mask, _squeeze(pert)[0]))
-    return k(xw, w_hh, h0, c0, mask, pert)
+        return _unsqueeze(k(*_squeeze(xw, b, w_hh, h0, c0), mask, _squeeze(pert)[0]))
+    return k(xw, b, w_hh, h0, c0, mask, pert)
 
 
 def gru_scan(
@@ -458,6 +515,7 @@ def gru_scan(
     mask: Array | None = None,
     pert: Array | None = None,
     *,
+    input_bias: Array | None = None,
     return_gates: bool = False,
     compute_dtype: Any = None,
     unroll: int = 1,
@@ -466,9 +524,10 @@ def gru_scan(
     b_hn (N, H), h0 (N, B, H). Returns y (T, N, B, H), hT (N, B, H) and the gates
     (T, N, B, 3H) or None."""
     k = _gru_kernel(bool(return_gates), pert is not None, _cdt(compute_dtype), int(unroll))
+    b = _bias_operand(input_bias, xw)
     if xw.shape[1] == 1:
-        return _unsqueeze(k(*_squeeze(xw, w_hh, b_hn, h0), mask, _squeeze(pert)[0]))
-    return k(xw, w_hh, b_hn, h0, mask, pert)
+        return _unsqueeze(k(*_squeeze(xw, b, w_hh, b_hn, h0), mask, _squeeze(pert)[0]))
+    return k(xw, b, w_hh, b_hn, h0, mask, pert)
 
 
 def rnn_scan(
@@ -478,6 +537,7 @@ def rnn_scan(
     mask: Array | None = None,
     pert: Array | None = None,
     *,
+    input_bias: Array | None = None,
     return_gates: bool = False,
     compute_dtype: Any = None,
     unroll: int = 1,
@@ -485,9 +545,10 @@ def rnn_scan(
     """tanh RNN over time with the hand-written backward: xw (T, N, B, H), w_hh (N, H, H),
     h0 (N, B, H). Returns y (T, N, B, H), hT (N, B, H) and h_t as its "gate" or None."""
     k = _rnn_kernel(bool(return_gates), pert is not None, _cdt(compute_dtype), int(unroll))
+    b = _bias_operand(input_bias, xw)
     if xw.shape[1] == 1:
-        return _unsqueeze(k(*_squeeze(xw, w_hh, h0), mask, _squeeze(pert)[0]))
-    return k(xw, w_hh, h0, mask, pert)
+        return _unsqueeze(k(*_squeeze(xw, b, w_hh, h0), mask, _squeeze(pert)[0]))
+    return k(xw, b, w_hh, h0, mask, pert)
 
 
 # --------------------------------------------------------------------------------------------
