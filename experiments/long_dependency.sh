@@ -58,13 +58,15 @@ seeds_of() {  # the seed list of a JOBS entry
   local rest=${1#*|}
   [[ $rest == *"|"* ]] && echo "${rest##*|}" || echo "$SEEDS"
 }
+add_run() {  # JOBS entry, seed -> NAME|OVERRIDES|SEED on the queue
+  ordered+=("${1%%|*}|$(cut -d'|' -f2 <<< "$1")|$2")
+}
 ordered=()
 for ((i = 0; i < ${#queue[@]}; i += 2)); do   # jobs come in pairs (an init and its rival)
+  rival=${queue[i+1]:-}
   for seed in $(seeds_of "${queue[i]}"); do
-    ordered+=("${queue[i]%%|*}|$(cut -d'|' -f2 <<< "${queue[i]}")|$seed")
-    if [ $((i + 1)) -lt ${#queue[@]} ] && [[ " $(seeds_of "${queue[i+1]}") " == *" $seed "* ]]; then
-      ordered+=("${queue[i+1]%%|*}|$(cut -d'|' -f2 <<< "${queue[i+1]}")|$seed")
-    fi
+    add_run "${queue[i]}" "$seed"
+    if [[ -n $rival && " $(seeds_of "$rival") " == *" $seed "* ]]; then add_run "$rival" "$seed"; fi
   done
 done
 

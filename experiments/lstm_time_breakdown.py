@@ -31,7 +31,7 @@ def jax_functions(b, t, d, h):
     from flax import nnx
 
     from lstm_jax.nn import LSTM
-    from lstm_jax.nn.scan import _lstm_step, lstm_scan
+    from lstm_jax.nn.scan import _lstm_step, input_projection, lstm_scan
 
     model = LSTM(d, h, backend="scan", rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
@@ -49,8 +49,8 @@ def jax_functions(b, t, d, h):
         jnp.asarray(rng.uniform(-1, 1, (k, 4 * h)) / np.sqrt(h), jnp.float32) for k in (d, h)
     )
     xs = jnp.swapaxes(x, 0, 1)
-    projection = jax.jit(lambda xs: xs.reshape(t * b, d) @ w_ih)
-    xw = projection(xs).reshape(t, b, 4 * h)
+    projection = jax.jit(lambda xs: input_projection(xs, w_ih))
+    xw = projection(xs)
 
     zeros_state = jnp.zeros((1, b, h))
     kernel_gradient = jax.jit(  # d/d xw and d/d W_hh: the recurrence's whole backward

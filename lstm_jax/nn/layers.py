@@ -253,9 +253,7 @@ class _Recurrent(nnx.Module):
             gh = w_ih.shape[-1]
             # The input projection of every step and direction: one matmul outside the loop
             # (its bias is added inside the loop, by the kernel).
-            xw = scan.input_projection(
-                h, w_ih.reshape(w_ih.shape[0], n * gh), None, compute_dtype=cdt
-            )
+            xw = scan.input_projection(h, w_ih.reshape(w_ih.shape[0], n * gh), compute_dtype=cdt)
             xw = _to_dirs(xw.reshape(t, b, n, gh), n, rev)
             pert = None
             if hidden_perturbation is not None and k == self.num_layers - 1:

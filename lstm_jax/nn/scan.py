@@ -136,13 +136,8 @@ def _rnn_step(xw_t, h, w, cdt):
     return a, a
 
 
-def _with_bias(xw, input_bias):
-    """xw (T, N, B, G*H) plus the (N, G*H) input bias, or xw itself when there is none."""
-    return xw if input_bias is None else xw + input_bias.astype(F32)[:, None, :]
-
-
 def _bias_operand(input_bias, xw):
-    """The custom kernels' bias operand: (N, 1, G*H), zeros when there is no bias. Added to
+    """The scans' bias operand: (N, 1, G*H), zeros when there is no bias. Added to
     each step's projection inside the loop, where it fuses with the gate activations; added
     to the whole (T, N, B, G*H) projection it was one more pass over it (S2's forward: 15 ms,
     experiments/README.md)."""
@@ -179,14 +174,14 @@ def lstm_scan_reference(
     unroll=1,
 ):
     cdt = compute_dtype or F32
-    xw = _with_bias(xw, input_bias)
+    b = _bias_operand(input_bias, xw)
     w = w_hh.astype(cdt)
     mb, _ = _masks(mask, xw.ndim)
 
     def step(carry, inp):
         h, c = carry
         xw_t, m, p_t = inp
-        h_new, c_new, act = _lstm_step(xw_t, h, c, w, cdt)
+        h_new, c_new, act = _lstm_step(xw_t + b, h, c, w, cdt)
         h_new = _pert_add(h_new, p_t)
         out = (_zero_pad(m, h_new), _zero_pad(m, act) if return_gates else None)
         return (_freeze(m, h_new, h), _freeze(m, c_new, c)), out
@@ -211,13 +206,13 @@ def gru_scan_reference(
     unroll=1,
 ):
     cdt = compute_dtype or F32
-    xw = _with_bias(xw, input_bias)
+    b = _bias_operand(input_bias, xw)
     w = w_hh.astype(cdt)
     mb, _ = _masks(mask, xw.ndim)
 
     def step(h, inp):
         xw_t, m, p_t = inp
-        h_new, act, _ = _gru_step(xw_t, h, w, b_hn, cdt)
+        h_new, act, _ = _gru_step(xw_t + b, h, w, b_hn, cdt)
         h_new = _pert_add(h_new, p_t)
         out = (_zero_pad(m, h_new), _zero_pad(m, act) if return_gates else None)
         return _freeze(m, h_new, h), out
@@ -239,13 +234,13 @@ def rnn_scan_reference(
     unroll=1,
 ):
     cdt = compute_dtype or F32
-    xw = _with_bias(xw, input_bias)
+    b = _bias_operand(input_bias, xw)
     w = w_hh.astype(cdt)
     mb, _ = _masks(mask, xw.ndim)
 
     def step(h, inp):
         xw_t, m, p_t = inp
-        h_new, act = _rnn_step(xw_t, h, w, cdt)
+        h_new, act = _rnn_step(xw_t + b, h, w, cdt)
         h_new = _pert_add(h_new, p_t)
         out = (_zero_pad(m, h_new), _zero_pad(m, act) if return_gates else None)
         return _freeze(m, h_new, h), out
@@ -405,7 +400,7 @@ def _gru_kernel(return_gates, has_pert, cdt, unroll):
             unroll=unroll,
         )
         dw = _weight_grad(h_prev, dhw, cdt, w_hh.dtype)
-        db_hn = jnp.sum(dhw[..., 2 * hs :], axis=(0, act.ndim - 2)).astype(b_hn.dtype)
+        db_hn = _bias_grad(dhw[..., 2 * hs :], b_hn).astype(b_hn.dtype)
         dxw = jnp.concatenate([dhw[..., : 2 * hs], dn_pre], axis=-1)
         db = _bias_grad(dxw, b)
         return (dxw, db, dw, db_hn, dh0.astype(h0.dtype), _zeros_or_none(mask), dpert)
@@ -559,15 +554,13 @@ def rnn_scan(
 
 @functools.cache
 def _projection(cdt):
-    def fwd(x, w, b):
+    def fwd(x, w):
         t, bsz, d = x.shape
         xw = jnp.dot(x.reshape(t * bsz, d).astype(cdt), w.astype(cdt), preferred_element_type=F32)
-        if b is not None:
-            xw = xw + b.astype(F32)
-        return xw.reshape(t, bsz, -1), (x, w, b is not None)
+        return xw.reshape(t, bsz, -1), (x, w)
 
     def bwd(res, dxw):
-        x, w, has_bias = res
+        x, w = res
         t, bsz, d = x.shape
         x2 = x.reshape(t * bsz, d).astype(cdt)
         g2 = dxw.reshape(t * bsz, -1)
@@ -575,19 +568,17 @@ def _projection(cdt):
             x2, g2.astype(cdt), (((0,), (0,)), ((), ())), preferred_element_type=F32
         ).astype(w.dtype)
         dx = jnp.dot(g2.astype(cdt), w.astype(cdt).T, preferred_element_type=F32)
-        db = jnp.sum(g2, axis=0).astype(w.dtype) if has_bias else None
-        return dx.reshape(x.shape).astype(x.dtype), dw, db
+        return dx.reshape(x.shape).astype(x.dtype), dw
 
     @jax.custom_vjp
-    def project(x, w, b):
-        return fwd(x, w, b)[0]
+    def project(x, w):
+        return fwd(x, w)[0]
 
-    project.defvjp(lambda x, w, b: fwd(x, w, b), bwd)
+    project.defvjp(fwd, bwd)
     return project
 
 
-def input_projection(
-    x: Array, w: Array, b: Array | None = None, *, compute_dtype: Any = None
-) -> Array:
-    """x (T, B, D) @ w (D, M) + b (M,) -> (T, B, M) float32, matmuls in the compute dtype."""
-    return _projection(_cdt(compute_dtype))(x, w, b)
+def input_projection(x: Array, w: Array, *, compute_dtype: Any = None) -> Array:
+    """x (T, B, D) @ w (D, M) -> (T, B, M) float32, matmuls in the compute dtype. The input
+    bias is not added here: the scans add it inside their loop (`input_bias=`)."""
+    return _projection(_cdt(compute_dtype))(x, w)
