@@ -195,10 +195,12 @@ def test_one_device_mesh_shards_and_replicates_trivially():
 _EIGHT_DEVICES = r"""
 import json, tempfile
 import jax
+import numpy as np
 from hydra import compose, initialize_config_dir
 import lstm_jax.cli  # registers the config resolvers
 from lstm_jax.config import CONFIG_DIR
-from lstm_jax.distributed import is_main_process, maybe_initialize_distributed, shard_batch
+from lstm_jax.distributed import (is_main_process, make_data_mesh, maybe_initialize_distributed,
+                                  shard_batch)
 from lstm_jax.train.run import build_trainer
 
 assert maybe_initialize_distributed() is False
@@ -221,6 +223,19 @@ try:
     out["error"] = None
 except ValueError as e:
     out["error"] = str(e)
+
+
+def step_flops(trainer):  # per device: XLA's cost analysis of the compiled train step
+    batch = shard_batch(trainer.task.train_batch(0), trainer.mesh)
+    step = trainer._train_step.lower(trainer.state, trainer.bad_step, np.int32(1), batch)
+    cost = step.compile().cost_analysis()
+    return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+
+out["flops_8_devices"] = step_flops(trainer)
+import lstm_jax.distributed as distributed
+distributed.make_data_mesh = lambda: make_data_mesh(jax.devices()[:1])
+out["flops_1_device"] = step_flops(build_trainer(cfg, tempfile.mkdtemp()))
 print("RESULT " + json.dumps(out))
 """
 
@@ -236,6 +251,14 @@ def test_8_device_trainer_shards_the_batch_and_replicates_its_state(eight_device
     assert r["state_replicated"]
     assert r["x_spec"] == str(jax.sharding.PartitionSpec("data"))
     assert r["x_shards"] == [[4, 20, 2]] and r["x_devices"] == 8  # 32 rows / 8 devices
+
+
+def test_8_devices_split_the_work_not_only_the_batch(eight_devices):
+    # Each device runs the step on its own 4 rows: its share of the work is about an eighth
+    # of the whole step's. A kernel that flattened the (time, batch) axes made XLA gather
+    # the whole batch onto every device, and each device then did nine tenths of it.
+    per_device, whole = eight_devices["flops_8_devices"], eight_devices["flops_1_device"]
+    assert per_device < whole / 6, (per_device, whole)
 
 
 def test_8_device_indivisible_batch_names_batch_size_and_devices(eight_devices):

@@ -50,19 +50,27 @@ def _shift(first, seq):
     return jnp.concatenate([first[None].astype(seq.dtype), seq[:-1]], axis=0)
 
 
+def _contract_time_and_batch(a, b):
+    """sum over t, b of a[t, b]^T b[t, b]: (T, B, K), (T, B, M) -> (K, M), float32.
+
+    On one device the (T, B) axes are flattened into one and the product is a plain 2-D
+    matmul, which XLA-CPU runs on its fast path. With several devices the batch may be split
+    over them, and a flattened (T*B) axis would interleave their rows, so XLA would gather
+    the whole batch onto every device (each one then computes every row); contracting the
+    two axes as they are keeps the split, for a transpose of each operand."""
+    if jax.device_count() == 1:
+        a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
+        contract = (((0,), (0,)), ((), ()))
+    else:
+        contract = (((0, 1), (0, 1)), ((), ()))
+    return jax.lax.dot_general(a, b, contract, preferred_element_type=F32)
+
+
 def _weight_grad(h_prev, dz, cdt, dtype):
     """sum_t h_{t-1}^T dz_t for all steps as one matmul: (T,[N,]B,H),(T,[N,]B,M) -> ([N,]H,M)."""
     h_prev, dz = h_prev.astype(cdt), dz.astype(cdt)
     if h_prev.ndim == 3:
-        # One direction: (T*B, H)^T (T*B, M) as a plain 2-D matmul.
-        h = h_prev.shape[-1]
-        flat = jax.lax.dot_general(
-            h_prev.reshape(-1, h),
-            dz.reshape(-1, dz.shape[-1]),
-            (((0,), (0,)), ((), ())),
-            preferred_element_type=F32,
-        )
-        return flat.astype(dtype)
+        return _contract_time_and_batch(h_prev, dz).astype(dtype)
     return jnp.einsum("tnbh,tnbm->nhm", h_prev, dz, preferred_element_type=F32).astype(dtype)
 
 
@@ -547,28 +555,26 @@ def rnn_scan(
 
 
 # --------------------------------------------------------------------------------------------
-# The input projection of all steps (outside the scan), with its gradients as plain 2-D
-# matmuls over the flattened (T*B) axis. Autodiff of the 3-D einsum made XLA-CPU transpose
-# dz into an odd layout and run dW_ih as a doubly transposed dot off its fast matmul path.
+# The input projection of all steps (outside the scan), with its gradients written out:
+# autodiff of the einsum made XLA-CPU transpose dz into an odd layout and run dW_ih as a
+# doubly transposed dot off its fast matmul path.
 
 
 @functools.cache
 def _projection(cdt):
     def fwd(x, w):
-        t, bsz, d = x.shape
-        xw = jnp.dot(x.reshape(t * bsz, d).astype(cdt), w.astype(cdt), preferred_element_type=F32)
-        return xw.reshape(t, bsz, -1), (x, w)
+        xw = jax.lax.dot_general(
+            x.astype(cdt), w.astype(cdt), (((2,), (0,)), ((), ())), preferred_element_type=F32
+        )
+        return xw, (x, w)
 
     def bwd(res, dxw):
         x, w = res
-        t, bsz, d = x.shape
-        x2 = x.reshape(t * bsz, d).astype(cdt)
-        g2 = dxw.reshape(t * bsz, -1)
-        dw = jax.lax.dot_general(
-            x2, g2.astype(cdt), (((0,), (0,)), ((), ())), preferred_element_type=F32
-        ).astype(w.dtype)
-        dx = jnp.dot(g2.astype(cdt), w.astype(cdt).T, preferred_element_type=F32)
-        return dx.reshape(x.shape).astype(x.dtype), dw
+        dw = _contract_time_and_batch(x.astype(cdt), dxw.astype(cdt)).astype(w.dtype)
+        dx = jax.lax.dot_general(
+            dxw.astype(cdt), w.astype(cdt), (((2,), (1,)), ((), ())), preferred_element_type=F32
+        )
+        return dx.astype(x.dtype), dw
 
     @jax.custom_vjp
     def project(x, w):
