@@ -21,9 +21,13 @@ cores and the library versions.
 Levers are measured as variants of lstm_jax, each one more process taking its turn beside
 the others: `--variant NAME=xla:FLAGS` runs lstm_jax with FLAGS appended to XLA_FLAGS,
 `--variant NAME=unroll:N` with the scan unrolled N steps; they appear as `lstm_jax[NAME]`.
+Where XLA_FLAGS gives lstm_jax several host devices (`--xla_force_host_platform_device_count
+=N`), its step runs data parallel over them as the trainer's does: the batch split on the
+mesh of lstm_jax.distributed, the parameters replicated.
 
     python experiments/bench_lstm.py --shapes S2 --impls lstm_jax,pytorch \
         --variant onednn=xla:--xla_cpu_use_onednn=true --variant unroll2=unroll:2
+    python experiments/bench_lstm.py --variant dp2=xla:--xla_force_host_platform_device_count=2
 """
 
 from __future__ import annotations
@@ -70,6 +74,13 @@ def make_lstm_jax(
     )
     model.unroll = unroll
     graphdef, params = nnx.split(model, nnx.Param)
+    x, lengths = jnp.asarray(x_np), None if lengths is None else jnp.asarray(lengths)
+    if jax.device_count() > 1:  # as the trainer does: the batch split over the devices
+        from lstm_jax import distributed
+
+        mesh = distributed.make_data_mesh()
+        params = distributed.replicate(params, mesh)
+        x, lengths = distributed.shard_batch((x, lengths), mesh)
 
     @jax.jit
     def step(params, x, lengths):
@@ -79,8 +90,6 @@ def make_lstm_jax(
 
         return jax.value_and_grad(loss)(params)
 
-    x = jnp.asarray(x_np)
-    lengths = None if lengths is None else jnp.asarray(lengths)
     return lambda: _block(step(params, x, lengths))
 
 
