@@ -168,6 +168,14 @@ def _pert_add(h_new, p_t):
 # tests check the custom backward against them.
 
 
+def _reference_operands(xw, w_hh, mask, input_bias, compute_dtype):
+    """What every reference scan's step reads: the compute dtype, the bias operand, the
+    recurrent weights in that dtype and the boolean mask view."""
+    cdt = compute_dtype or F32
+    mb, _ = _masks(mask, xw.ndim)
+    return cdt, _bias_operand(input_bias, xw), w_hh.astype(cdt), mb
+
+
 def lstm_scan_reference(
     xw,
     w_hh,
@@ -181,10 +189,7 @@ def lstm_scan_reference(
     compute_dtype=None,
     unroll=1,
 ):
-    cdt = compute_dtype or F32
-    b = _bias_operand(input_bias, xw)
-    w = w_hh.astype(cdt)
-    mb, _ = _masks(mask, xw.ndim)
+    cdt, b, w, mb = _reference_operands(xw, w_hh, mask, input_bias, compute_dtype)
 
     def step(carry, inp):
         h, c = carry
@@ -213,10 +218,7 @@ def gru_scan_reference(
     compute_dtype=None,
     unroll=1,
 ):
-    cdt = compute_dtype or F32
-    b = _bias_operand(input_bias, xw)
-    w = w_hh.astype(cdt)
-    mb, _ = _masks(mask, xw.ndim)
+    cdt, b, w, mb = _reference_operands(xw, w_hh, mask, input_bias, compute_dtype)
 
     def step(h, inp):
         xw_t, m, p_t = inp
@@ -241,10 +243,7 @@ def rnn_scan_reference(
     compute_dtype=None,
     unroll=1,
 ):
-    cdt = compute_dtype or F32
-    b = _bias_operand(input_bias, xw)
-    w = w_hh.astype(cdt)
-    mb, _ = _masks(mask, xw.ndim)
+    cdt, b, w, mb = _reference_operands(xw, w_hh, mask, input_bias, compute_dtype)
 
     def step(h, inp):
         xw_t, m, p_t = inp
