@@ -79,9 +79,10 @@ run_one() {  # NAME|OVERRIDES|SEED CORE
   echo "start  $dir: lstm-jax $overrides seed=$seed  ($(date -u +%FT%TZ), commit $(git rev-parse --short HEAD))" \
     | tee -a "$OUT/commands.log"
   local t0=$(date +%s)
+  # Appends: a resumed run keeps the output of the attempts before it.
   # shellcheck disable=SC2086
   if nice -n 10 taskset -c "$2" "$LSTM_JAX" $overrides seed=$seed trainer.resume=true \
-      hydra.run.dir="$dir" > "$dir/stdout.log" 2>&1; then
+      hydra.run.dir="$dir" >> "$dir/stdout.log" 2>&1; then
     echo "end    $dir: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/commands.log"
   else
     echo "FAILED $dir after $(( $(date +%s) - t0 )) s (see $dir/stdout.log)" | tee -a "$OUT/commands.log"
