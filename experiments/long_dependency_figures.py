@@ -10,7 +10,13 @@ metrics.jsonl alone:
 - `memory_horizon.png`: per cell, the largest T whose runs solved the task, with the
   fraction of seeds that did.
 
+With `--table-steps 2500,5000,20000` it also prints, per task, a markdown table of each run's
+validation loss over the baseline at those steps, its test loss over the baseline and test
+accuracy (summary.json: the best checkpoint's), the first evaluation below 0.99 of the
+baseline, and the step it solved at: the per-seed tables of experiments/README.md.
+
     python experiments/long_dependency_figures.py [RUNS_DIR] [--out experiments/figures]
+        [--table-steps 2500,5000,10000,20000]
 """
 
 from __future__ import annotations
@@ -196,6 +202,46 @@ def plot_tau(jobs, task, names, out: Path) -> Path | None:
     )
 
 
+def _test_result(run_dir: Path) -> dict:
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()).get("test", {}) if path.exists() else {}
+
+
+def _cell(value: float, decimals: int = 4) -> str:
+    # Fixed decimals: a plateau shows as 1.0004, not rounded onto the baseline.
+    return "" if math.isnan(value) else f"{value:.{decimals}f}"
+
+
+def trajectory_table(root: Path, jobs, done, names, steps: list[int]) -> str:
+    """Markdown: one row per (job, seed) of a task: val loss / baseline at `steps` (blank
+    past a running run's last evaluation), then test loss / baseline, test acc, the first
+    evaluation below 0.99 x the baseline and the first with val/solved (blank: never)."""
+    head = ["job", "seed", *[f"{s:,}" for s in steps]]
+    head += ["test / baseline", "test acc", "first < 0.99", "solved at", "status"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for job in sorted(names):
+        for seed, rows in sorted(jobs[job].items()):
+            curve = relative_loss(rows)
+            if not curve:
+                continue
+            finished = (job, seed) in done
+            test = _test_result(root / job / f"seed{seed}")
+            base = test.get("test/baseline_loss", test.get("test/baseline_mse"))
+            loss = test.get("test/loss")
+            below = next((s for s, v in curve if v < 0.99), None)
+            solved = next((r["step"] for r in rows if r.get("val/solved")), None)
+            cells = [job, str(seed), *(_cell(v) for v in _at_steps(curve, steps, finished))]
+            cells += [
+                _cell(loss / base) if loss is not None and base else "",
+                _cell(test["test/acc"], 3) if "test/acc" in test else "",
+                f"{below:,}" if below is not None else "",
+                f"{solved:,}" if solved is not None else "",
+                "done" if finished else f"running (step {rows[-1]['step']:,})",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def horizon(jobs, done) -> dict[str, dict[str, dict[int, tuple[int, int]]]]:
     """{task: {variant: {T: (seeds solved, seeds with a result)}}}: a run has a result
     once it solved or finished its budget; a run still going counts for neither."""
@@ -247,6 +293,11 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="?", default="experiments/results/long_dependency")
     ap.add_argument("--out", default="experiments/figures")
+    ap.add_argument(
+        "--table-steps",
+        type=lambda text: [int(s) for s in text.split(",")],
+        help="comma-separated steps: also print each task's per-seed table at them",
+    )
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -261,6 +312,10 @@ def main(argv=None) -> int:
     written += [horizon_path] if horizon_path else []
     for path in written:
         print(f"wrote {path}")
+    if args.table_steps:
+        for task, names in sorted(by_task(jobs).items()):
+            table = trajectory_table(Path(args.runs), jobs, done, names, args.table_steps)
+            print(f"\n{task}: validation loss over the baseline\n\n{table}")
     return 0
 
 
