@@ -5,8 +5,9 @@ metrics.jsonl alone:
   during training, median and min-max over seeds, one colour per job of a task and T;
 - `<task>_dh_t.png`: the per-timestep gradient profile ||dL/dh_t|| (grad_norm/dh_t, 32
   points over the sequence) at a few points of training, one panel per job (seed 0);
-- `<task>_forget_tau.png`: the forget-gate memory time constants tau = -1/ln f (5th, 50th
-  and 95th percentile over units and steps) over training, one colour per job;
+- `<task>_forget_tau.png`: the memory time constants tau = -1/ln f of the gate that keeps
+  the state (LSTM forget, GRU update; 5th, 50th and 95th percentile over units and steps)
+  over training, one colour per job;
 - `memory_horizon.png`: per cell, the largest T whose runs solved the task, with the
   fraction of seeds that did.
 
@@ -36,6 +37,7 @@ import matplotlib.pyplot as plt
 
 from lstm_jax.compare.over import carry_forward
 
+RETAIN_GATES = ("forget", "update")  # LSTM, GRU: lstm_jax.nn.retain_gates
 JOB = re.compile(r"^(?P<task>[a-z_]+)_T(?P<T>\d+)_(?P<variant>\w+)$")
 
 
@@ -172,12 +174,15 @@ def plot_tau(jobs, task, names, out: Path) -> Path | None:
     for k, job in enumerate(sorted(names)):
         if 0 not in jobs[job]:
             continue
-        points = series(jobs[job][0], "gates/layer_0/forget_tau")
+        gate, points = next(
+            ((g, p) for g in RETAIN_GATES if (p := series(jobs[job][0], f"gates/layer_0/{g}_tau"))),
+            (None, []),
+        )
         if not points:
             continue
         color = plt.get_cmap("tab10")(k)
         steps = [s for s, _ in points]
-        ax.plot(steps, [v["p50"] for _, v in points], color=color, label=f"{job} median")
+        ax.plot(steps, [v["p50"] for _, v in points], color=color, label=f"{job} {gate} median")
         ax.fill_between(
             steps,
             [v["p05"] for _, v in points],
@@ -197,7 +202,7 @@ def plot_tau(jobs, task, names, out: Path) -> Path | None:
         fig,
         ax,
         "tau = -1 / ln f (steps)",
-        f"{task}: forget-gate time constants (5-50-95th percentile), seed 0",
+        f"{task}: memory time constants, forget / update gate (5-50-95th pct), seed 0",
         out / f"{task}_forget_tau.png",
     )
 

@@ -95,3 +95,12 @@ def test_main_prints_the_table_of_each_task(figures, root, tmp_path, capsys):
     assert "copy_T100: validation loss over the baseline" in out
     assert "| copy_T200_chrono | 0 | 1.0000 | 1.0000 | 0.125 |  |  | done |" in out
     assert (tmp_path / "figs" / "memory_horizon.png").exists()
+
+
+def test_time_constants_are_drawn_for_the_gru_update_gate_too(figures, tmp_path):
+    tau = {"p05": 1.0, "p50": 2.0, "p95": 9.0}
+    gru = [{"step": s, "gates/layer_0/update_tau": tau} for s in (0, 1000)]
+    rnn = [{"step": s, "train/loss": 1.0} for s in (0, 1000)]
+    jobs = {"copy_T100_gru": {0: gru}, "copy_T100_rnn": {0: rnn}}
+    assert figures.plot_tau(jobs, "copy_T100", ["copy_T100_gru"], tmp_path).exists()
+    assert figures.plot_tau(jobs, "copy_T100", ["copy_T100_rnn"], tmp_path) is None

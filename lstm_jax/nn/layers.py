@@ -95,13 +95,15 @@ class _LayerParams(nnx.Module):
 class _Recurrent(nnx.Module):
     """Shared stacking / bidirectional / masking logic; subclasses define the cell.
 
-    A cell declares `CELL` (its registry name, lstm_jax.nn.registry) and `GATE_ACTIVATIONS`
-    (gate name -> "sigmoid" | "tanh", in the kernel's gate-block order); diagnostics read
-    them instead of knowing the cells.
+    A cell declares `CELL` (its registry name, lstm_jax.nn.registry), `GATE_ACTIVATIONS`
+    (gate name -> "sigmoid" | "tanh", in the kernel's gate-block order) and `RETAIN_GATE`
+    (the sigmoid gate that is the fraction of its state each step keeps, if it has one);
+    diagnostics read them instead of knowing the cells.
     """
 
     CELL: ClassVar[str] = ""
     GATE_ACTIVATIONS: ClassVar[dict[str, Literal["sigmoid", "tanh"]]] = {}
+    RETAIN_GATE: ClassVar[str | None] = None
     GATES: ClassVar[tuple[str, ...]] = ()
     STATE_PARTS: ClassVar[int] = 1  # LSTM: 2 (h, c)
 
@@ -366,6 +368,7 @@ class LSTM(_Recurrent):
         "output": "sigmoid",
     }
     GATES = tuple(GATE_ACTIVATIONS)
+    RETAIN_GATE = "forget"  # c_t = f * c_{t-1} + i * g
     STATE_PARTS = 2
 
     def __init__(
@@ -495,6 +498,7 @@ class GRU(_Recurrent):
     CELL = "gru"
     GATE_ACTIVATIONS = {"reset": "sigmoid", "update": "sigmoid", "candidate": "tanh"}
     GATES = tuple(GATE_ACTIVATIONS)
+    RETAIN_GATE = "update"  # h_t = (1 - z) * n + z * h_{t-1}
 
     def _init_bias(self, key):
         n, h = self.num_directions, self.hidden_size

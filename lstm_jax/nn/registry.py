@@ -1,9 +1,9 @@
 """The registry of recurrent cells: the one place that maps a cell's name to its layer.
 
-Everything else reads what a layer declares (`CELL`, `GATE_ACTIVATIONS`, `output_width`,
-`zero_state`, `hidden_of`, `run`) instead of testing which cell it is. Adding a cell: its
-scan kernel (lstm_jax.nn.scan), its layer (a `_Recurrent` subclass in lstm_jax.nn.layers),
-one line in `CELLS`, one `configs/model/<cell>.yaml` and tests.
+Everything else reads what a layer declares (`CELL`, `GATE_ACTIVATIONS`, `RETAIN_GATE`,
+`output_width`, `zero_state`, `hidden_of`, `run`) instead of testing which cell it is.
+Adding a cell: its scan kernel (lstm_jax.nn.scan), its layer (a `_Recurrent` subclass in
+lstm_jax.nn.layers), one line in `CELLS`, one `configs/model/<cell>.yaml` and tests.
 """
 
 from __future__ import annotations
@@ -32,3 +32,13 @@ def gate_activations(module: nnx.Module) -> dict[str, str]:
         if isinstance(node, RecurrentLayer):
             activations.update(node.GATE_ACTIVATIONS)
     return activations
+
+
+def retain_gates(module: nnx.Module) -> set[str]:
+    """Names of the gates that keep a fraction of the state each step (LSTM forget, GRU
+    update) in the recurrent layers of `module`: diagnostics report their time constants."""
+    return {
+        node.RETAIN_GATE
+        for _, node in nnx.iter_graph(module)
+        if isinstance(node, RecurrentLayer) and node.RETAIN_GATE
+    }

@@ -20,9 +20,11 @@ device, so only small arrays come back to the host. Names (docs/DESIGN.md contra
   an error, never a guess);
 - `gates/<layer>/<gate>_saturation`: fraction of values < 0.05 or > 0.95 (sigmoid), or
   with |v| > 0.95 (tanh);
-- for forget gates (LSTM): `gates/<layer>/forget_mean_per_t` (T,) (NaN where every
-  sequence is padded), the memory time constants tau = -1/ln(f) as a histogram over
-  log-spaced bins `gates/<layer>/forget_tau`, and `gates/<layer>/forget_tau_median`.
+- for the gate that keeps a fraction f of the state each step (the layer's `RETAIN_GATE`:
+  LSTM `forget`, GRU `update`; the tanh-RNN has none): `gates/<layer>/<gate>_mean_per_t`
+  (T,) (NaN where every sequence is padded), the memory time constants tau = -1/ln(f) as a
+  histogram over log-spaced bins `gates/<layer>/<gate>_tau`, and
+  `gates/<layer>/<gate>_tau_median`.
 
 Padded positions (t >= seq_lengths[b]; from `aux["seq_lengths"]` when the task reports
 the core's lengths there, else `batch["seq_lengths"]`) are left out of every gate statistic.
@@ -31,7 +33,7 @@ the core's lengths there, else `batch["seq_lengths"]`) are left out of every gat
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import jax
@@ -40,7 +42,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lstm_jax.nn import gate_activations
+from lstm_jax.nn import gate_activations, retain_gates
 
 # Bounds of the histogram of each activation.
 ACTIVATION_RANGE = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
@@ -140,12 +142,14 @@ def gate_stats(
     mask: jax.Array,
     *,
     activations: dict[str, str],
+    retain: Collection[str] = (),
     bins: int = 20,
     tau_bins: int = 25,
     tau_range: tuple[float, float] = (0.1, 1e4),
 ) -> dict[str, Any]:
-    """Histograms, saturation and forget-gate time constants of a core's gate dict;
-    `activations` maps each gate name to "sigmoid" or "tanh" (what the cells declare)."""
+    """Histograms and saturation of a core's gate dict, and the memory time constants of
+    its `retain` gates (lstm_jax.nn.retain_gates: LSTM forget, GRU update); `activations`
+    maps each gate name to "sigmoid" or "tanh" (what the cells declare)."""
     out: dict[str, Any] = {}
     for layer, layer_gates in gates.items():
         for name, g in layer_gates.items():
@@ -165,7 +169,7 @@ def gate_stats(
                 sat = jnp.abs(v) > SATURATION
             out[key] = histogram(v, m.astype(jnp.int32), lo, hi, bins)
             out[f"{key}_saturation"] = jnp.sum(jnp.where(sat, m, 0.0)) / n_valid
-            if name == "forget":
+            if name in retain:
                 per_t = jnp.sum(m, axis=(0, 2))
                 out[f"{key}_mean_per_t"] = jnp.where(
                     per_t > 0, jnp.sum(v * m, axis=(0, 2)) / jnp.maximum(per_t, 1.0), jnp.nan
@@ -208,7 +212,7 @@ def make_diagnostics_step(
         # The model is merged outside the differentiated function: NNX lets a module's
         # RNG state (dropout) advance only in the trace that built the module.
         model = nnx.merge(graphdef, params, rest)
-        activations = gate_activations(model)
+        activations, retain = gate_activations(model), retain_gates(model)
 
         def loss_fn(model, perturbation):
             return task.loss(
@@ -242,6 +246,7 @@ def make_diagnostics_step(
                 aux["gates"],
                 mask,
                 activations=activations,
+                retain=retain,
                 bins=bins,
                 tau_bins=tau_bins,
                 tau_range=tau_range,

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from lstm_jax.models.core import core_class, make_core, model_config
-from lstm_jax.nn import CELLS, SimpleRNN, gate_activations
+from lstm_jax.nn import CELLS, SimpleRNN, gate_activations, retain_gates
 from lstm_jax.nn.registry import cell_class
 from lstm_jax.train.diagnostics import gate_stats
 
@@ -96,9 +96,19 @@ def test_a_new_cell_is_picked_up_by_diagnostics_from_what_it_declares(monkeypatc
 
     activations = gate_activations(Wrapper())
     assert activations == {"novel": "sigmoid"}
+    assert retain_gates(Wrapper()) == set()  # it declares no RETAIN_GATE: no time constants
     stats = gate_stats(gates, jnp.ones((B, T)), activations=activations, bins=4)
     # binned as the declared sigmoid, over [0, 1], not as a guessed tanh over [-1, 1]
     np.testing.assert_allclose(stats["gates/layer_0/novel"]["edges"], [0, 0.25, 0.5, 0.75, 1])
     # a gate no layer declares is an error, not silently binned as tanh
     with pytest.raises(ValueError, match="no declared activation"):
         gate_stats(gates, jnp.ones((B, T)), activations={}, bins=4)
+
+
+@pytest.mark.parametrize(
+    ("cell", "retain"), [("lstm", {"forget"}), ("gru", {"update"}), ("rnn", set())]
+)
+def test_each_cell_names_the_gate_that_keeps_its_state(cell, retain):
+    core = make_core(model_config(cell, hidden_size=H), D, rngs=nnx.Rngs(0))
+    assert retain_gates(core) == retain
+    assert retain <= set(gate_activations(core))

@@ -255,6 +255,14 @@ def test_gru_bidirectional_and_logging_round_trip(tmp_path):
     )
     assert out["gates/layer_0/candidate"]["edges"][0] == -1.0
     assert "gates/layer_0/forget_tau" not in out
+    # The GRU keeps z of its state each step (h = (1 - z) n + z h_prev): its memory time
+    # constants are those of the update gate, over both directions' units.
+    z = np.asarray(gates["layer_0"]["update"])[valid_mask(batch)].astype(np.float64)
+    np.testing.assert_allclose(
+        out["gates/layer_0/update_tau_median"], np.median(-1.0 / np.log(z)), rtol=1e-5
+    )
+    assert out["gates/layer_0/update_tau"]["counts"].sum() == z.size
+    assert "gates/layer_0/reset_tau" not in out
     assert isinstance(out["grad_norm/global"], float)
 
     logger = JsonlLogger(tmp_path)
