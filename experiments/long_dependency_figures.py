@@ -8,8 +8,9 @@ metrics.jsonl alone:
 - `<task>_forget_tau.png`: the memory time constants tau = -1/ln f of the gate that keeps
   the state (LSTM forget, GRU update; 5th, 50th and 95th percentile over units and steps)
   over training, one colour per job;
-- `memory_horizon.png`: per cell, the largest T whose runs solved the task, with the
-  fraction of seeds that did.
+- `memory_horizon.png`: per task and cell, the fraction of seeds that solved the task at
+  each T (the largest solved T is the horizon) and, below it, the final validation loss
+  over the baseline (median, min-max over seeds): how much memory a cell has short of solving.
 
 With `--table-steps 2500,5000,20000` it also prints, per task, a markdown table of each run's
 validation loss over the baseline at those steps, its test loss over the baseline and test
@@ -262,31 +263,76 @@ def horizon(jobs, done) -> dict[str, dict[str, dict[int, tuple[int, int]]]]:
     return out
 
 
+def final_relative(jobs, done) -> dict[str, dict[str, dict[int, list[float]]]]:
+    """{task: {variant: {T: [last val loss / baseline of each run with a result]}}}: the
+    graded side of the horizon, how much of the memoryless loss a cell removed even where
+    it solved nothing."""
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    for job, seeds in jobs.items():
+        match = JOB.match(job)
+        if not match:
+            continue
+        finals = [
+            curve[-1][1]
+            for seed, rows in sorted(seeds.items())
+            if (curve := relative_loss(rows))
+            and ((job, seed) in done or any(r.get("val/solved") for r in rows))
+        ]
+        if finals:
+            out[match["task"]][match["variant"]][int(match["T"])] = finals
+    return out
+
+
 def plot_horizon(jobs, done, out: Path) -> Path | None:
-    table = horizon(jobs, done)
+    """Per task: the fraction of seeds solved at each T (top) and the final validation loss
+    over the baseline, median and min-max over seeds (bottom)."""
+    table, finals = horizon(jobs, done), final_relative(jobs, done)
     if not table:
         return None
-    fig, axes = plt.subplots(1, len(table), figsize=(5.5 * len(table), 4), squeeze=False)
-    for ax, (task, variants) in zip(axes[0], sorted(table.items()), strict=True):
+    fig, axes = plt.subplots(
+        2, len(table), figsize=(5.5 * len(table), 7), squeeze=False, sharex="col"
+    )
+    for col, (task, variants) in enumerate(sorted(table.items())):
+        top, bottom = axes[0][col], axes[1][col]
         for k, (variant, by_t) in enumerate(sorted(variants.items())):
+            color = plt.get_cmap("tab10")(k)
             ts = sorted(by_t)
-            fractions = [by_t[t][0] / by_t[t][1] if by_t[t][1] else 0.0 for t in ts]
-            ax.plot(ts, [f + 0.02 * k for f in fractions], marker="o", label=variant)
+            fractions = [by_t[t][0] / by_t[t][1] for t in ts]
+            top.plot(ts, [f + 0.02 * k for f in fractions], marker="o", color=color, label=variant)
             for t, f in zip(ts, fractions, strict=True):
-                ax.annotate(
+                top.annotate(
                     f"{by_t[t][0]}/{by_t[t][1]}",
                     (t, f + 0.02 * k),
                     fontsize=7,
                     textcoords="offset points",
                     xytext=(3, 3),
                 )
-        ax.set_xscale("log")
-        ax.set_ylim(-0.1, 1.15)
-        ax.set_xlabel("T")
-        ax.set_ylabel("fraction of seeds solved within the budget")
-        ax.set_title(f"memory horizon: {task}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+            ratios = finals[task][variant]
+            ts = sorted(ratios)
+            median = [statistics.median(ratios[t]) for t in ts]
+            bottom.errorbar(
+                ts,
+                median,
+                yerr=[
+                    [m - min(ratios[t]) for m, t in zip(median, ts, strict=True)],
+                    [max(ratios[t]) - m for m, t in zip(median, ts, strict=True)],
+                ],
+                marker="o",
+                capsize=3,
+                color=color,
+                label=variant,
+            )
+        top.set_ylim(-0.1, 1.15)
+        top.set_ylabel("fraction of seeds solved within the budget")
+        top.set_title(f"memory horizon: {task}")
+        bottom.axhline(1.0, color="k", linestyle="--", linewidth=0.8, label="memoryless baseline")
+        bottom.set_yscale("log")
+        bottom.set_ylabel("final val loss / baseline (median, min-max)")
+        bottom.set_xlabel("T")
+        for ax in (top, bottom):
+            ax.set_xscale("log")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
     fig.tight_layout()
     path = out / "memory_horizon.png"
     fig.savefig(path, dpi=100)

@@ -87,6 +87,12 @@ def test_horizon_counts_solved_and_finished_seeds_not_running_ones(figures, root
     table = figures.horizon(jobs, done)
     # T=100: seed 0 solved, seed 1 finished unsolved, seed 2 running (not a result yet)
     assert table["copy"]["chrono"] == {100: (1, 2), 200: (0, 1)}
+    # the final val loss over the baseline of the same runs: 0.05 / 0.5 and 0.5002 / 0.5
+    finals = figures.final_relative(jobs, done)
+    assert finals["copy"]["chrono"] == {
+        100: pytest.approx([0.1, 1.0004]),
+        200: pytest.approx([1.0]),
+    }
 
 
 def test_main_prints_the_table_of_each_task(figures, root, tmp_path, capsys):
