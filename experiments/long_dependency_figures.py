@@ -37,8 +37,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from lstm_jax.compare.over import carry_forward
+from lstm_jax.nn import CELLS
 
-RETAIN_GATES = ("forget", "update")  # LSTM, GRU: lstm_jax.nn.retain_gates
+# The gates whose time constants the diagnostics log (LSTM forget, GRU update).
+RETAIN_GATES = tuple(dict.fromkeys(c.RETAIN_GATE for c in CELLS.values() if c.RETAIN_GATE))
 JOB = re.compile(r"^(?P<task>[a-z_]+)_T(?P<T>\d+)_(?P<variant>\w+)$")
 
 
