@@ -205,7 +205,7 @@ def plot_tau(jobs, task, names, out: Path) -> Path | None:
         fig,
         ax,
         "tau = -1 / ln f (steps)",
-        f"{task}: memory time constants, forget / update gate (5-50-95th pct), seed 0",
+        f"{task}: memory time constants (5-50-95th pct), seed 0",
         out / f"{task}_forget_tau.png",
     )
 
