@@ -24,21 +24,21 @@ def cell_class(name: str) -> type[RecurrentLayer]:
     return CELLS[name]
 
 
+def _recurrent_layers(module: nnx.Module) -> list[RecurrentLayer]:
+    return [node for _, node in nnx.iter_graph(module) if isinstance(node, RecurrentLayer)]
+
+
 def gate_activations(module: nnx.Module) -> dict[str, str]:
     """Gate name -> activation ("sigmoid" | "tanh") of every recurrent layer in `module`,
     as the layers declare them (diagnostics bin sigmoid gates over [0, 1], tanh over [-1, 1])."""
-    activations: dict[str, str] = {}
-    for _, node in nnx.iter_graph(module):
-        if isinstance(node, RecurrentLayer):
-            activations.update(node.GATE_ACTIVATIONS)
-    return activations
+    return {
+        name: activation
+        for layer in _recurrent_layers(module)
+        for name, activation in layer.GATE_ACTIVATIONS.items()
+    }
 
 
 def retain_gates(module: nnx.Module) -> set[str]:
     """Names of the gates that keep a fraction of the state each step (LSTM forget, GRU
     update) in the recurrent layers of `module`: diagnostics report their time constants."""
-    return {
-        node.RETAIN_GATE
-        for _, node in nnx.iter_graph(module)
-        if isinstance(node, RecurrentLayer) and node.RETAIN_GATE
-    }
+    return {layer.RETAIN_GATE for layer in _recurrent_layers(module) if layer.RETAIN_GATE}
