@@ -6,6 +6,12 @@
 # summary.json) is skipped and a killed one continues from its last checkpoint
 # (trainer.resume=true), so rerunning this script picks up where it stopped.
 #
+# A finished run's record (metrics.jsonl, summary.json, .hydra/, cli.log: no checkpoints,
+# ~0.1-0.5 MB) is copied to $RECORDS/<job>/seed<S>/ (default experiments/long_dependency_runs,
+# which is committed): the machines are fresh each session, so the record is what the tables
+# and figures are drawn from later, and a recorded run is skipped on any machine. So is one of
+# $RECORDS/transcribed_outcomes.csv, whose run dir was lost before records were kept.
+#
 #   bash experiments/long_dependency.sh [--lanes N] [JOB_PREFIX ...]   # default: every job, 2 lanes
 #   lstm-jax-compare $OUT/copy_T500_* --over seed --solved "val/solved>0"   # the seed table
 #
@@ -15,6 +21,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 LSTM_JAX=${LSTM_JAX:-lstm-jax}
 OUT=${OUT:-experiments/results/long_dependency}
+RECORDS=${RECORDS:-experiments/long_dependency_runs}
 LANES=2
 if [ "${1:-}" = "--lanes" ]; then LANES=$2; shift 2; fi
 export WANDB_MODE=${WANDB_MODE:-offline}
@@ -71,11 +78,21 @@ for ((i = 0; i < ${#queue[@]}; i += 2)); do   # jobs come in pairs (an init and 
   done
 done
 
+keep_record() {  # RUN_DIR RECORD_DIR: what the tables and figures read, and its start lines
+  mkdir -p "$2/.hydra"
+  cp "$1"/{metrics.jsonl,summary.json,cli.log} "$2/"
+  cp "$1"/.hydra/{config,overrides}.yaml "$2/.hydra/"
+  grep -F " $1:" "$OUT/commands.log" > "$2/commands.log"
+}
+
 run_one() {  # NAME|OVERRIDES|SEED CORE
   local name=${1%%|*} rest=${1#*|}
   local overrides=${rest%|*} seed=${rest##*|}
   local dir=$OUT/$name/seed$seed
   [ -f "$dir/summary.json" ] && { echo "done   $dir"; return 0; }
+  [ -f "$RECORDS/$name/seed$seed/summary.json" ] && { echo "recorded $RECORDS/$name/seed$seed"; return 0; }
+  grep -q "^$name,$seed," "$RECORDS/transcribed_outcomes.csv" 2>/dev/null \
+    && { echo "transcribed $name seed $seed ($RECORDS/transcribed_outcomes.csv)"; return 0; }
   mkdir -p "$dir"
   echo "start  $dir: lstm-jax $overrides seed=$seed  ($(date -u +%FT%TZ), commit $(git rev-parse --short HEAD))" \
     | tee -a "$OUT/commands.log"
@@ -85,6 +102,7 @@ run_one() {  # NAME|OVERRIDES|SEED CORE
   if nice -n 10 taskset -c "$2" "$LSTM_JAX" $overrides seed=$seed trainer.resume=true \
       hydra.run.dir="$dir" >> "$dir/stdout.log" 2>&1; then
     echo "end    $dir: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/commands.log"
+    keep_record "$dir" "$RECORDS/$name/seed$seed"
   else
     echo "FAILED $dir after $(( $(date +%s) - t0 )) s (see $dir/stdout.log)" | tee -a "$OUT/commands.log"
   fi

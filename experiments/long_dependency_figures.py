@@ -11,24 +11,32 @@ metrics.jsonl alone:
 - `memory_horizon.png`: per task and cell, the fraction of seeds that solved the task at
   each T (the largest solved T is the horizon) and, below it, the final validation loss
   over the baseline (median, min-max over seeds): how much memory a cell has short of solving.
+  Runs whose dirs were lost before records were kept count from a root's
+  `transcribed_outcomes.csv` (job, seed, commit, solved_at, final_val_over_baseline).
+
+RUNS_DIR defaults to the committed records (experiments/long_dependency_runs, see
+experiments/long_dependency.sh) and the live runs (experiments/results/long_dependency); a run
+in several is read from the first that holds it finished.
 
 With `--table-steps 2500,5000,20000` it also prints, per task, a markdown table of each run's
 validation loss over the baseline at those steps, its test loss over the baseline and test
 accuracy (summary.json: the best checkpoint's), the first evaluation below 0.99 of the
 baseline, and the step it solved at: the per-seed tables of experiments/README.md.
 
-    python experiments/long_dependency_figures.py [RUNS_DIR] [--out experiments/figures]
+    python experiments/long_dependency_figures.py [RUNS_DIR ...] [--out experiments/figures]
         [--table-steps 2500,5000,10000,20000]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import re
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -42,6 +50,8 @@ from lstm_jax.nn import CELLS
 # The gates whose time constants the diagnostics log (LSTM forget, GRU update).
 RETAIN_GATES = tuple(dict.fromkeys(c.RETAIN_GATE for c in CELLS.values() if c.RETAIN_GATE))
 JOB = re.compile(r"^(?P<task>[a-z_]+)_T(?P<T>\d+)_(?P<variant>\w+)$")
+TRANSCRIBED = "transcribed_outcomes.csv"
+DEFAULT_ROOTS = ("experiments/long_dependency_runs", "experiments/results/long_dependency")
 
 
 def read(run_dir: Path) -> list[dict]:
@@ -61,18 +71,27 @@ def series(rows: list[dict], key: str) -> list[tuple[int, object]]:
     return [(r["step"], r[key]) for r in rows if key in r]
 
 
-def load(root: Path) -> tuple[dict[str, dict[int, list[dict]]], set[tuple[str, int]]]:
-    """({job: {seed: rows}} for every job dir holding seed<k>/metrics.jsonl, and the
-    (job, seed) pairs whose run finished: summary.json written)."""
+def load(
+    roots: list[Path],
+) -> tuple[dict[str, dict[int, list[dict]]], set[tuple[str, int]], dict[tuple[str, int], Path]]:
+    """({job: {seed: rows}} for every job dir holding seed<k>/metrics.jsonl under any of
+    `roots`, the (job, seed) pairs whose run finished (summary.json written), and each run's
+    dir). A run under several roots is read from the first root that holds it finished, else
+    from the first that holds it."""
     jobs: dict[str, dict[int, list[dict]]] = defaultdict(dict)
-    done = set()
-    for metrics in sorted(root.glob("*/seed*/metrics.jsonl")):
-        seed = int(metrics.parent.name.removeprefix("seed"))
-        job = metrics.parent.parent.name
-        jobs[job][seed] = read(metrics.parent)
-        if (metrics.parent / "summary.json").exists():
-            done.add((job, seed))
-    return jobs, done
+    done: set[tuple[str, int]] = set()
+    dirs: dict[tuple[str, int], Path] = {}
+    for root in roots:
+        for metrics in sorted(root.glob("*/seed*/metrics.jsonl")):
+            key = (metrics.parent.parent.name, int(metrics.parent.name.removeprefix("seed")))
+            finished = (metrics.parent / "summary.json").exists()
+            if key in done or (key in dirs and not finished):
+                continue
+            jobs[key[0]][key[1]] = read(metrics.parent)
+            dirs[key] = metrics.parent
+            if finished:
+                done.add(key)
+    return jobs, done, dirs
 
 
 def by_task(jobs):
@@ -220,7 +239,7 @@ def _cell(value: float, decimals: int = 4) -> str:
     return "" if math.isnan(value) else f"{value:.{decimals}f}"
 
 
-def trajectory_table(root: Path, jobs, done, names, steps: list[int]) -> str:
+def trajectory_table(dirs, jobs, done, names, steps: list[int]) -> str:
     """Markdown: one row per (job, seed) of a task: val loss / baseline at `steps` (blank
     past a running run's last evaluation), then test loss / baseline, test acc, the first
     evaluation below 0.99 x the baseline and the first with val/solved (blank: never)."""
@@ -233,7 +252,7 @@ def trajectory_table(root: Path, jobs, done, names, steps: list[int]) -> str:
             if not curve:
                 continue
             finished = (job, seed) in done
-            test = _test_result(root / job / f"seed{seed}")
+            test = _test_result(dirs[job, seed])
             base = test.get("test/baseline_loss", test.get("test/baseline_mse"))
             loss = test.get("test/loss")
             below = next((s for s, v in curve if v < 0.99), None)
@@ -250,45 +269,86 @@ def trajectory_table(root: Path, jobs, done, names, steps: list[int]) -> str:
     return "\n".join(lines)
 
 
-def horizon(jobs, done) -> dict[str, dict[str, dict[int, tuple[int, int]]]]:
-    """{task: {variant: {T: (seeds solved, seeds with a result)}}}: a run has a result
-    once it solved or finished its budget; a run still going counts for neither."""
-    out: dict = defaultdict(lambda: defaultdict(dict))
-    for job, seeds in jobs.items():
-        match = JOB.match(job)
-        if not match:
-            continue
-        solved = [any(r.get("val/solved") for r in rows) for rows in seeds.values()]
-        results = sum(s or (job, seed) in done for s, seed in zip(solved, seeds, strict=True))
-        if results:
-            out[match["task"]][match["variant"]][int(match["T"])] = (sum(solved), results)
-    return out
+@dataclass(frozen=True)
+class Outcome:
+    """A run's result: the step it solved at (None: it spent its budget) and its last
+    validation loss over the baseline."""
+
+    job: str
+    seed: int
+    solved_at: int | None
+    final_val_over_baseline: float
 
 
-def final_relative(jobs, done) -> dict[str, dict[str, dict[int, list[float]]]]:
-    """{task: {variant: {T: [last val loss / baseline of each run with a result]}}}: the
-    graded side of the horizon, how much of the memoryless loss a cell removed even where
-    it solved nothing."""
-    out: dict = defaultdict(lambda: defaultdict(dict))
-    for job, seeds in jobs.items():
-        match = JOB.match(job)
-        if not match:
-            continue
-        finals = [
-            curve[-1][1]
-            for seed, rows in sorted(seeds.items())
-            if (curve := relative_loss(rows))
-            and ((job, seed) in done or any(r.get("val/solved") for r in rows))
+def outcomes(jobs, done) -> list[Outcome]:
+    """The outcome of every run with a result: it solved or finished its budget (a run still
+    going has none yet)."""
+    found = []
+    for job, seeds in sorted(jobs.items()):
+        for seed, rows in sorted(seeds.items()):
+            solved_at = next((r["step"] for r in rows if r.get("val/solved")), None)
+            curve = relative_loss(rows)
+            if curve and (solved_at is not None or (job, seed) in done):
+                found.append(Outcome(job, seed, solved_at, curve[-1][1]))
+    return found
+
+
+def read_transcribed(path: Path) -> list[Outcome]:
+    """The outcomes of runs whose dirs are gone, as experiments/README.md reported them."""
+    with path.open(newline="") as handle:
+        return [
+            Outcome(
+                row["job"],
+                int(row["seed"]),
+                int(row["solved_at"]) if row["solved_at"] else None,
+                float(row["final_val_over_baseline"]),
+            )
+            for row in csv.DictReader(handle)
         ]
-        if finals:
-            out[match["task"]][match["variant"]][int(match["T"])] = finals
+
+
+def all_outcomes(roots: list[Path], jobs, done) -> list[Outcome]:
+    """The runs' outcomes, then each root's transcribed ones for runs not found as dirs."""
+    found = outcomes(jobs, done)
+    have = {(o.job, o.seed) for o in found}
+    for root in roots:
+        if (root / TRANSCRIBED).exists():
+            for outcome in read_transcribed(root / TRANSCRIBED):
+                if (outcome.job, outcome.seed) not in have:
+                    found.append(outcome)
+                    have.add((outcome.job, outcome.seed))
+    return found
+
+
+def horizon(results: list[Outcome]) -> dict[str, dict[str, dict[int, tuple[int, int]]]]:
+    """{task: {variant: {T: (seeds solved, seeds with a result)}}}."""
+    out: dict = defaultdict(lambda: defaultdict(dict))
+    for o in results:
+        match = JOB.match(o.job)
+        if match:
+            solved, total = out[match["task"]][match["variant"]].get(int(match["T"]), (0, 0))
+            out[match["task"]][match["variant"]][int(match["T"])] = (
+                solved + (o.solved_at is not None),
+                total + 1,
+            )
     return out
 
 
-def plot_horizon(jobs, done, out: Path) -> Path | None:
+def final_relative(results: list[Outcome]) -> dict[str, dict[str, dict[int, list[float]]]]:
+    """{task: {variant: {T: [last val loss / baseline of each run]}}}: the graded side of the
+    horizon, how much of the memoryless loss a cell removed even where it solved nothing."""
+    out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for o in results:
+        match = JOB.match(o.job)
+        if match:
+            out[match["task"]][match["variant"]][int(match["T"])].append(o.final_val_over_baseline)
+    return out
+
+
+def plot_horizon(results: list[Outcome], out: Path) -> Path | None:
     """Per task: the fraction of seeds solved at each T (top) and the final validation loss
     over the baseline, median and min-max over seeds (bottom)."""
-    table, finals = horizon(jobs, done), final_relative(jobs, done)
+    table, finals = horizon(results), final_relative(results)
     if not table:
         return None
     fig, axes = plt.subplots(
@@ -344,7 +404,7 @@ def plot_horizon(jobs, done, out: Path) -> Path | None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="?", default="experiments/results/long_dependency")
+    ap.add_argument("runs", nargs="*", default=list(DEFAULT_ROOTS))
     ap.add_argument("--out", default="experiments/figures")
     ap.add_argument(
         "--table-steps",
@@ -354,20 +414,23 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    jobs, done = load(Path(args.runs))
+    roots = [Path(r) for r in args.runs if Path(r).is_dir()]
+    if not roots:
+        ap.error(f"none of {' '.join(args.runs)} is a directory: pass the runs' directory")
+    jobs, done, dirs = load(roots)
     written = []
     for task, names in sorted(by_task(jobs).items()):
         written.append(plot_relative(jobs, done, task, names, out))
         written += [
             p for p in (plot_dh_t(jobs, task, names, out), plot_tau(jobs, task, names, out)) if p
         ]
-    horizon_path = plot_horizon(jobs, done, out)
+    horizon_path = plot_horizon(all_outcomes(roots, jobs, done), out)
     written += [horizon_path] if horizon_path else []
     for path in written:
         print(f"wrote {path}")
     if args.table_steps:
         for task, names in sorted(by_task(jobs).items()):
-            table = trajectory_table(Path(args.runs), jobs, done, names, args.table_steps)
+            table = trajectory_table(dirs, jobs, done, names, args.table_steps)
             print(f"\n{task}: validation loss over the baseline\n\n{table}")
     return 0
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ SCRIPT = Path(__file__).parents[1] / "experiments" / "long_dependency_figures.py
 def figures():
     spec = importlib.util.spec_from_file_location("long_dependency_figures", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -64,8 +66,8 @@ def root(tmp_path: Path) -> Path:
 
 
 def test_table_carries_a_finished_run_forward_and_blanks_a_running_one(figures, root):
-    jobs, done = figures.load(root)
-    table = figures.trajectory_table(root, jobs, done, ["copy_T100_chrono"], [200, 400])
+    jobs, done, dirs = figures.load([root])
+    table = figures.trajectory_table(dirs, jobs, done, ["copy_T100_chrono"], [200, 400])
     lines = table.splitlines()
     assert lines[0] == (
         "| job | seed | 200 | 400 | test / baseline | test acc | first < 0.99 | solved at"
@@ -83,16 +85,50 @@ def test_table_carries_a_finished_run_forward_and_blanks_a_running_one(figures, 
 
 
 def test_horizon_counts_solved_and_finished_seeds_not_running_ones(figures, root):
-    jobs, done = figures.load(root)
-    table = figures.horizon(jobs, done)
+    jobs, done, _ = figures.load([root])
+    results = figures.outcomes(jobs, done)
+    table = figures.horizon(results)
     # T=100: seed 0 solved, seed 1 finished unsolved, seed 2 running (not a result yet)
     assert table["copy"]["chrono"] == {100: (1, 2), 200: (0, 1)}
     # the final val loss over the baseline of the same runs: 0.05 / 0.5 and 0.5002 / 0.5
-    finals = figures.final_relative(jobs, done)
+    finals = figures.final_relative(results)
     assert finals["copy"]["chrono"] == {
         100: pytest.approx([0.1, 1.0004]),
         200: pytest.approx([1.0]),
     }
+
+
+def test_transcribed_outcomes_count_only_for_runs_without_a_dir(figures, root):
+    # copy_T100_chrono seed 1 has a run dir (unsolved, 1.0004): its transcribed line is
+    # ignored; seed 3 and copy_T500_chrono exist only as transcribed lines.
+    (root / figures.TRANSCRIBED).write_text(
+        "job,seed,commit,solved_at,final_val_over_baseline\n"
+        "copy_T100_chrono,1,abc1234,250,0.2\n"
+        "copy_T100_chrono,3,abc1234,7250,0.03\n"
+        "copy_T500_chrono,0,abc1234,,1.0003\n"
+    )
+    jobs, done, _ = figures.load([root])
+    results = figures.all_outcomes([root], jobs, done)
+    assert figures.horizon(results)["copy"]["chrono"] == {100: (2, 3), 200: (0, 1), 500: (0, 1)}
+    finals = figures.final_relative(results)["copy"]["chrono"]
+    assert finals[100] == pytest.approx([0.1, 1.0004, 0.03])
+    assert finals[500] == [1.0003]
+
+
+def test_a_run_in_several_roots_is_read_where_it_finished(figures, root, tmp_path):
+    # the live dir holds seed 2 still running; the records hold it finished and solved
+    records = tmp_path / "records"
+    _write_run(
+        records / "copy_T100_chrono" / "seed2",
+        {100: 0.7, 200: 0.49, 300: 0.01},
+        solved_at=300,
+        test={"test/loss": 0.01, "test/baseline_loss": 0.5, "test/acc": 1.0},
+    )
+    for roots in ([root, records], [records, root]):
+        jobs, done, dirs = figures.load(roots)
+        assert ("copy_T100_chrono", 2) in done
+        assert dirs["copy_T100_chrono", 2] == records / "copy_T100_chrono" / "seed2"
+        assert len(jobs["copy_T100_chrono"][2]) == 4  # 3 evaluations and a training row
 
 
 def test_main_prints_the_table_of_each_task(figures, root, tmp_path, capsys):
