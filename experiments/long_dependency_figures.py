@@ -367,7 +367,7 @@ def plot_horizon(results: list[Outcome], out: Path) -> Path | None:
                     (t, f + 0.02 * k),
                     fontsize=7,
                     textcoords="offset points",
-                    xytext=(3, 3),
+                    xytext=(3, 3 + 9 * k),  # apart where the fractions coincide
                 )
             ratios = finals[task][variant]
             ts = sorted(ratios)
