@@ -113,6 +113,11 @@ def relative_loss(rows):
     return out
 
 
+def solved_at(rows) -> int | None:
+    """The step of the first evaluation with val/solved, or None."""
+    return next((r["step"] for r in rows if r.get("val/solved")), None)
+
+
 def _save_log_panel(fig, ax, ylabel: str, title: str, path: Path) -> Path:
     """Log-y panel over training steps, labelled and saved."""
     ax.set_yscale("log")
@@ -256,7 +261,7 @@ def trajectory_table(dirs, jobs, done, names, steps: list[int]) -> str:
             base = test.get("test/baseline_loss", test.get("test/baseline_mse"))
             loss = test.get("test/loss")
             below = next((s for s, v in curve if v < 0.99), None)
-            solved = next((r["step"] for r in rows if r.get("val/solved")), None)
+            solved = solved_at(rows)
             cells = [job, str(seed), *(_cell(v) for v in _at_steps(curve, steps, finished))]
             cells += [
                 _cell(loss / base) if loss is not None and base else "",
@@ -286,10 +291,9 @@ def outcomes(jobs, done) -> list[Outcome]:
     found = []
     for job, seeds in sorted(jobs.items()):
         for seed, rows in sorted(seeds.items()):
-            solved_at = next((r["step"] for r in rows if r.get("val/solved")), None)
-            curve = relative_loss(rows)
-            if curve and (solved_at is not None or (job, seed) in done):
-                found.append(Outcome(job, seed, solved_at, curve[-1][1]))
+            solved, curve = solved_at(rows), relative_loss(rows)
+            if curve and (solved is not None or (job, seed) in done):
+                found.append(Outcome(job, seed, solved, curve[-1][1]))
     return found
 
 
@@ -320,29 +324,39 @@ def all_outcomes(roots: list[Path], jobs, done) -> list[Outcome]:
     return found
 
 
+def by_length(results: list[Outcome]) -> dict[str, dict[str, dict[int, list[Outcome]]]]:
+    """{task: {variant: {T: [its outcomes]}}}, the jobs named <task>_T<T>_<variant>."""
+    out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for o in results:
+        if match := JOB.match(o.job):
+            out[match["task"]][match["variant"]][int(match["T"])].append(o)
+    return out
+
+
 def horizon(results: list[Outcome]) -> dict[str, dict[str, dict[int, tuple[int, int]]]]:
     """{task: {variant: {T: (seeds solved, seeds with a result)}}}."""
-    out: dict = defaultdict(lambda: defaultdict(dict))
-    for o in results:
-        match = JOB.match(o.job)
-        if match:
-            solved, total = out[match["task"]][match["variant"]].get(int(match["T"]), (0, 0))
-            out[match["task"]][match["variant"]][int(match["T"])] = (
-                solved + (o.solved_at is not None),
-                total + 1,
-            )
-    return out
+    return {
+        task: {
+            variant: {
+                t: (sum(o.solved_at is not None for o in runs), len(runs))
+                for t, runs in by_t.items()
+            }
+            for variant, by_t in variants.items()
+        }
+        for task, variants in by_length(results).items()
+    }
 
 
 def final_relative(results: list[Outcome]) -> dict[str, dict[str, dict[int, list[float]]]]:
     """{task: {variant: {T: [last val loss / baseline of each run]}}}: the graded side of the
     horizon, how much of the memoryless loss a cell removed even where it solved nothing."""
-    out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for o in results:
-        match = JOB.match(o.job)
-        if match:
-            out[match["task"]][match["variant"]][int(match["T"])].append(o.final_val_over_baseline)
-    return out
+    return {
+        task: {
+            variant: {t: [o.final_val_over_baseline for o in runs] for t, runs in by_t.items()}
+            for variant, by_t in variants.items()
+        }
+        for task, variants in by_length(results).items()
+    }
 
 
 def plot_horizon(results: list[Outcome], out: Path) -> Path | None:
