@@ -12,7 +12,13 @@
 # and figures are drawn from later, and a recorded run is skipped on any machine. So is one of
 # $RECORDS/transcribed_outcomes.csv, whose run dir was lost before records were kept.
 #
+# A run the session's end would cut is kept too: `--snapshot` copies each unfinished run's
+# newest checkpoints (last and best, ~1 MB each) with its metrics and config into its
+# $RECORDS dir, and on the next machine the script restores that dir and resumes it from the
+# checkpoint's step. The finished run's record replaces the snapshot.
+#
 #   bash experiments/long_dependency.sh [--lanes N] [JOB_PREFIX ...]   # default: every job, 2 lanes
+#   bash experiments/long_dependency.sh --snapshot   # after stopping the runs (kill the driver)
 #   lstm-jax-compare $OUT/copy_T500_* --over seed --solved "val/solved>0"   # the seed table
 #
 # Lanes run side by side, each pinned to one core (taskset) at nice 10: one run's XLA step
@@ -23,7 +29,9 @@ LSTM_JAX=${LSTM_JAX:-lstm-jax}
 OUT=${OUT:-experiments/results/long_dependency}
 RECORDS=${RECORDS:-experiments/long_dependency_runs}
 LANES=2
+SNAPSHOT=0
 if [ "${1:-}" = "--lanes" ]; then LANES=$2; shift 2; fi
+if [ "${1:-}" = "--snapshot" ]; then SNAPSHOT=1; shift; fi
 export WANDB_MODE=${WANDB_MODE:-offline}
 
 # job name | overrides (seed=S is appended) [| seeds, default $SEEDS]. Rows: 1 copy,
@@ -78,11 +86,52 @@ for ((i = 0; i < ${#queue[@]}; i += 2)); do   # jobs come in pairs (an init and 
   done
 done
 
+keep_commands() {  # RUN_DIR RECORD_DIR: the run's start and end lines, the earlier machines' first
+  local lines
+  lines=$( { cat "$2/commands.log" 2>/dev/null || true; grep -F " $1:" "$OUT/commands.log" || true; } \
+    | awk '!seen[$0]++')
+  printf '%s\n' "$lines" > "$2/commands.log"
+}
+
 keep_record() {  # RUN_DIR RECORD_DIR: what the tables and figures read, and its start lines
+  rm -rf "$2/checkpoints" "$2/wandb_run_id.txt"  # a snapshot's, now superseded
   mkdir -p "$2/.hydra"
   cp "$1"/{metrics.jsonl,summary.json,cli.log} "$2/"
   cp "$1"/.hydra/{config,overrides}.yaml "$2/.hydra/"
-  grep -F " $1:" "$OUT/commands.log" > "$2/commands.log"
+  keep_commands "$1" "$2"
+}
+
+newest_step() {  # CHECKPOINT_DIR: its newest finished step (orbax names a step's dir by its number)
+  find "$1" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' -printf '%f\n' 2>/dev/null \
+    | sort -n | tail -n 1
+}
+
+keep_snapshot() {  # RUN_DIR RECORD_DIR: what resuming the unfinished run on another machine needs
+  local step kind
+  step=$(newest_step "$1/checkpoints/last")
+  [ -n "$step" ] || { echo "no checkpoint yet in $1: nothing to keep"; return 0; }
+  rm -rf "$2/checkpoints"
+  mkdir -p "$2/.hydra"
+  for kind in last best; do
+    local newest
+    newest=$(newest_step "$1/checkpoints/$kind")
+    [ -n "$newest" ] || continue
+    mkdir -p "$2/checkpoints/$kind"
+    cp -r "$1/checkpoints/$kind/$newest" "$2/checkpoints/$kind/"
+  done
+  cp "$1"/{metrics.jsonl,cli.log} "$2/"
+  cp "$1"/.hydra/{config,overrides}.yaml "$2/.hydra/"
+  [ -f "$1/wandb_run_id.txt" ] && cp "$1/wandb_run_id.txt" "$2/"
+  keep_commands "$1" "$2"
+  echo "snapshot $2 at step $step"
+}
+
+restore_snapshot() {  # RECORD_DIR RUN_DIR: an unfinished run kept by --snapshot, ready to resume
+  [ -d "$1/checkpoints/last" ] && [ ! -f "$1/summary.json" ] && [ ! -d "$2/checkpoints" ] || return 0
+  mkdir -p "$2"
+  cp -r "$1"/{checkpoints,.hydra,metrics.jsonl,cli.log} "$2/"
+  [ -f "$1/wandb_run_id.txt" ] && cp "$1/wandb_run_id.txt" "$2/"
+  echo "restore $2: from $1 (step $(newest_step "$2/checkpoints/last"))" | tee -a "$OUT/commands.log"
 }
 
 run_one() {  # NAME|OVERRIDES|SEED CORE
@@ -94,6 +143,7 @@ run_one() {  # NAME|OVERRIDES|SEED CORE
   grep -q "^$name,$seed," "$RECORDS/transcribed_outcomes.csv" 2>/dev/null \
     && { echo "transcribed $name seed $seed ($RECORDS/transcribed_outcomes.csv)"; return 0; }
   mkdir -p "$dir"
+  restore_snapshot "$RECORDS/$name/seed$seed" "$dir"
   echo "start  $dir: lstm-jax $overrides seed=$seed  ($(date -u +%FT%TZ), commit $(git rev-parse --short HEAD))" \
     | tee -a "$OUT/commands.log"
   local t0=$(date +%s)
@@ -104,13 +154,23 @@ run_one() {  # NAME|OVERRIDES|SEED CORE
     echo "end    $dir: $(( $(date +%s) - t0 )) s" | tee -a "$OUT/commands.log"
     keep_record "$dir" "$RECORDS/$name/seed$seed"
   else
-    echo "FAILED $dir after $(( $(date +%s) - t0 )) s (see $dir/stdout.log)" | tee -a "$OUT/commands.log"
+    echo "FAILED $dir: after $(( $(date +%s) - t0 )) s (see $dir/stdout.log)" | tee -a "$OUT/commands.log"
   fi
 }
 
+mkdir -p "$OUT"
+if [ $SNAPSHOT = 1 ]; then
+  for entry in "${ordered[@]}"; do
+    name=${entry%%|*} seed=${entry##*|}
+    dir=$OUT/$name/seed$seed
+    [ -d "$dir/checkpoints" ] && [ ! -f "$dir/summary.json" ] || continue
+    keep_snapshot "$dir" "$RECORDS/$name/seed$seed"
+  done
+  exit 0
+fi
+
 # One shared queue: each lane takes the next job when its run ends, so a lane whose runs
 # stop early (solved) never idles while the other has work waiting.
-mkdir -p "$OUT"
 queue_file=$(mktemp)
 printf '%s\n' "${ordered[@]}" > "$queue_file"
 take() {  # the next job of the queue, or nothing once it is empty

@@ -1,5 +1,6 @@
-"""experiments/long_dependency.sh: a finished run's record is kept where it is committed, and
-a recorded or transcribed run is not run again on a fresh machine."""
+"""experiments/long_dependency.sh: a finished run's record is kept where it is committed, a
+recorded or transcribed run is not run again on a fresh machine, and an unfinished run kept by
+--snapshot resumes there from its checkpoint."""
 
 from __future__ import annotations
 
@@ -9,20 +10,35 @@ from pathlib import Path
 
 SCRIPT = Path(__file__).parents[1] / "experiments" / "long_dependency.sh"
 
-# Stands in for lstm-jax: writes the files of a finished run into hydra.run.dir.
+# Stands in for lstm-jax: writes the files of a finished run into hydra.run.dir, or with
+# FAKE_KILLED set those of a run killed after its step-1000 checkpoint (orbax's layout: a dir
+# per step, an unfinished save in a tmp dir). A start in a dir with a checkpoint is logged as
+# a resume from its steps.
 FAKE_LSTM_JAX = """#!/usr/bin/env bash
 for arg in "$@"; do case $arg in hydra.run.dir=*) dir=${arg#hydra.run.dir=};; esac; done
-mkdir -p "$dir/.hydra" "$dir/checkpoints/500"
-echo '{"step": 500, "val/loss": 0.1}' > "$dir/metrics.jsonl"
-echo '{"test": {}}' > "$dir/summary.json"
+if [ -d "$dir/checkpoints/last" ]; then
+  echo "resume from $(ls "$dir/checkpoints/last" | tr '\\n' ' ')" >> "$FAKE_CALLS"
+fi
+echo "$*" >> "$FAKE_CALLS"
+mkdir -p "$dir/.hydra"
+echo '{"step": 500, "val/loss": 0.1}' >> "$dir/metrics.jsonl"
 echo "$*" > "$dir/cli.log"
 echo "seed: 0" > "$dir/.hydra/config.yaml"
 echo "- $1" > "$dir/.hydra/overrides.yaml"
-echo "$*" >> "$FAKE_CALLS"
+echo "run-1" > "$dir/wandb_run_id.txt"
+if [ -n "${FAKE_KILLED:-}" ]; then
+  for step in 500 1000; do
+    mkdir -p "$dir/checkpoints/last/$step/state" "$dir/checkpoints/best/$step"
+    echo "$step" > "$dir/checkpoints/last/$step/state/d"
+  done
+  mkdir -p "$dir/checkpoints/last/1500.orbax-checkpoint-tmp-7"
+  exit 137
+fi
+echo '{"test": {}}' > "$dir/summary.json"
 """
 
 
-def _run(tmp_path: Path, out: str, *prefixes: str) -> str:
+def _run(tmp_path: Path, out: str, *args: str, **env_extra: str) -> str:
     fake = tmp_path / "fake-lstm-jax"
     fake.write_text(FAKE_LSTM_JAX)
     fake.chmod(0o755)
@@ -33,9 +49,10 @@ def _run(tmp_path: Path, out: str, *prefixes: str) -> str:
         "RECORDS": str(tmp_path / "records"),
         "SEEDS": "0",
         "FAKE_CALLS": str(tmp_path / "calls.txt"),
+        **env_extra,
     }
     done = subprocess.run(
-        ["bash", str(SCRIPT), "--lanes", "1", *prefixes],
+        ["bash", str(SCRIPT), "--lanes", "1", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -79,3 +96,35 @@ def test_a_transcribed_run_is_not_run_again(tmp_path):
     assert "transcribed adding_T200_lstm seed 0" in stdout
     calls = (tmp_path / "calls.txt").read_text().splitlines()
     assert len(calls) == 1 and "model.chrono_max_steps=200 seed=0" in calls[0]
+
+
+def test_an_unfinished_run_is_kept_by_snapshot_and_resumed_on_a_fresh_machine(tmp_path):
+    stdout = _run(tmp_path, "machine1", "adding_T400_lstm", FAKE_KILLED="1")
+    assert "FAILED" in stdout
+    stdout = _run(tmp_path, "machine1", "--snapshot", "adding_T400_lstm")
+    record = tmp_path / "records" / "adding_T400_lstm" / "seed0"
+    assert f"snapshot {record} at step 1000" in stdout
+    # The newest finished step of each kind only: not step 500, not the unfinished save.
+    assert sorted(p.name for p in (record / "checkpoints" / "last").iterdir()) == ["1000"]
+    assert sorted(p.name for p in (record / "checkpoints" / "best").iterdir()) == ["1000"]
+    assert (record / "checkpoints" / "last" / "1000" / "state" / "d").read_text() == "1000\n"
+    assert (record / "wandb_run_id.txt").exists() and (record / ".hydra" / "config.yaml").exists()
+    assert not (record / "summary.json").exists()
+
+    # A fresh machine: the run is restored from the record and resumed, not started again.
+    calls = tmp_path / "calls.txt"
+    calls.unlink()
+    stdout = _run(tmp_path, "machine2", "adding_T400_lstm")
+    assert "restore " in stdout
+    lines = calls.read_text().splitlines()
+    assert lines[0] == "resume from 1000 " and "trainer.resume=true" in lines[1]
+    run = tmp_path / "machine2" / "adding_T400_lstm" / "seed0"
+    # metrics.jsonl continues the snapshot's (the trainer drops rows past the checkpoint)
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+    # The finished record replaces the snapshot, and its log holds both machines' lines.
+    assert (record / "summary.json").exists()
+    assert not (record / "checkpoints").exists() and not (record / "wandb_run_id.txt").exists()
+    log = (record / "commands.log").read_text().splitlines()
+    assert [line.split()[0] for line in log] == ["start", "FAILED", "restore", "start", "end"]
+    assert str(tmp_path / "machine1") in log[0] and str(tmp_path / "machine2") in log[2]
