@@ -108,6 +108,7 @@ newest_step() {  # CHECKPOINT_DIR: its newest finished step (orbax names a step'
 
 keep_snapshot() {  # RUN_DIR RECORD_DIR: what resuming the unfinished run on another machine needs
   local step kind
+  [ -f "$2/summary.json" ] && { echo "recorded $2 (finished): no snapshot of $1"; return 0; }
   step=$(newest_step "$1/checkpoints/last")
   [ -n "$step" ] || { echo "no checkpoint yet in $1: nothing to keep"; return 0; }
   rm -rf "$2/checkpoints"

@@ -128,3 +128,7 @@ def test_an_unfinished_run_is_kept_by_snapshot_and_resumed_on_a_fresh_machine(tm
     log = (record / "commands.log").read_text().splitlines()
     assert [line.split()[0] for line in log] == ["start", "FAILED", "restore", "start", "end"]
     assert str(tmp_path / "machine1") in log[0] and str(tmp_path / "machine2") in log[2]
+
+    # A later snapshot on the first machine leaves the finished record as it is.
+    stdout = _run(tmp_path, "machine1", "--snapshot", "adding_T400_lstm")
+    assert "no snapshot" in stdout and not (record / "checkpoints").exists()
