@@ -93,12 +93,17 @@ keep_commands() {  # RUN_DIR RECORD_DIR: the run's start and end lines, the earl
   printf '%s\n' "$lines" > "$2/commands.log"
 }
 
-keep_record() {  # RUN_DIR RECORD_DIR: what the tables and figures read, and its start lines
-  rm -rf "$2/checkpoints" "$2/wandb_run_id.txt"  # a snapshot's, now superseded
+copy_run_files() {  # RUN_DIR RECORD_DIR: the metrics, log, config and command lines of a record
   mkdir -p "$2/.hydra"
-  cp "$1"/{metrics.jsonl,summary.json,cli.log} "$2/"
+  cp "$1"/{metrics.jsonl,cli.log} "$2/"
   cp "$1"/.hydra/{config,overrides}.yaml "$2/.hydra/"
   keep_commands "$1" "$2"
+}
+
+keep_record() {  # RUN_DIR RECORD_DIR: what the tables and figures read, and its start lines
+  rm -rf "$2/checkpoints" "$2/wandb_run_id.txt"  # a snapshot's, now superseded
+  copy_run_files "$1" "$2"
+  cp "$1/summary.json" "$2/"
 }
 
 newest_step() {  # CHECKPOINT_DIR: its newest finished step (orbax names a step's dir by its number)
@@ -112,7 +117,6 @@ keep_snapshot() {  # RUN_DIR RECORD_DIR: what resuming the unfinished run on ano
   step=$(newest_step "$1/checkpoints/last")
   [ -n "$step" ] || { echo "no checkpoint yet in $1: nothing to keep"; return 0; }
   rm -rf "$2/checkpoints"
-  mkdir -p "$2/.hydra"
   for kind in last best; do
     local newest
     newest=$(newest_step "$1/checkpoints/$kind")
@@ -120,10 +124,8 @@ keep_snapshot() {  # RUN_DIR RECORD_DIR: what resuming the unfinished run on ano
     mkdir -p "$2/checkpoints/$kind"
     cp -r "$1/checkpoints/$kind/$newest" "$2/checkpoints/$kind/"
   done
-  cp "$1"/{metrics.jsonl,cli.log} "$2/"
-  cp "$1"/.hydra/{config,overrides}.yaml "$2/.hydra/"
+  copy_run_files "$1" "$2"
   [ -f "$1/wandb_run_id.txt" ] && cp "$1/wandb_run_id.txt" "$2/"
-  keep_commands "$1" "$2"
   echo "snapshot $2 at step $step"
 }
 
