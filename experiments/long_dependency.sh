@@ -17,7 +17,7 @@
 # $RECORDS dir, and on the next machine the script restores that dir and resumes it from the
 # checkpoint's step. The finished run's record replaces the snapshot.
 #
-#   bash experiments/long_dependency.sh [--lanes N] [JOB_PREFIX ...]   # default: every job, 2 lanes
+#   bash experiments/long_dependency.sh [JOB_PREFIX ...] [--lanes N]   # default: every job, 2 lanes
 #   bash experiments/long_dependency.sh --snapshot   # after stopping the runs (kill the driver)
 #   lstm-jax-compare $OUT/copy_T500_* --over seed --solved "val/solved>0"   # the seed table
 #
@@ -30,8 +30,18 @@ OUT=${OUT:-experiments/results/long_dependency}
 RECORDS=${RECORDS:-experiments/long_dependency_runs}
 LANES=2
 SNAPSHOT=0
-if [ "${1:-}" = "--lanes" ]; then LANES=$2; shift 2; fi
-if [ "${1:-}" = "--snapshot" ]; then SNAPSHOT=1; shift; fi
+prefixes=()
+while [ $# -gt 0 ]; do  # options in any order, among the job prefixes
+  case $1 in
+    --lanes) [[ ${2:-} =~ ^[1-9][0-9]*$ ]] \
+      || { echo "long_dependency.sh: --lanes needs a positive count, got '${2:-}'" >&2; exit 2; }
+      LANES=$2; shift 2 ;;
+    --snapshot) SNAPSHOT=1; shift ;;
+    -*) echo "long_dependency.sh: unknown option $1 (options: --lanes N, --snapshot)" >&2; exit 2 ;;
+    *) prefixes+=("$1"); shift ;;
+  esac
+done
+set -- "${prefixes[@]}"
 export WANDB_MODE=${WANDB_MODE:-offline}
 
 # job name | overrides (seed=S is appended) [| seeds, default $SEEDS]. Rows: 1 copy,

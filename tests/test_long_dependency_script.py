@@ -52,7 +52,7 @@ def _run(tmp_path: Path, out: str, *args: str, **env_extra: str) -> str:
         **env_extra,
     }
     done = subprocess.run(
-        ["bash", str(SCRIPT), "--lanes", "1", *args],
+        ["bash", str(SCRIPT), *args, "--lanes", "1"],  # options may follow the prefixes
         env=env,
         capture_output=True,
         text=True,
@@ -132,3 +132,20 @@ def test_an_unfinished_run_is_kept_by_snapshot_and_resumed_on_a_fresh_machine(tm
     # A later snapshot on the first machine leaves the finished record as it is.
     stdout = _run(tmp_path, "machine1", "--snapshot", "adding_T400_lstm")
     assert "no snapshot" in stdout and not (record / "checkpoints").exists()
+
+
+def test_a_bad_option_is_refused_before_anything_runs(tmp_path):
+    fake = tmp_path / "fake-lstm-jax"
+    for args, message in [
+        (["--lane", "2"], "unknown option --lane (options: --lanes N, --snapshot)"),
+        (["--lanes", "two"], "--lanes needs a positive count, got 'two'"),
+    ]:
+        done = subprocess.run(
+            ["bash", str(SCRIPT), *args],
+            env={**os.environ, "LSTM_JAX": str(fake), "OUT": str(tmp_path / "out")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2 and message in done.stderr
+        assert not (tmp_path / "out").exists()
