@@ -45,20 +45,28 @@ def copy_memory(
 
 
 def variable_copy(
-    rng: np.random.Generator, n: int, seq_len: int, num_symbols: int = 10, num_categories: int = 8
+    rng: np.random.Generator,
+    n: int,
+    seq_len: int,
+    num_symbols: int = 10,
+    num_categories: int = 8,
+    gap: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Variable copy (Henaff et al. 2016): tokens x, y (n, T + 2 * num_symbols) int32.
 
     Vocabulary as in `copy_memory`. Each row draws a gap g from U[1, T]: x = symbols, g - 1
     blanks, the delimiter, blanks to the end; y = blanks except the num_symbols steps right
-    after the delimiter, which hold the symbols. g = T gives `copy_memory`'s layout.
+    after the delimiter, which hold the symbols. g = T gives `copy_memory`'s layout. A given
+    `gap` fixes g for every row: a probe of how far back a trained model recalls.
     """
     if seq_len < 1:
         raise ValueError(f"variable copy needs seq_len >= 1, got {seq_len}.")
+    if gap is not None and not 1 <= gap <= seq_len:
+        raise ValueError(f"variable copy gap must be in [1, seq_len={seq_len}], got {gap}.")
     k = num_symbols
     length = seq_len + 2 * k
     data = rng.integers(1, num_categories + 1, size=(n, k)).astype(np.int32)
-    gap = rng.integers(1, seq_len + 1, size=n)
+    gap = rng.integers(1, seq_len + 1, size=n) if gap is None else np.full(n, gap)
     rows = np.arange(n)
     x = np.zeros((n, length), np.int32)
     x[:, :k] = data

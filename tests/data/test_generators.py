@@ -1,6 +1,7 @@
 """The memory-task generators of lstm_jax.data.synthetic: layouts and targets."""
 
 import numpy as np
+import pytest
 
 from lstm_jax.data.synthetic import adding_problem, copy_memory, selective_copy, variable_copy
 
@@ -53,6 +54,17 @@ def test_variable_copy_with_the_longest_gap_is_the_copy_task():
     # same layout as copy (symbols differ: different draws)
     np.testing.assert_array_equal(x[full] != 0, xc != 0)
     np.testing.assert_array_equal(y[full] != 0, yc != 0)
+
+
+def test_variable_copy_with_a_fixed_gap_puts_every_delimiter_there():
+    T, k, gap = 30, 10, 7
+    x, y = variable_copy(np.random.default_rng(0), 50, T, gap=gap)
+    assert (x[:, k + gap - 1] == 9).all() and ((x == 9).sum(1) == 1).all()
+    np.testing.assert_array_equal(y[:, k + gap : 2 * k + gap], x[:, :k])
+    assert (np.delete(y, np.s_[k + gap : 2 * k + gap], axis=1) == 0).all()
+    for bad in (0, T + 1):
+        with pytest.raises(ValueError, match=r"gap must be in \[1, seq_len=30\], got"):
+            variable_copy(np.random.default_rng(0), 2, T, gap=bad)
 
 
 def test_selective_copy_layout():
