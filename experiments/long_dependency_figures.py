@@ -165,7 +165,7 @@ def plot_relative(jobs, done, task, names, out: Path) -> Path:
         fig,
         ax,
         "val loss / baseline",
-        f"{task}: validation loss relative to the baseline (median, min-max)",
+        f"{task}: val loss over the baseline\n(median and min-max over seeds)",
         out / f"{task}_relative_ce.png",
     )
 
@@ -229,7 +229,7 @@ def plot_tau(jobs, task, names, out: Path) -> Path | None:
         fig,
         ax,
         "tau = -1 / ln f (steps)",
-        f"{task}: memory time constants (5-50-95th pct), seed 0",
+        f"{task}: memory time constants\n(5th, 50th and 95th percentile), seed 0",
         out / f"{task}_forget_tau.png",
     )
 
