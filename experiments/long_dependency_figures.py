@@ -403,6 +403,10 @@ def plot_horizon(results: list[Outcome], out: Path) -> Path | None:
         top.set_title(f"memory horizon: {task}")
         bottom.axhline(1.0, color="k", linestyle="--", linewidth=0.8, label="memoryless baseline")
         bottom.set_yscale("log")
+        # At least a decade below the baseline: a task where every run ends on it (1.000x)
+        # is then drawn flat on the baseline, not stretched over a 0.1 % range.
+        values = [r for ratios in finals[task].values() for rs in ratios.values() for r in rs]
+        bottom.set_ylim(min(0.1, min(values) / 1.5), max(1.5, max(values) * 1.5))
         bottom.set_ylabel("final val loss / baseline (median, min-max)")
         bottom.set_xlabel("T")
         for ax in (top, bottom):
