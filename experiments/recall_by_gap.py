@@ -38,9 +38,11 @@ from lstm_jax.train.run import load_run
 DEFAULT_GAPS = (1, 10, 25, 50, 100, 200, 300, 400, 500)
 
 
-def symbol_and_recall_steps(num_symbols: int, gap: int) -> tuple[range, range]:
-    """The steps where the symbols are read and where they are recalled, at `gap`."""
-    return range(num_symbols), range(num_symbols + gap, 2 * num_symbols + gap)
+def symbol_and_recall_steps(num_symbols: int, gap: int) -> tuple[range, int, range]:
+    """The steps where the symbols are read, the delimiter's step and the steps where the
+    symbols are recalled, at `gap`."""
+    delimiter = num_symbols + gap - 1
+    return range(num_symbols), delimiter, range(delimiter + 1, delimiter + 1 + num_symbols)
 
 
 def probe(task: VariableCopyTask, model: nnx.Module, gaps, sequences: int, seed: int = 0):
@@ -63,11 +65,10 @@ def probe(task: VariableCopyTask, model: nnx.Module, gaps, sequences: int, seed:
             gap=gap,
         )
         loss, aux = task.loss(model, {"x": x, "y": y})
-        symbols, recall = symbol_and_recall_steps(task.num_symbols, gap)
+        symbols, delimiter, recall = symbol_and_recall_steps(task.num_symbols, gap)
         recall = np.asarray(recall)
         grad = recall_gradient(one_hot(x, task.in_features), recall, y[:, recall])
         per_step = np.sqrt(np.square(np.asarray(grad)).sum(axis=(0, 2)))  # (T + 2k,)
-        delimiter = task.num_symbols + gap - 1
         rows.append(
             (
                 gap,

@@ -29,7 +29,8 @@ def test_symbol_and_recall_steps_are_where_the_generator_puts_them(recall_by_gap
     T, k = 20, 10
     for gap in (1, 7, T):
         x, y = variable_copy(np.random.default_rng(gap), 8, T, gap=gap)
-        symbols, recall = recall_by_gap.symbol_and_recall_steps(k, gap)
+        symbols, delimiter, recall = recall_by_gap.symbol_and_recall_steps(k, gap)
+        assert (x[:, delimiter] == 9).all()
         assert list(symbols) == [
             t for t in range(x.shape[1]) if (1 <= x[:, t]).all() and (x[:, t] <= 8).all()
         ]
