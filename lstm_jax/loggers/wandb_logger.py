@@ -206,7 +206,7 @@ class WandbLogger:
         resume: bool = False,
         monitor: str | None = None,
         monitor_mode: str | None = None,
-        line_plots: tuple[str, ...] = ("grad_norm/dh_t",),
+        line_plots: tuple[str, ...] = ("grad_norm/dh_t", "memory/recall_dh_t"),
         init_timeout: float | None = None,
     ):
         import wandb

@@ -123,6 +123,13 @@ class Task(abc.ABC):
         the final evaluation, saves each as run_dir/media/<name>.png and logs it to W&B."""
         return {}
 
+    def memory_diagnostics(self, model: nnx.Module) -> dict[str, Any]:
+        """Diagnostics that tell a model that cannot store a memory task's items from one
+        that stores them and does not read them out ({"memory/<name>": float or (T,)
+        profile}; lstm_jax.tasks.synthetic), on held-out data fixed for the run. The trainer
+        calls it with the eval-mode model at every diagnostics step. None here: {}."""
+        return {}
+
     def tokens_in(self, batch: Batch) -> int:
         """Sequence positions in a batch, for perf/tokens_per_s."""
         first = next(iter(batch.values()))

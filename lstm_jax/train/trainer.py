@@ -351,6 +351,7 @@ class Trainer:
                             self.state["carry"],
                         )
                         loggers.log(to_host(diag), step)
+                        loggers.log(self.task.memory_diagnostics(self.eval_model()), step)
                         diagnostics_time += time.perf_counter() - t0
 
                     if is_eval:
