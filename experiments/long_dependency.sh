@@ -18,6 +18,12 @@
 # checkpoint's step. The finished run's record replaces the snapshot.
 #
 #   bash experiments/long_dependency.sh [JOB_PREFIX ...] [--lanes N]   # default: every job, 2 lanes
+#   SETUP=adam_clip1.0 bash experiments/long_dependency.sh adding_T400   # one setup of the grid
+#
+# SETUP names one optimiser setup of sweep=setup_grid (configs/sweep/setup_grid.yaml), as its
+# run dirs do: {rmsprop,adam}_clip{None,1.0}. Its runs land in $OUT/<setup>/... and their
+# records in experiments/setup_grid_runs/<setup>/<job>/seed<S> (default rmsprop_clipNone,
+# the presets' own setup). Without SETUP the script keeps its issue-12 layout and records.
 #   bash experiments/long_dependency.sh --snapshot   # after stopping the runs (kill the driver)
 #   lstm-jax-compare $OUT/copy_T500_* --over seed --solved "val/solved>0"   # the seed table
 #
@@ -26,6 +32,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LSTM_JAX=${LSTM_JAX:-lstm-jax}
+SETUP=${SETUP:-}
+SETUP_OVERRIDES=()
+if [ -n "$SETUP" ]; then
+  [[ $SETUP =~ ^(rmsprop|adam)_clip(None|1\.0)$ ]] \
+    || { echo "long_dependency.sh: SETUP=$SETUP is not a setup of the grid; choose {rmsprop,adam}_clip{None,1.0}" >&2; exit 2; }
+  clip=${BASH_REMATCH[2]}; [ "$clip" = None ] && clip=null
+  SETUP_OVERRIDES=("optim=${BASH_REMATCH[1]}" "optim.clip_grad_norm=$clip")
+  OUT=${OUT:-experiments/results/setup_grid/$SETUP}
+  RECORDS=${RECORDS:-experiments/setup_grid_runs/$SETUP}
+fi
 OUT=${OUT:-experiments/results/long_dependency}
 RECORDS=${RECORDS:-experiments/long_dependency_runs}
 LANES=2
@@ -161,6 +177,7 @@ run_one() {  # NAME|OVERRIDES|SEED CORE
     && { echo "transcribed $name seed $seed ($RECORDS/transcribed_outcomes.csv)"; return 0; }
   mkdir -p "$dir"
   restore_snapshot "$RECORDS/$name/seed$seed" "$dir"
+  overrides="$overrides ${SETUP_OVERRIDES[*]}"
   echo "start  $dir: lstm-jax $overrides seed=$seed  ($(date -u +%FT%TZ), commit $(git rev-parse --short HEAD))" \
     | tee -a "$OUT/commands.log"
   local t0=$(date +%s)

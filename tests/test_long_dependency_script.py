@@ -149,3 +149,28 @@ def test_a_bad_option_is_refused_before_anything_runs(tmp_path):
         )
         assert done.returncode == 2 and message in done.stderr
         assert not (tmp_path / "out").exists()
+
+
+def test_a_setup_of_the_grid_runs_each_job_with_its_optimiser_and_clipping(tmp_path):
+    _run(tmp_path, "machine1", "adding_T400_lstm", SETUP="adam_clip1.0")
+    (call,) = (tmp_path / "calls.txt").read_text().splitlines()
+    assert call.startswith("experiment=adding_T400 optim=adam optim.clip_grad_norm=1.0 seed=0")
+    records = str(tmp_path / "records_rmsprop")  # each setup keeps its own records
+    _run(tmp_path, "machine2", "adding_T400_lstm", SETUP="rmsprop_clipNone", RECORDS=records)
+    assert (
+        "optim=rmsprop optim.clip_grad_norm=null seed=0"
+        in (tmp_path / "calls.txt").read_text().splitlines()[-1]
+    )
+
+
+def test_a_setup_outside_the_grid_is_refused_before_anything_runs(tmp_path):
+    done = subprocess.run(
+        ["bash", str(SCRIPT), "adding_T400"],
+        env={**os.environ, "SETUP": "sgd_clip5", "OUT": str(tmp_path / "out")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "SETUP=sgd_clip5 is not a setup of the grid" in done.stderr
+    assert not (tmp_path / "out").exists()
