@@ -15,6 +15,9 @@ plots:
     lstm-jax-compare multirun/sweep_a multirun/sweep_b outputs/one_run --format markdown
     lstm-jax-compare SWEEP --solved "test/mse<0.01" --y solved --x task.seq_len --group model.cell
 
+`--over seed` makes one row per group of runs that differ only in the seed (lstm_jax.compare.over),
+with `--solved`/`--escape` survival statistics of the steps to each event (.survival).
+
 Swept parameters are the job overrides (and config values) that differ between the runs.
 Table columns: `best <monitor>` and `best step` (the best validation value and its step),
 then the final (last logged) value of each validation metric, the test metrics (evaluated

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from lstm_jax.compare.over import build_over_table, group_runs, plot_group_curves
+from lstm_jax.compare.over import build_over_table, group_label, group_runs, plot_group_curves
 from lstm_jax.compare.plots import _safe, default_axes, plot_learning_curves, plot_metric_vs_param
 from lstm_jax.compare.runs import (
     DEFAULT_EXCLUDE,
@@ -17,6 +17,7 @@ from lstm_jax.compare.runs import (
     _is_run_dir,
     find_runs,
 )
+from lstm_jax.compare.survival import Condition, event_times, plot_survival
 from lstm_jax.compare.table import _fmt, build_table, format_table
 
 # ----------------------------------------------------------------------------- CLI
@@ -87,6 +88,14 @@ def _parser() -> argparse.ArgumentParser:
         "and std of each metric, and with --solved the solved fraction and the "
         "median/min/max steps to solve; curves become a median and min-max band",
     )
+    p.add_argument(
+        "--escape",
+        metavar="COND",
+        help="with --over: the time to the first evaluation where COND held, e.g. "
+        "'val/mse<0.9*val/baseline_mse' (the escape from the memoryless baseline), as a "
+        "Kaplan-Meier median with its 95%% interval, runs that never escaped censored at "
+        "their last step (also for --solved); survival_<event>_over_<KEY>.png",
+    )
     return p
 
 
@@ -97,6 +106,8 @@ def _split(text: str | None) -> tuple[str, ...]:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.escape and not args.over:
+            raise ValueError("--escape needs --over KEY: survival statistics are per group")
         runs = find_runs(args.paths)
         if not runs:
             raise FileNotFoundError(
@@ -106,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
             runs, _split(args.metrics), _split(args.exclude), args.solved, args.sort
         )
         groups = group_runs(runs, table, args.over) if args.over else None
-        shown = build_over_table(runs, table, args.over, args.solved) if args.over else table
+        shown = (
+            build_over_table(runs, table, args.over, args.solved, args.escape)
+            if args.over
+            else table
+        )
     except (FileNotFoundError, ValueError) as error:
         print(f"lstm-jax-compare: error: {error}", file=sys.stderr)
         return 1
@@ -149,6 +164,23 @@ def main(argv: list[str] | None = None) -> int:
             path = out_dir / f"{_safe(metric)}_over_{_safe(args.over)}.png"
             band = plot_group_curves(runs, groups, table.params, metric, path, logy=args.logy)
             written += [band] if band else []
+        for name, text, option in (
+            ("solve", args.solved, "--solved"),
+            ("escape", args.escape, "--escape"),
+        ):
+            if not text:
+                continue
+            condition = Condition.parse(text, option)
+            per_group = [
+                (
+                    group_label(shared, runs[members[0]], table.params),
+                    *event_times(runs, members, condition),
+                )
+                for shared, members in groups
+            ]
+            path = out_dir / f"survival_{name}_over_{_safe(args.over)}.png"
+            title = f"time to {name} ({text}): Kaplan-Meier, + censored"
+            written += [p for p in [plot_survival(per_group, title, path)] if p]
     else:
         curve_path = plot_learning_curves(
             runs, table.params, curves, out_dir / "learning_curves.png", logy=args.logy

@@ -3,10 +3,13 @@ usually) become one row.
 
 Each row holds the parameters the group shares, `n` (its runs), the mean and standard
 deviation (sample, ddof=1; none for one run) of each chosen metric column, and, with
-`--solved`, the solved fraction and the median, min and max steps to solve among the runs
-that solved. "Steps to solve" is the first logged step at which the `--solved` condition
-held on the validation metric: the condition's column itself when it is a `val/` metric,
-its `val/` counterpart for a `test/` column (the test split is scored once, at the end).
+`--solved`, the solved fraction with its Wilson 95 % interval and the median, min and max
+steps to solve among the runs that solved. "Steps to solve" is the first logged step at which
+the `--solved` condition held on the validation metric: the condition's column itself when it
+is a `val/` metric, its `val/` counterpart for a `test/` column (the test split is scored
+once, at the end). With `--solved` and `--escape`, the time to each event as a Kaplan-Meier
+median with its 95 % interval, runs without the event censored at their last step
+(lstm_jax.compare.survival).
 
 The curve plot draws, per group, the median of a metric over the group's runs and a min-max
 band. A run that ended before the others (stopped when solved, or early) keeps its last
@@ -21,28 +24,16 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from lstm_jax.compare.plots import _label, _pyplot
+from lstm_jax.compare.plots import _label, _pyplot, save_figure
 from lstm_jax.compare.runs import Run, _is_number
-from lstm_jax.compare.table import Table, _fmt, param_value, parse_condition
-
-
-def validation_column(column: str) -> str:
-    """The validation series a `--solved` column is checked on over training."""
-    if column.startswith("test/"):
-        return "val/" + column[len("test/") :]
-    if column.startswith("best "):
-        return column[len("best ") :]
-    return column
+from lstm_jax.compare.survival import Condition, event_times, survival_columns, wilson_interval
+from lstm_jax.compare.table import Table, _fmt, param_value
 
 
 def steps_to_solve(run: Run, condition: str) -> int | None:
     """The first step at which `condition` (e.g. 'val/solved>0') held on the validation
     series of `run`; None if it never did."""
-    column, op, threshold = parse_condition(condition)
-    for step, value in run.series.get(validation_column(column), []):
-        if op(value, threshold):
-            return step
-    return None
+    return Condition.parse(condition, "--solved").first_step(run)
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -71,8 +62,19 @@ def group_runs(runs: list[Run], table: Table, over: str) -> list[tuple[dict[str,
     return list(groups.values())
 
 
-def build_over_table(runs: list[Run], table: Table, over: str, solved: str | None = None) -> Table:
+def build_over_table(
+    runs: list[Run],
+    table: Table,
+    over: str,
+    solved: str | None = None,
+    escape: str | None = None,
+) -> Table:
     """The per-group table of `table` (one row per run, as `build_table` makes it)."""
+    events = {
+        name: Condition.parse(text, option)
+        for name, text, option in (("solve", solved, "--solved"), ("escape", escape, "--escape"))
+        if text
+    }
     groups = group_runs(runs, table, over)
     shared = [p for p in table.params if p != over]
     skip = {"run", *table.params, "status", "solved", "best step"}
@@ -97,15 +99,26 @@ def build_over_table(runs: list[Run], table: Table, over: str, solved: str | Non
             flags = [table.rows[i].get("solved") for i in members]
             known = [f for f in flags if f is not None]
             row["solved fraction"] = sum(known) / len(known) if known else None
+            low, high = wilson_interval(sum(known), len(known))
+            row["solved fraction_ci_low"], row["solved fraction_ci_high"] = low, high
             steps = [s for s in (steps_to_solve(runs[i], solved) for i in members) if s is not None]
             row["solved runs"] = len(steps)
             row["steps to solve median"] = statistics.median(steps) if steps else None
             row["steps to solve min"] = min(steps) if steps else None
             row["steps to solve max"] = max(steps) if steps else None
+        for name, condition in events.items():
+            row.update(survival_columns(name, *event_times(runs, members, condition)))
         row["done"] = sum(table.rows[i].get("status") == "done" for i in members)
         rows.append(row)
     columns = list(rows[0]) if rows else [*shared, "n"]
     return Table(columns=columns, rows=rows, params=shared, fixed=table.fixed)
+
+
+def group_label(shared: dict[str, Any], first: Run, params: list[str]) -> str:
+    """A group's name in a plot legend: its shared parameters, short."""
+    return ", ".join(f"{p.rsplit('.', 1)[-1]}={_fmt(v)}" for p, v in shared.items()) or _label(
+        first, params
+    )
 
 
 def carry_forward(series: list[tuple[int, float]], steps: list[int]) -> list[float]:
@@ -144,9 +157,7 @@ def plot_group_curves(
         xs = [steps[k] for k in keep]
         median = [statistics.median(finite[k]) for k in keep]
         color = plt.get_cmap("tab10")(number % 10)
-        label = ", ".join(f"{p.rsplit('.', 1)[-1]}={_fmt(v)}" for p, v in shared.items()) or (
-            _label(runs[members[0]], params)
-        )
+        label = group_label(shared, runs[members[0]], params)
         ax.plot(xs, median, color=color, label=f"{label} (n={len(series)})", linewidth=1.4)
         ax.fill_between(
             xs,
@@ -165,9 +176,4 @@ def plot_group_curves(
     ax.set_title(f"{metric}: median and min-max over runs")
     if logy:
         ax.set_yscale("log")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, ax, path)

@@ -23,6 +23,16 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, ax, path: Path) -> Path:
+    """A grid, the legend, and the figure written to `path` and closed."""
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
 def _label(run: Run, params: list[str]) -> str:
     if not params:
         return run.name
