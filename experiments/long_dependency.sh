@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Long-dependency results at the literature's budgets (issue 12), in the order the issue
-# ranks them. Each job is one lstm-jax command: a preset of configs/experiment/ (each states
-# the paper whose setup it follows), one initialisation or cell, one seed. Runs land in
-# $OUT/<job>/seed<S>/ (default experiments/results/long_dependency); a finished run (one with
-# summary.json) is skipped and a killed one continues from its last checkpoint
-# (trainer.resume=true), so rerunning this script picks up where it stopped.
+# Long-dependency results at the literature's budgets (issues 12 and 27), in one optimiser
+# setup of the grid (SETUP, below). Each job is one lstm-jax command: a preset of
+# configs/experiment/ (each states the paper whose setup it follows), one initialisation or
+# cell, one seed. Runs land in $OUT/<job>/seed<S>/ (default
+# experiments/results/setup_grid/<setup>); a finished run (one with summary.json) is skipped
+# and a killed one continues from its last checkpoint (trainer.resume=true), so rerunning this
+# script picks up where it stopped.
 #
 # A finished run's record (metrics.jsonl, summary.json, .hydra/, cli.log: no checkpoints,
-# ~0.1-0.5 MB) is copied to $RECORDS/<job>/seed<S>/ (default experiments/long_dependency_runs,
-# which is committed): the machines are fresh each session, so the record is what the tables
-# and figures are drawn from later, and a recorded run is skipped on any machine. So is one of
-# $RECORDS/transcribed_outcomes.csv, whose run dir was lost before records were kept.
+# ~0.1-0.5 MB) is copied to $RECORDS/<job>/seed<S>/ (default
+# experiments/setup_grid_runs/<setup>, which is committed): the machines are fresh each
+# session, so the record is what the tables and figures are drawn from later
+# (experiments/long_dependency_figures.py), and a recorded run is skipped on any machine.
 #
 # A run the session's end would cut is kept too: `--snapshot` copies each unfinished run's
 # newest checkpoints (last and best, ~1 MB each) with its metrics and config into its
@@ -21,9 +22,9 @@
 #   SETUP=adam_clip1.0 bash experiments/long_dependency.sh adding_T400   # one setup of the grid
 #
 # SETUP names one optimiser setup of sweep=setup_grid (configs/sweep/setup_grid.yaml), as its
-# run dirs do: {rmsprop,adam}_clip{None,1.0}. Its runs land in $OUT/<setup>/... and their
-# records in experiments/setup_grid_runs/<setup>/<job>/seed<S> (default rmsprop_clipNone,
-# the presets' own setup). Without SETUP the script keeps its issue-12 layout and records.
+# run dirs do: {rmsprop,adam}_clip{None,1.0}; default rmsprop_clipNone, the presets' own
+# (PyTorch's RMSprop, no clipping). The issue-12 records of optax's eps-in-the-root RMSProp
+# (experiments/setup_grid_runs/optax-rmsprop_clipNone) are read, never run again.
 #   bash experiments/long_dependency.sh --snapshot   # after stopping the runs (kill the driver)
 #   lstm-jax-compare $OUT/copy_T500_* --over seed --solved "val/solved>0"   # the seed table
 #
@@ -32,18 +33,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LSTM_JAX=${LSTM_JAX:-lstm-jax}
-SETUP=${SETUP:-}
-SETUP_OVERRIDES=()
-if [ -n "$SETUP" ]; then
-  [[ $SETUP =~ ^(rmsprop|adam)_clip(None|1\.0)$ ]] \
-    || { echo "long_dependency.sh: SETUP=$SETUP is not a setup of the grid; choose {rmsprop,adam}_clip{None,1.0}" >&2; exit 2; }
-  clip=${BASH_REMATCH[2]}; [ "$clip" = None ] && clip=null
-  SETUP_OVERRIDES=("optim=${BASH_REMATCH[1]}" "optim.clip_grad_norm=$clip")
-  OUT=${OUT:-experiments/results/setup_grid/$SETUP}
-  RECORDS=${RECORDS:-experiments/setup_grid_runs/$SETUP}
-fi
-OUT=${OUT:-experiments/results/long_dependency}
-RECORDS=${RECORDS:-experiments/long_dependency_runs}
+SETUP=${SETUP:-rmsprop_clipNone}
+[[ $SETUP =~ ^(rmsprop|adam)_clip(None|1\.0)$ ]] \
+  || { echo "long_dependency.sh: SETUP=$SETUP is not a setup of the grid; choose {rmsprop,adam}_clip{None,1.0}" >&2; exit 2; }
+clip=${BASH_REMATCH[2]}; [ "$clip" = None ] && clip=null
+SETUP_OVERRIDES=("optim=${BASH_REMATCH[1]}" "optim.clip_grad_norm=$clip")
+OUT=${OUT:-experiments/results/setup_grid/$SETUP}
+RECORDS=${RECORDS:-experiments/setup_grid_runs/$SETUP}
 LANES=2
 SNAPSHOT=0
 prefixes=()
@@ -60,29 +56,28 @@ done
 set -- "${prefixes[@]}"
 export WANDB_MODE=${WANDB_MODE:-offline}
 
-# job name | overrides (seed=S is appended) [| seeds, default $SEEDS]. Rows: 1 copy,
-# 2 adding, 3 the cells, 4 variable copy. Copy and variable copy at T=500 run two seeds: the
-# issue's rule where the budget is tight (a pair of their 20k-step runs is 3-4 hours on this
-# machine). Adding at T=100 checks Hochreiter & Schmidhuber's anchor (the LSTM solves it after
-# about 74k sequences, 1,480 steps of batch 50). Adding at T=750 is the issue's "if affordable":
-# it runs last, after rows 3 and 4.
+# job name | overrides (seed=S is appended) [| seeds, default $SEEDS], in issue 27's order:
+# adding T=400 (both inits); copy T=200 (with adding T=400, the rows the whole grid runs);
+# the rows issue 12 had only transcribed (copy T=100, adding T=200); copy and variable copy at
+# T=500 (two seeds: a pair of their 20k-step runs is 3-4 hours on this machine); then the
+# cells, Hochreiter & Schmidhuber's adding T=100 anchor, and adding T=750 if affordable.
 JOBS=(
-  "copy_T500_lstm|experiment=copy_T500_forget_bias1|0 1"
-  "copy_T500_chrono|experiment=copy_T500_chrono|0 1"
-  "copy_T100_lstm|experiment=copy_T100"
-  "copy_T100_chrono|experiment=copy_T100 model.chrono_max_steps=150"
-  "copy_T200_lstm|experiment=copy_T200"
-  "copy_T200_chrono|experiment=copy_T200 model.chrono_max_steps=300"
-  "adding_T200_lstm|experiment=adding_T200"
-  "adding_T200_chrono|experiment=adding_T200 model.chrono_max_steps=200"
   "adding_T400_lstm|experiment=adding_T400"
   "adding_T400_chrono|experiment=adding_T400 model.chrono_max_steps=400"
+  "copy_T200_lstm|experiment=copy_T200"
+  "copy_T200_chrono|experiment=copy_T200 model.chrono_max_steps=300"
+  "copy_T100_lstm|experiment=copy_T100"
+  "copy_T100_chrono|experiment=copy_T100 model.chrono_max_steps=150"
+  "adding_T200_lstm|experiment=adding_T200"
+  "adding_T200_chrono|experiment=adding_T200 model.chrono_max_steps=200"
+  "copy_T500_lstm|experiment=copy_T500_forget_bias1|0 1"
+  "copy_T500_chrono|experiment=copy_T500_chrono|0 1"
+  "variable_copy_T500_lstm|experiment=variable_copy_T500|0 1"
+  "variable_copy_T500_chrono|experiment=variable_copy_T500 model.chrono_max_steps=500|0 1"
   "copy_T100_rnn|experiment=copy_T100 model=rnn"
   "copy_T100_gru|experiment=copy_T100 model=gru"
   "adding_T200_rnn|experiment=adding_T200 model=rnn"
   "adding_T200_gru|experiment=adding_T200 model=gru"
-  "variable_copy_T500_lstm|experiment=variable_copy_T500|0 1"
-  "variable_copy_T500_chrono|experiment=variable_copy_T500 model.chrono_max_steps=500|0 1"
   "adding_T100_lstm|experiment=adding_T100"
   "adding_T100_chrono|experiment=adding_T100 model.chrono_max_steps=100"
   "adding_T750_lstm|experiment=adding_T750"
@@ -173,8 +168,6 @@ run_one() {  # NAME|OVERRIDES|SEED CORE
   local dir=$OUT/$name/seed$seed
   [ -f "$dir/summary.json" ] && { echo "done   $dir"; return 0; }
   [ -f "$RECORDS/$name/seed$seed/summary.json" ] && { echo "recorded $RECORDS/$name/seed$seed"; return 0; }
-  grep -q "^$name,$seed," "$RECORDS/transcribed_outcomes.csv" 2>/dev/null \
-    && { echo "transcribed $name seed $seed ($RECORDS/transcribed_outcomes.csv)"; return 0; }
   mkdir -p "$dir"
   restore_snapshot "$RECORDS/$name/seed$seed" "$dir"
   overrides="$overrides ${SETUP_OVERRIDES[*]}"

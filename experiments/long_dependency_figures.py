@@ -1,42 +1,44 @@
-"""Figures of the long-dependency runs (experiments/long_dependency.sh), from their
-metrics.jsonl alone:
+"""Every long-dependency table and figure of experiments/README.md, from the committed records
+alone, in one command (nothing to rename or copy by hand afterwards):
 
-- `<job>_relative_ce.png`: validation cross-entropy (or MSE) over the memoryless baseline
-  during training, median and min-max over seeds, one colour per job of a task and T;
-- `<task>_dh_t.png`: the per-timestep gradient profile ||dL/dh_t|| (grad_norm/dh_t, 32
-  points over the sequence) at a few points of training, one panel per job (seed 0);
-- `<task>_forget_tau.png`: the memory time constants tau = -1/ln f of the gate that keeps
-  the state (LSTM forget, GRU update; 5th, 50th and 95th percentile over units and steps)
-  over training, one colour per job;
-- `memory_horizon.png`: per task and cell, the fraction of seeds that solved the task at
-  each T (the largest solved T is the horizon) and, below it, the final validation loss
-  over the baseline (median, min-max over seeds): how much memory a cell has short of solving.
-  Runs whose dirs were lost before records were kept count from a root's
-  `transcribed_outcomes.csv` (job, seed, commit, solved_at, final_val_over_baseline).
+    python experiments/long_dependency_figures.py [RECORDS]
+        [--out experiments/figures/long_dependency]
+        [--tables experiments/long_dependency_tables.md]
 
-RUNS_DIR defaults to the committed records (experiments/long_dependency_runs, see
-experiments/long_dependency.sh) and the live runs (experiments/results/long_dependency); a run
-in several is read from the first that holds it finished.
+RECORDS (default experiments/setup_grid_runs) holds one directory per optimiser setup of the
+grid (configs/sweep/setup_grid.yaml: `rmsprop_clipNone`, `adam_clip1.0`, ...; and issue 12's
+`optax-rmsprop_clipNone`, optax's eps-in-the-root RMSProp), each holding
+`<task>_T<T>_<variant>/seed<S>/` run records (experiments/long_dependency.sh writes them). It
+writes, per setup and task:
 
-With `--table-steps 2500,5000,20000` it also prints, per task, a markdown table of each run's
-validation loss over the baseline at those steps, its test loss over the baseline and test
-accuracy (summary.json: the best checkpoint's), the first evaluation below 0.99 of the
-baseline, and the step it solved at: the per-seed tables of experiments/README.md.
+- `<setup>/<task>_relative_loss.png`: validation loss over the memoryless baseline during
+  training, the median and min-max over seeds (one seed: its line, named), the baseline and,
+  where "solved" is a loss threshold (adding: val/mse < 0.01), that threshold;
+- `<setup>/<task>_dh_t.png`, `<setup>/<task>_tau.png`: seed 0's ||dL/dh_t|| profile at three
+  points of training and the memory time constants of its retaining gate (5th, 50th and 95th
+  percentile over units and steps);
+- `<setup>/<task>_memory.png` (runs that log it): the linear probe of the stored items at the
+  recall step and the recall's gradient at the items over the recall step, median over seeds;
+- `memory_horizon.png`: per task, the fraction of seeds solved at each T that was run, with
+  its Wilson 95 % interval, per variant and setup (markers side by side at each T, no lines
+  across T values not run);
 
-    python experiments/long_dependency_figures.py [RUNS_DIR ...] [--out experiments/figures]
-        [--table-steps 2500,5000,10000,20000]
+and the tables file: per setup, task and variant the solved fraction (Wilson interval), the
+Kaplan-Meier median steps to escape the baseline (val loss < 0.99 x baseline) and to solve,
+with 95 % intervals and unfinished runs censored at their last step (lstm_jax.compare.survival);
+the memory horizon (the largest T solved by any setup, with its seeds); and each run's
+validation loss over the baseline at fixed steps.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import re
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -45,171 +47,206 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from lstm_jax.compare.over import carry_forward
+from lstm_jax.compare.runs import Run, read_run
+from lstm_jax.compare.survival import (
+    Condition,
+    kaplan_meier,
+    last_step,
+    median_with_interval,
+    wilson_interval,
+)
 from lstm_jax.nn import CELLS
 
 # The gates whose time constants the diagnostics log (LSTM forget, GRU update).
 RETAIN_GATES = tuple(dict.fromkeys(c.RETAIN_GATE for c in CELLS.values() if c.RETAIN_GATE))
 JOB = re.compile(r"^(?P<task>[a-z_]+)_T(?P<T>\d+)_(?P<variant>\w+)$")
-TRANSCRIBED = "transcribed_outcomes.csv"
-DEFAULT_ROOTS = ("experiments/long_dependency_runs", "experiments/results/long_dependency")
+ESCAPE_FRACTION = 0.99  # escaped: the validation loss below 0.99 x the memoryless baseline
+TABLE_STEPS = (2500, 5000, 10000, 20000)
 
 
-def read(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
+@dataclass
+class Record:
+    """One run's record: its setup, job (task, T, variant), seed, raw metrics rows and the
+    compare reader's view of it (numeric series, summary)."""
+
+    setup: str
+    job: str
+    seed: int
+    rows: list[dict]
+    run: Run
+    task: str = field(init=False)
+    length: int = field(init=False)
+    variant: str = field(init=False)
+
+    def __post_init__(self):
+        match = JOB.match(self.job)
+        self.task, self.length, self.variant = match["task"], int(match["T"]), match["variant"]
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.run.summary)
+
+    @property
+    def loss_key(self) -> str:
+        return "val/mse" if "val/baseline_mse" in self.run.series else "val/loss"
+
+    @property
+    def baseline_key(self) -> str:
+        return "val/baseline_mse" if self.loss_key == "val/mse" else "val/baseline_loss"
+
+    def relative_loss(self) -> list[tuple[int, float]]:
+        base = dict(self.run.series.get(self.baseline_key, []))
+        return [(s, v / base[s]) for s, v in self.run.series.get(self.loss_key, []) if base.get(s)]
+
+    def escape(self) -> Condition:
+        text = f"{self.loss_key}<{ESCAPE_FRACTION}*{self.baseline_key}"
+        return Condition.parse(text, "escape")
+
+    def solved_at(self) -> int | None:
+        return Condition.parse("val/solved>0", "solved").first_step(self.run)
+
+
+def read_rows(run_dir: Path) -> list[dict]:
     rows = []
-    for line in path.read_text().splitlines():
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            pass  # a line cut by a kill
+            pass  # a line cut by a kill; the compare reader warns about it
     return rows
+
+
+def load(root: Path) -> list[Record]:
+    """Every run record under root/<setup>/<job>/seed<S>/ whose job names a task and T."""
+    records = []
+    for metrics in sorted(root.glob("*/*/seed*/metrics.jsonl")):
+        run_dir = metrics.parent
+        job, setup = run_dir.parent.name, run_dir.parent.parent.name
+        if JOB.match(job):
+            seed = int(run_dir.name.removeprefix("seed"))
+            records.append(Record(setup, job, seed, read_rows(run_dir), read_run(run_dir)))
+    return records
+
+
+def grouped(records, *keys):
+    out = defaultdict(list)
+    for r in records:
+        out[tuple(getattr(r, k) for k in keys)].append(r)
+    return dict(sorted(out.items()))
 
 
 def series(rows: list[dict], key: str) -> list[tuple[int, object]]:
     return [(r["step"], r[key]) for r in rows if key in r]
 
 
-def load(
-    roots: list[Path],
-) -> tuple[dict[str, dict[int, list[dict]]], set[tuple[str, int]], dict[tuple[str, int], Path]]:
-    """({job: {seed: rows}} for every job dir holding seed<k>/metrics.jsonl under any of
-    `roots`, the (job, seed) pairs whose run finished (summary.json written), and each run's
-    dir). A run under several roots is read from the first root that holds it finished, else
-    from the first that holds it."""
-    jobs: dict[str, dict[int, list[dict]]] = defaultdict(dict)
-    done: set[tuple[str, int]] = set()
-    dirs: dict[tuple[str, int], Path] = {}
-    for root in roots:
-        for metrics in sorted(root.glob("*/seed*/metrics.jsonl")):
-            key = (metrics.parent.parent.name, int(metrics.parent.name.removeprefix("seed")))
-            finished = (metrics.parent / "summary.json").exists()
-            if key in done or (key in dirs and not finished):
-                continue
-            jobs[key[0]][key[1]] = read(metrics.parent)
-            dirs[key] = metrics.parent
-            if finished:
-                done.add(key)
-    return jobs, done, dirs
+# ------------------------------------------------------------------------------- figures
 
 
-def by_task(jobs):
-    tasks = defaultdict(list)
-    for job in jobs:
-        match = JOB.match(job)
-        if match:
-            tasks[f"{match['task']}_T{match['T']}"].append(job)
-    return tasks
-
-
-def relative_loss(rows):
-    """(step, val/loss over its baseline) at every evaluation."""
-    out = []
-    for r in rows:
-        base = r.get("val/baseline_loss", r.get("val/baseline_mse"))
-        if "val/loss" in r and base:
-            out.append((r["step"], r["val/loss"] / base))
-    return out
-
-
-def solved_at(rows) -> int | None:
-    """The step of the first evaluation with val/solved, or None."""
-    return next((r["step"] for r in rows if r.get("val/solved")), None)
-
-
-def _save_log_panel(fig, ax, ylabel: str, title: str, path: Path) -> Path:
-    """Log-y panel over training steps, labelled and saved."""
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def _at_steps(curve, steps, finished: bool) -> list[float]:
-    """`curve` at each of `steps`: a finished run (solved, or its budget spent) keeps its
-    last value past its end; a run still going counts only up to its last evaluation."""
-    values = carry_forward(curve, steps)
-    if finished:
-        return values
-    return [v if s <= curve[-1][0] else math.nan for s, v in zip(steps, values, strict=True)]
-
-
-def plot_relative(jobs, done, task, names, out: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for k, job in enumerate(sorted(names)):
-        runs = [(relative_loss(rows), (job, seed) in done) for seed, rows in jobs[job].items()]
-        runs = [(c, finished) for c, finished in runs if c]
-        if not runs:
-            continue
-        steps = sorted({s for c, _ in runs for s, _ in c})
-        carried = [_at_steps(c, steps, finished) for c, finished in runs]
-        columns = [[v for v in col if not math.isnan(v)] for col in zip(*carried, strict=True)]
-        xs = [s for s, col in zip(steps, columns, strict=True) if col]
-        cols = [col for col in columns if col]
-        color = plt.get_cmap("tab10")(k)
-        ax.plot(
-            xs, [statistics.median(c) for c in cols], color=color, label=f"{job} (n={len(runs)})"
-        )
+def _band(ax, runs: list[list[tuple[int, float]]], color, label: str) -> None:
+    """The median and min-max over runs of step-value curves (a run that ended keeps its last
+    value: it stopped when solved, or spent its budget); one run: its line alone."""
+    steps = sorted({s for c in runs for s, _ in c})
+    columns = [
+        [v for v in col if not math.isnan(v)]
+        for col in zip(*(carry_forward(c, steps) for c in runs), strict=True)
+    ]
+    xs = [s for s, col in zip(steps, columns, strict=True) if col]
+    cols = [col for col in columns if col]
+    ax.plot(xs, [statistics.median(c) for c in cols], color=color, label=label)
+    if len(runs) > 1:
         ax.fill_between(
             xs, [min(c) for c in cols], [max(c) for c in cols], color=color, alpha=0.2, linewidth=0
         )
-    ax.axhline(1.0, color="k", linestyle="--", linewidth=0.8, label="memoryless baseline")
-    return _save_log_panel(
-        fig,
-        ax,
-        "val loss / baseline",
-        f"{task}: val loss over the baseline\n(median and min-max over seeds)",
-        out / f"{task}_relative_ce.png",
-    )
 
 
-def plot_dh_t(jobs, task, names, out: Path) -> Path | None:
-    names = [n for n in sorted(names) if 0 in jobs[n] and series(jobs[n][0], "grad_norm/dh_t")]
-    if not names:
-        return None
-    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4), squeeze=False)
-    for ax, job in zip(axes[0], names, strict=True):
-        profiles = series(jobs[job][0], "grad_norm/dh_t")
-        picks = sorted({0, len(profiles) // 2, len(profiles) - 1})
-        for k in picks:
-            step, profile = profiles[k]
-            t = [i / (len(profile) - 1) for i in range(len(profile))]
-            ax.plot(t, profile, label=f"step {step}")
+def _seeds_label(name: str, runs: list[Record]) -> str:
+    if len(runs) == 1:
+        return f"{name} (seed {runs[0].seed} alone)"
+    return f"{name} (median, min-max of {len(runs)} seeds)"
+
+
+def _save(fig, ax, path: Path, logy: bool = True) -> Path:
+    if logy:
         ax.set_yscale("log")
-        ax.set_xlabel("position in the sequence (0 = first step)")
-        ax.set_ylabel("||dL/dh_t||")
-        ax.set_title(job)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _write(fig, path)
+
+
+def _write(fig, path: Path) -> Path:
     fig.tight_layout()
-    path = out / f"{task}_dh_t.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def plot_tau(jobs, task, names, out: Path) -> Path | None:
+def plot_relative(setup: str, task: str, runs: list[Record], out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for k, (variant, members) in enumerate(grouped(runs, "variant").items()):
+        curves = [c for r in members if (c := r.relative_loss())]
+        if curves:
+            _band(ax, curves, plt.get_cmap("tab10")(k), _seeds_label(variant[0], members))
+    ax.axhline(1.0, color="k", linestyle="--", linewidth=0.8, label="memoryless baseline")
+    first = runs[0]
+    if first.loss_key == "val/mse":  # adding: solved is val/mse < 0.01, a loss threshold
+        base = statistics.median(v for _, v in first.run.series[first.baseline_key])
+        ax.axhline(
+            0.01 / base, color="g", linestyle=":", linewidth=1.0, label="solved (val/mse < 0.01)"
+        )
+    else:
+        ax.plot([], [], " ", label="solved: recall accuracy >= 0.99 (not on this axis)")
+    ax.set_ylabel("val loss / baseline")
+    ax.set_title(f"{task}, {setup}: validation loss over the baseline", fontsize=10)
+    return _save(fig, ax, out / setup / f"{task}_relative_loss.png")
+
+
+def _seed_zero(runs: list[Record], key: str) -> list[Record]:
+    return [r for r in sorted(runs, key=lambda r: r.variant) if r.seed == 0 and series(r.rows, key)]
+
+
+def plot_dh_t(setup: str, task: str, runs: list[Record], out: Path) -> Path | None:
+    chosen = _seed_zero(runs, "grad_norm/dh_t")
+    if not chosen:
+        return None
+    fig, axes = plt.subplots(1, len(chosen), figsize=(5.5 * len(chosen), 4), squeeze=False)
+    for ax, record in zip(axes[0], chosen, strict=True):
+        profiles = series(record.rows, "grad_norm/dh_t")
+        for k in sorted({0, len(profiles) // 2, len(profiles) - 1}):
+            step, profile = profiles[k]
+            ax.plot(
+                [i / (len(profile) - 1) for i in range(len(profile))], profile, label=f"step {step}"
+            )
+        ax.set_yscale("log")
+        ax.set_xlabel("position in the sequence (0 = first step)")
+        ax.set_ylabel("||dL/dh_t|| of the training loss")
+        ax.set_title(f"{record.variant}, seed 0 ({setup})", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _write(fig, out / setup / f"{task}_dh_t.png")
+
+
+def plot_tau(setup: str, task: str, runs: list[Record], out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     drawn = False
-    for k, job in enumerate(sorted(names)):
-        if 0 not in jobs[job]:
+    for k, record in enumerate(sorted(runs, key=lambda r: r.variant)):
+        if record.seed != 0:
             continue
         gate, points = next(
-            ((g, p) for g in RETAIN_GATES if (p := series(jobs[job][0], f"gates/layer_0/{g}_tau"))),
+            ((g, p) for g in RETAIN_GATES if (p := series(record.rows, f"gates/layer_0/{g}_tau"))),
             (None, []),
         )
         if not points:
             continue
-        color = plt.get_cmap("tab10")(k)
+        color = plt.get_cmap("tab10")(k % 10)
         steps = [s for s, _ in points]
-        ax.plot(steps, [v["p50"] for _, v in points], color=color, label=f"{job} {gate} median")
+        ax.plot(
+            steps,
+            [v["p50"] for _, v in points],
+            color=color,
+            label=f"{record.variant} {gate}, seed 0",
+        )
         ax.fill_between(
             steps,
             [v["p05"] for _, v in points],
@@ -222,234 +259,279 @@ def plot_tau(jobs, task, names, out: Path) -> Path | None:
     if not drawn:
         plt.close(fig)
         return None
-    match = re.search(r"_T(\d+)$", task)
-    if match:
-        ax.axhline(int(match[1]), color="k", linestyle="--", linewidth=0.8, label="T")
-    return _save_log_panel(
-        fig,
-        ax,
-        "tau = -1 / ln f (steps)",
-        f"{task}: memory time constants\n(5th, 50th and 95th percentile), seed 0",
-        out / f"{task}_forget_tau.png",
+    ax.axhline(runs[0].length, color="k", linestyle="--", linewidth=0.8, label="T")
+    ax.set_ylabel("tau = -1 / ln(kept fraction), steps")
+    ax.set_title(f"{task}, {setup}: memory time constants (5th-50th-95th percentile)", fontsize=10)
+    return _save(fig, ax, out / setup / f"{task}_tau.png")
+
+
+def plot_memory(setup: str, task: str, runs: list[Record], out: Path) -> Path | None:
+    probe = next(
+        (
+            k
+            for k in ("memory/probe_acc", "memory/probe_r2_sum")
+            if any(k in r.run.series for r in runs)
+        ),
+        None,
     )
+    if probe is None:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for k, (variant, members) in enumerate(grouped(runs, "variant").items()):
+        color = plt.get_cmap("tab10")(k)
+        for ax, key in ((left, probe), (right, "memory/recall_grad_ratio")):
+            curves = [r.run.series[key] for r in members if r.run.series.get(key)]
+            if curves:
+                _band(ax, curves, color, _seeds_label(variant[0], members))
+    left.set_ylabel(f"{probe} (held out)")
+    left.set_title("what h at the recall step holds", fontsize=10)
+    right.set_ylabel("||dL_recall/dh|| at the items / at the recall")
+    right.set_title("how much of the recall's error reaches the items", fontsize=10)
+    _save(fig, left, out / setup / f"{task}_memory.png", logy=False)  # closes the figure
+    return out / setup / f"{task}_memory.png"
 
 
-def _test_result(run_dir: Path) -> dict:
-    path = run_dir / "summary.json"
-    return json.loads(path.read_text()).get("test", {}) if path.exists() else {}
+def _outcome(records: list[Record]) -> tuple[int, int]:
+    """(runs solved, runs with an outcome): solved, or finished unsolved; a run still going
+    has no outcome yet unless it solved."""
+    solved = sum(r.solved_at() is not None for r in records)
+    return solved, solved + sum(r.finished and r.solved_at() is None for r in records)
 
 
-def _cell(value: float, decimals: int = 4) -> str:
-    # Fixed decimals: a plateau shows as 1.0004, not rounded onto the baseline.
-    return "" if math.isnan(value) else f"{value:.{decimals}f}"
+def plot_horizon(records: list[Record], out: Path) -> Path | None:
+    tasks = grouped(records, "task")
+    if not tasks:
+        return None
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
+    for ax, ((task,), runs) in zip(axes[0], tasks.items(), strict=True):
+        series_keys = list(grouped(runs, "variant", "setup"))
+        lengths = sorted({r.length for r in runs if _outcome([r])[1]})  # T with an outcome
+        if not lengths:
+            ax.set_visible(False)
+            continue
+        for k, ((variant, setup), members) in enumerate(grouped(runs, "variant", "setup").items()):
+            # Side by side at each T (a factor on a log axis), never lifted off their value.
+            dodge = 1.08 ** (k - (len(series_keys) - 1) / 2)
+            xs, ys, low, high = [], [], [], []
+            for (length,), at_t in grouped(members, "length").items():
+                solved, n = _outcome(at_t)
+                if n == 0:
+                    continue
+                lo, hi = wilson_interval(solved, n)
+                xs.append(length * dodge)
+                ys.append(solved / n)
+                low.append(solved / n - lo)
+                high.append(hi - solved / n)
+            if xs:
+                ax.errorbar(
+                    xs,
+                    ys,
+                    yerr=[low, high],
+                    fmt="o",
+                    capsize=3,
+                    color=plt.get_cmap("tab10")(k % 10),
+                    label=f"{variant}, {setup}",
+                    linestyle="none",
+                )
+        ax.set_xscale("log")
+        ax.set_xlim(min(lengths) / 1.6, max(lengths) * 1.6)  # the dodge stays small beside it
+        ax.set_xticks(lengths, [str(t) for t in lengths])
+        ax.minorticks_off()
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("T (the values run)")
+        ax.set_ylabel("fraction of seeds solved (Wilson 95 % interval)")
+        ax.set_title(f"memory horizon: {task}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _write(fig, out / "memory_horizon.png")
 
 
-def trajectory_table(dirs, jobs, done, names, steps: list[int]) -> str:
-    """Markdown: one row per (job, seed) of a task: val loss / baseline at `steps` (blank
-    past a running run's last evaluation), then test loss / baseline, test acc, the first
-    evaluation below 0.99 x the baseline and the first with val/solved (blank: never)."""
-    head = ["job", "seed", *[f"{s:,}" for s in steps]]
-    head += ["test / baseline", "test acc", "first < 0.99", "solved at", "status"]
+# -------------------------------------------------------------------------------- tables
+
+
+def _steps(value: int | None) -> str:
+    return "not reached" if value is None else f"{value:,}"
+
+
+def _median_cell(times: list[int], observed: list[bool]) -> str:
+    median, low, high = median_with_interval(kaplan_meier(times, observed))
+    if median is None and low is None:
+        return "not reached"
+    return f"{_steps(median)} [{_steps(low)}, {_steps(high)}]"
+
+
+def _test_over_baseline(record: Record) -> float | None:
+    test = record.run.summary.get("test", {})
+    loss = test.get("test/loss", test.get("test/mse"))
+    base = test.get("test/baseline_loss", test.get("test/baseline_mse"))
+    return loss / base if loss is not None and base else None
+
+
+def outcome_table(runs: list[Record]) -> str:
+    """Markdown: per task, T and variant of one setup, the solved fraction and the survival
+    medians (steps; [95 % interval]; 'not reached': beyond every run's last step)."""
+    head = [
+        "task",
+        "variant",
+        "n (seeds)",
+        "solved (Wilson 95 %)",
+        f"steps to escape, val < {ESCAPE_FRACTION} x baseline: KM median [95 %]",
+        "steps to solve: KM median [95 %]",
+        "test loss / baseline: mean (min-max)",
+        "status",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for job in sorted(names):
-        for seed, rows in sorted(jobs[job].items()):
-            curve = relative_loss(rows)
-            if not curve:
-                continue
-            finished = (job, seed) in done
-            test = _test_result(dirs[job, seed])
-            base = test.get("test/baseline_loss", test.get("test/baseline_mse"))
-            loss = test.get("test/loss")
-            below = next((s for s, v in curve if v < 0.99), None)
-            solved = solved_at(rows)
-            cells = [job, str(seed), *(_cell(v) for v in _at_steps(curve, steps, finished))]
-            cells += [
-                _cell(loss / base) if loss is not None and base else "",
-                _cell(test["test/acc"], 3) if "test/acc" in test else "",
-                f"{below:,}" if below is not None else "",
-                f"{solved:,}" if solved is not None else "",
-                "done" if finished else f"running (step {rows[-1]['step']:,})",
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
+    for (task, length, variant), members in grouped(runs, "task", "length", "variant").items():
+        members.sort(key=lambda r: r.seed)
+        escape = [(r.escape().first_step(r.run), r) for r in members]
+        solve = [(r.solved_at(), r) for r in members]
+        solved, n = _outcome(members)
+        lo, hi = wilson_interval(solved, n)
+        ratios = [x for r in members if (x := _test_over_baseline(r)) is not None]
+        running = [r for r in members if not r.finished and r.solved_at() is None]
+        cells = [
+            f"{task} T={length}",
+            variant,
+            f"{len(members)} ({','.join(str(r.seed) for r in members)})",
+            f"{solved}/{n} [{lo:.2f}, {hi:.2f}]" if n else "-",
+            _median_cell(
+                [s if s is not None else last_step(r.run) for s, r in escape],
+                [s is not None for s, _ in escape],
+            ),
+            _median_cell(
+                [s if s is not None else last_step(r.run) for s, r in solve],
+                [s is not None for s, _ in solve],
+            ),
+            f"{statistics.fmean(ratios):.4f} ({min(ratios):.4f}-{max(ratios):.4f})"
+            if ratios
+            else "-",
+            "done"
+            if not running
+            else ", ".join(
+                f"seed {r.seed} unfinished at step {last_step(r.run):,}" for r in running
+            ),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """A run's result: the step it solved at (None: it spent its budget) and its last
-    validation loss over the baseline."""
+def horizon_table(records: list[Record]) -> str:
+    """Markdown: per task and variant, the largest T any setup solved in every seed with an
+    outcome, and in at least one, each with its setup and seeds; and the T values run."""
+    head = [
+        "task",
+        "variant",
+        "largest T solved in all seeds (setup, seeds)",
+        "largest T solved in any seed (setup, seeds)",
+        "T run (setups)",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (task, variant), runs in grouped(records, "task", "variant").items():
+        best_all, best_any = None, None
+        for (length, setup), at in grouped(runs, "length", "setup").items():
+            solved, n = _outcome(at)
+            if n and solved == n and (best_all is None or length > best_all[0]):
+                best_all = (length, setup, f"{solved}/{n}")
+            if solved and (best_any is None or length > best_any[0]):
+                best_any = (length, setup, f"{solved}/{n}")
+        run_at = grouped(runs, "length")
+        tried = "; ".join(
+            f"{t}: {', '.join(sorted({r.setup for r in rs}))}" for (t,), rs in run_at.items()
+        )
+        cell = lambda best: f"{best[0]} ({best[1]}, {best[2]})" if best else "none solved"  # noqa: E731
+        lines.append(f"| {task} | {variant} | {cell(best_all)} | {cell(best_any)} | {tried} |")
+    return "\n".join(lines)
 
-    job: str
-    seed: int
-    solved_at: int | None
-    final_val_over_baseline: float
 
-
-def outcomes(jobs, done) -> list[Outcome]:
-    """The outcome of every run with a result: it solved or finished its budget (a run still
-    going has none yet)."""
-    found = []
-    for job, seeds in sorted(jobs.items()):
-        for seed, rows in sorted(seeds.items()):
-            solved, curve = solved_at(rows), relative_loss(rows)
-            if curve and (solved is not None or (job, seed) in done):
-                found.append(Outcome(job, seed, solved, curve[-1][1]))
-    return found
-
-
-def read_transcribed(path: Path) -> list[Outcome]:
-    """The outcomes of runs whose dirs are gone, as experiments/README.md reported them."""
-    with path.open(newline="") as handle:
-        return [
-            Outcome(
-                row["job"],
-                int(row["seed"]),
-                int(row["solved_at"]) if row["solved_at"] else None,
-                float(row["final_val_over_baseline"]),
-            )
-            for row in csv.DictReader(handle)
+def trajectory_table(runs: list[Record], steps=TABLE_STEPS) -> str:
+    """Markdown: one row per run: val loss / baseline at `steps` (blank past a running run's
+    last evaluation), test loss / baseline and accuracy, first escape, solved at."""
+    head = [
+        "job",
+        "seed",
+        *[f"{s:,}" for s in steps],
+        "test / baseline",
+        "test acc",
+        "escaped at",
+        "solved at",
+        "status",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for record in sorted(runs, key=lambda r: (r.job, r.seed)):
+        curve = record.relative_loss()
+        if not curve:
+            continue
+        values = carry_forward(curve, list(steps))
+        if not record.finished:
+            values = [
+                v if s <= curve[-1][0] else math.nan for s, v in zip(steps, values, strict=True)
+            ]
+        test = record.run.summary.get("test", {})
+        ratio = _test_over_baseline(record)
+        escaped, solved = record.escape().first_step(record.run), record.solved_at()
+        cells = [
+            record.job,
+            str(record.seed),
+            *("" if math.isnan(v) else f"{v:.4f}" for v in values),
         ]
+        cells += [
+            f"{ratio:.4f}" if ratio is not None else "",
+            f"{test['test/acc']:.3f}" if "test/acc" in test else "",
+            f"{escaped:,}" if escaped is not None else "",
+            f"{solved:,}" if solved is not None else "",
+            "done" if record.finished else f"unfinished at step {last_step(record.run):,}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
-def all_outcomes(roots: list[Path], jobs, done) -> list[Outcome]:
-    """The runs' outcomes, then each root's transcribed ones for runs not found as dirs."""
-    found = outcomes(jobs, done)
-    have = {(o.job, o.seed) for o in found}
-    for root in roots:
-        if (root / TRANSCRIBED).exists():
-            for outcome in read_transcribed(root / TRANSCRIBED):
-                if (outcome.job, outcome.seed) not in have:
-                    found.append(outcome)
-                    have.add((outcome.job, outcome.seed))
-    return found
-
-
-def by_length(results: list[Outcome]) -> dict[str, dict[str, dict[int, list[Outcome]]]]:
-    """{task: {variant: {T: [its outcomes]}}}, the jobs named <task>_T<T>_<variant>."""
-    out: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for o in results:
-        if match := JOB.match(o.job):
-            out[match["task"]][match["variant"]][int(match["T"])].append(o)
-    return out
-
-
-def horizon(results: list[Outcome]) -> dict[str, dict[str, dict[int, tuple[int, int]]]]:
-    """{task: {variant: {T: (seeds solved, seeds with a result)}}}."""
-    return {
-        task: {
-            variant: {
-                t: (sum(o.solved_at is not None for o in runs), len(runs))
-                for t, runs in by_t.items()
-            }
-            for variant, by_t in variants.items()
-        }
-        for task, variants in by_length(results).items()
-    }
-
-
-def final_relative(results: list[Outcome]) -> dict[str, dict[str, dict[int, list[float]]]]:
-    """{task: {variant: {T: [last val loss / baseline of each run]}}}: the graded side of the
-    horizon, how much of the memoryless loss a cell removed even where it solved nothing."""
-    return {
-        task: {
-            variant: {t: [o.final_val_over_baseline for o in runs] for t, runs in by_t.items()}
-            for variant, by_t in variants.items()
-        }
-        for task, variants in by_length(results).items()
-    }
-
-
-def plot_horizon(results: list[Outcome], out: Path) -> Path | None:
-    """Per task: the fraction of seeds solved at each T (top) and the final validation loss
-    over the baseline, median and min-max over seeds (bottom)."""
-    table, finals = horizon(results), final_relative(results)
-    if not table:
-        return None
-    fig, axes = plt.subplots(
-        2, len(table), figsize=(5.5 * len(table), 7), squeeze=False, sharex="col"
-    )
-    for col, (task, variants) in enumerate(sorted(table.items())):
-        top, bottom = axes[0][col], axes[1][col]
-        for k, (variant, by_t) in enumerate(sorted(variants.items())):
-            color = plt.get_cmap("tab10")(k)
-            ts = sorted(by_t)
-            fractions = [by_t[t][0] / by_t[t][1] for t in ts]
-            top.plot(ts, [f + 0.02 * k for f in fractions], marker="o", color=color, label=variant)
-            for t, f in zip(ts, fractions, strict=True):
-                top.annotate(
-                    f"{by_t[t][0]}/{by_t[t][1]}",
-                    (t, f + 0.02 * k),
-                    fontsize=7,
-                    textcoords="offset points",
-                    xytext=(3, 3 + 9 * k),  # apart where the fractions coincide
-                )
-            ratios = finals[task][variant]
-            ts = sorted(ratios)
-            median = [statistics.median(ratios[t]) for t in ts]
-            bottom.errorbar(
-                ts,
-                median,
-                yerr=[
-                    [m - min(ratios[t]) for m, t in zip(median, ts, strict=True)],
-                    [max(ratios[t]) - m for m, t in zip(median, ts, strict=True)],
-                ],
-                marker="o",
-                capsize=3,
-                color=color,
-                label=variant,
-            )
-        top.set_ylim(-0.1, 1.15)
-        top.set_ylabel("fraction of seeds solved within the budget")
-        top.set_title(f"memory horizon: {task}")
-        bottom.axhline(1.0, color="k", linestyle="--", linewidth=0.8, label="memoryless baseline")
-        bottom.set_yscale("log")
-        # At least a decade below the baseline: a task where every run ends on it (1.000x)
-        # is then drawn flat on the baseline, not stretched over a 0.1 % range.
-        values = [r for ratios in finals[task].values() for rs in ratios.values() for r in rs]
-        bottom.set_ylim(min(0.1, min(values) / 1.5), max(1.5, max(values) * 1.5))
-        bottom.set_ylabel("final val loss / baseline (median, min-max)")
-        bottom.set_xlabel("T")
-        for ax in (top, bottom):
-            ax.set_xscale("log")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "memory_horizon.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+def tables(records: list[Record], command: str) -> str:
+    parts = [
+        "# Long-dependency tables (generated)\n",
+        f"Written by `{command}` from the committed records; do not edit by hand.\n",
+        "Escape: the first evaluation with the validation loss below "
+        f"{ESCAPE_FRACTION} x the memoryless baseline. Solved: the first with val/solved = 1. "
+        "Medians are Kaplan-Meier estimates over the seeds, a run without the event censored at "
+        "its last step; [95 % interval] (Brookmeyer-Crowley, log-log); 'not reached': beyond "
+        "every run's last step. Solved fractions count runs that solved or finished.\n",
+        "## Memory horizon, over every setup\n",
+        horizon_table(records) + "\n",
+    ]
+    for (setup,), runs in grouped(records, "setup").items():
+        parts += [f"## Setup `{setup}`\n", outcome_table(runs) + "\n"]
+        for (task, length), at in grouped(runs, "task", "length").items():
+            parts += [
+                f"### {setup}: {task} T={length}, per run (val loss / baseline)\n",
+                trajectory_table(at) + "\n",
+            ]
+    return "\n".join(parts)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="*", default=list(DEFAULT_ROOTS))
-    ap.add_argument("--out", default="experiments/figures")
-    ap.add_argument(
-        "--table-steps",
-        type=lambda text: [int(s) for s in text.split(",")],
-        help="comma-separated steps: also print each task's per-seed table at them",
-    )
+    ap.add_argument("records", nargs="?", default="experiments/setup_grid_runs")
+    ap.add_argument("--out", default="experiments/figures/long_dependency")
+    ap.add_argument("--tables", default="experiments/long_dependency_tables.md")
     args = ap.parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    roots = [Path(r) for r in args.runs if Path(r).is_dir()]
-    if not roots:
-        ap.error(f"none of {' '.join(args.runs)} is a directory: pass the runs' directory")
-    jobs, done, dirs = load(roots)
+    root, out = Path(args.records), Path(args.out)
+    records = load(root)
+    if not records:
+        ap.error(
+            f"no run records (<setup>/<task>_T<T>_<variant>/seed<S>/metrics.jsonl) under {root}"
+        )
     written = []
-    for task, names in sorted(by_task(jobs).items()):
-        written.append(plot_relative(jobs, done, task, names, out))
-        written += [
-            p for p in (plot_dh_t(jobs, task, names, out), plot_tau(jobs, task, names, out)) if p
-        ]
-    horizon_path = plot_horizon(all_outcomes(roots, jobs, done), out)
-    written += [horizon_path] if horizon_path else []
-    for path in written:
+    for (setup, task, length), runs in grouped(records, "setup", "task", "length").items():
+        name = f"{task}_T{length}"
+        written.append(plot_relative(setup, name, runs, out))
+        for plot in (plot_dh_t, plot_tau, plot_memory):
+            written += [p for p in [plot(setup, name, runs, out)] if p]
+    written += [p for p in [plot_horizon(records, out)] if p]
+    command = "python experiments/long_dependency_figures.py" + (
+        f" {root}" if args.records != ap.get_default("records") else ""
+    )
+    Path(args.tables).write_text(tables(records, command))
+    for path in [*written, Path(args.tables)]:
         print(f"wrote {path}")
-    if args.table_steps:
-        for task, names in sorted(by_task(jobs).items()):
-            table = trajectory_table(dirs, jobs, done, names, args.table_steps)
-            print(f"\n{task}: validation loss over the baseline\n\n{table}")
     return 0
 
 

@@ -17,7 +17,7 @@ checkpoint:
         [--which last|best] [--sequences 500]
 
 RUN_DIR is a run dir that still holds its checkpoints (the committed records of
-experiments/long_dependency_runs keep none once finished).
+experiments/setup_grid_runs keep none once finished).
 """
 
 from __future__ import annotations

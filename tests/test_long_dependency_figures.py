@@ -1,5 +1,6 @@
-"""experiments/long_dependency_figures.py: the per-seed table and the memory horizon read
-the runs the way experiments/README.md reports them (finished vs still running, solved)."""
+"""experiments/long_dependency_figures.py: every long-dependency table and figure from the
+records of each setup, read as experiments/README.md reports them (finished, solved, still
+going), with survival medians that count unfinished and unsolved runs as censored."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ def figures():
     return module
 
 
-def _write_run(run_dir: Path, val_losses: dict[int, float], solved_at=None, test=None):
-    """A run with baseline 0.5: val/loss at the given steps; summary.json iff `test`."""
+def _write_run(run_dir: Path, val_losses: dict[int, float], solved_at=None, test=None, extra=None):
+    """A copy-task run with baseline 0.5: val/loss at the given steps; summary.json iff
+    `test`; `extra` adds per-step rows (diagnostics)."""
     run_dir.mkdir(parents=True)
     lines = [
         {
@@ -35,114 +37,118 @@ def _write_run(run_dir: Path, val_losses: dict[int, float], solved_at=None, test
         for step, loss in sorted(val_losses.items())
     ]
     lines.insert(1, {"step": 150, "train/loss": 9.0})  # training rows are not evaluations
+    lines += extra or []
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     if test is not None:
-        (run_dir / "summary.json").write_text(json.dumps({"test": test}))
+        (run_dir / "summary.json").write_text(json.dumps({"test": test, "steps": max(val_losses)}))
 
 
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
-    root = tmp_path / "runs"
+    root = tmp_path / "records"
+    setup = root / "rmsprop_clipNone"
     # seed 0 solved at step 300 and stopped there; seed 1 spent its budget on the plateau;
-    # seed 2 is still running at step 200.
+    # seed 2 is unfinished at step 200 (a snapshot).
     _write_run(
-        root / "copy_T100_chrono" / "seed0",
+        setup / "copy_T100_chrono" / "seed0",
         {100: 0.6, 200: 0.45, 300: 0.05},
         solved_at=300,
         test={"test/loss": 0.04, "test/baseline_loss": 0.5, "test/acc": 0.995},
+        extra=[{"step": 200, "memory/probe_acc": 0.5, "memory/recall_grad_ratio": 0.1}],
     )
     _write_run(
-        root / "copy_T100_chrono" / "seed1",
+        setup / "copy_T100_chrono" / "seed1",
         {100: 0.6, 200: 0.5001, 300: 0.5001, 400: 0.5002},
         test={"test/loss": 0.5, "test/baseline_loss": 0.5, "test/acc": 0.125},
     )
-    _write_run(root / "copy_T100_chrono" / "seed2", {100: 0.7, 200: 0.49})
+    _write_run(setup / "copy_T100_chrono" / "seed2", {100: 0.7, 200: 0.49})
     _write_run(
-        root / "copy_T200_chrono" / "seed0",
+        setup / "copy_T200_chrono" / "seed0",
         {100: 0.6, 400: 0.5},
         test={"test/loss": 0.5, "test/baseline_loss": 0.5, "test/acc": 0.125},
+    )
+    # Another setup solves copy T=200 in its one seed.
+    _write_run(
+        root / "adam_clip1.0" / "copy_T200_chrono" / "seed0",
+        {100: 0.4, 200: 0.01},
+        solved_at=200,
+        test={"test/loss": 0.01, "test/baseline_loss": 0.5, "test/acc": 1.0},
     )
     return root
 
 
-def test_table_carries_a_finished_run_forward_and_blanks_a_running_one(figures, root):
-    jobs, done, dirs = figures.load([root])
-    table = figures.trajectory_table(dirs, jobs, done, ["copy_T100_chrono"], [200, 400])
-    lines = table.splitlines()
+def test_per_run_table_carries_a_finished_run_forward_and_blanks_an_unfinished_one(figures, root):
+    runs = [r for r in figures.load(root) if r.setup == "rmsprop_clipNone" and r.length == 100]
+    lines = figures.trajectory_table(runs, steps=(200, 400)).splitlines()
     assert lines[0] == (
-        "| job | seed | 200 | 400 | test / baseline | test acc | first < 0.99 | solved at"
-        " | status |"
+        "| job | seed | 200 | 400 | test / baseline | test acc | escaped at | solved at | status |"
     )
     rows = {line.split(" | ")[1]: line for line in lines[2:]}
-    assert set(rows) == {"0", "1", "2"}
     # solved at 300 and stopped: its last value (0.05 / 0.5) stands at step 400
-    assert rows["0"] == (
-        "| copy_T100_chrono | 0 | 0.9000 | 0.1000 | 0.0800 | 0.995 | 200 | 300 | done |"
+    assert (
+        rows["0"]
+        == "| copy_T100_chrono | 0 | 0.9000 | 0.1000 | 0.0800 | 0.995 | 200 | 300 | done |"
     )
-    assert rows["1"] == ("| copy_T100_chrono | 1 | 1.0002 | 1.0004 | 1.0000 | 0.125 |  |  | done |")
-    # still running at step 200: no value at 400, no test result
-    assert rows["2"] == ("| copy_T100_chrono | 2 | 0.9800 |  |  |  | 200 |  | running (step 200) |")
-
-
-def test_horizon_counts_solved_and_finished_seeds_not_running_ones(figures, root):
-    jobs, done, _ = figures.load([root])
-    results = figures.outcomes(jobs, done)
-    table = figures.horizon(results)
-    # T=100: seed 0 solved, seed 1 finished unsolved, seed 2 running (not a result yet)
-    assert table["copy"]["chrono"] == {100: (1, 2), 200: (0, 1)}
-    # the final val loss over the baseline of the same runs: 0.05 / 0.5 and 0.5002 / 0.5
-    finals = figures.final_relative(results)
-    assert finals["copy"]["chrono"] == {
-        100: pytest.approx([0.1, 1.0004]),
-        200: pytest.approx([1.0]),
-    }
-
-
-def test_transcribed_outcomes_count_only_for_runs_without_a_dir(figures, root):
-    # copy_T100_chrono seed 1 has a run dir (unsolved, 1.0004): its transcribed line is
-    # ignored; seed 3 and copy_T500_chrono exist only as transcribed lines.
-    (root / figures.TRANSCRIBED).write_text(
-        "job,seed,commit,solved_at,final_val_over_baseline\n"
-        "copy_T100_chrono,1,abc1234,250,0.2\n"
-        "copy_T100_chrono,3,abc1234,7250,0.03\n"
-        "copy_T500_chrono,0,abc1234,,1.0003\n"
+    assert rows["1"] == "| copy_T100_chrono | 1 | 1.0002 | 1.0004 | 1.0000 | 0.125 |  |  | done |"
+    assert rows["2"] == (
+        "| copy_T100_chrono | 2 | 0.9800 |  |  |  | 200 |  | unfinished at step 200 |"
     )
-    jobs, done, _ = figures.load([root])
-    results = figures.all_outcomes([root], jobs, done)
-    assert figures.horizon(results)["copy"]["chrono"] == {100: (2, 3), 200: (0, 1), 500: (0, 1)}
-    finals = figures.final_relative(results)["copy"]["chrono"]
-    assert finals[100] == pytest.approx([0.1, 1.0004, 0.03])
-    assert finals[500] == [1.0003]
 
 
-def test_a_run_in_several_roots_is_read_where_it_finished(figures, root, tmp_path):
-    # the live dir holds seed 2 still running; the records hold it finished and solved
-    records = tmp_path / "records"
-    _write_run(
-        records / "copy_T100_chrono" / "seed2",
-        {100: 0.7, 200: 0.49, 300: 0.01},
-        solved_at=300,
-        test={"test/loss": 0.01, "test/baseline_loss": 0.5, "test/acc": 1.0},
-    )
-    for roots in ([root, records], [records, root]):
-        jobs, done, dirs = figures.load(roots)
-        assert ("copy_T100_chrono", 2) in done
-        assert dirs["copy_T100_chrono", 2] == records / "copy_T100_chrono" / "seed2"
-        assert len(jobs["copy_T100_chrono"][2]) == 4  # 3 evaluations and a training row
+def test_outcomes_count_solved_and_finished_runs_and_censor_the_rest(figures, root):
+    runs = [r for r in figures.load(root) if r.setup == "rmsprop_clipNone"]
+    table = figures.outcome_table(runs).splitlines()
+    row = next(line for line in table if line.startswith("| copy T=100 | chrono"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    # 1 solved of 2 with an outcome (seed 2 is unfinished): Wilson [0.09, 0.91].
+    assert cells[2:4] == ["3 (0,1,2)", "1/2 [0.09, 0.91]"]
+    # Escape (< 0.99 x baseline): seeds 0 and 2 at 200, seed 1 never (censored at 400):
+    # S = 1/3 at 200 -> median 200. Greenwood 2/(3*1): the band's top at 200 is
+    # (1/3) ** (1 / exp(1.96 * 0.8165 / 1.0986)) = 0.77 > 0.5, so the upper bound is not reached.
+    assert cells[4] == "200 [200, not reached]"
+    # Solve: seed 0 at 300; seed 1 censored at 400, seed 2 at 200 (it left before 300): at 300
+    # seeds 0 and 1 are at risk, S = 1/2 -> median 300; top of the band 0.5 ** (1/7.4) = 0.91.
+    assert cells[5] == "300 [300, not reached]"
+    assert cells[7] == "seed 2 unfinished at step 200"
 
 
-def test_main_prints_the_table_of_each_task(figures, root, tmp_path, capsys):
-    assert figures.main([str(root), "--out", str(tmp_path / "figs"), "--table-steps", "400"]) == 0
-    out = capsys.readouterr().out
-    assert "copy_T100: validation loss over the baseline" in out
-    assert "| copy_T200_chrono | 0 | 1.0000 | 1.0000 | 0.125 |  |  | done |" in out
-    assert (tmp_path / "figs" / "memory_horizon.png").exists()
+def test_the_horizon_table_names_the_setup_that_solved_the_largest_T(figures, root):
+    table = figures.horizon_table(figures.load(root))
+    (row,) = [line for line in table.splitlines() if line.startswith("| copy | chrono")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "200 (adam_clip1.0, 1/1)"  # all seeds of that setup solved T=200
+    assert cells[3] == "200 (adam_clip1.0, 1/1)"
+    assert cells[4] == "100: rmsprop_clipNone; 200: adam_clip1.0, rmsprop_clipNone"
 
 
-def test_time_constants_are_drawn_for_the_gru_update_gate_too(figures, tmp_path):
+def test_main_writes_every_figure_and_the_tables_file(figures, root, tmp_path, capsys):
+    out, tables = tmp_path / "figs", tmp_path / "tables.md"
+    assert figures.main([str(root), "--out", str(out), "--tables", str(tables)]) == 0
+    for name in (
+        "copy_T100_relative_loss.png",
+        "copy_T100_memory.png",
+        "copy_T200_relative_loss.png",
+    ):
+        assert (out / "rmsprop_clipNone" / name).read_bytes()[:4] == b"\x89PNG"
+    assert (out / "memory_horizon.png").exists()
+    text = tables.read_text()
+    assert f"Written by `python experiments/long_dependency_figures.py {root}`" in text
+    assert "## Setup `adam_clip1.0`" in text and "## Setup `rmsprop_clipNone`" in text
+    # The same records give the same files, byte for byte: nothing is left to edit by hand.
+    first = tables.read_bytes()
+    figures.main([str(root), "--out", str(out), "--tables", str(tables)])
+    assert tables.read_bytes() == first
+
+
+def test_time_constants_are_drawn_for_the_gru_update_gate_too(figures, root, tmp_path):
     tau = {"p05": 1.0, "p50": 2.0, "p95": 9.0}
-    gru = [{"step": s, "gates/layer_0/update_tau": tau} for s in (0, 1000)]
-    rnn = [{"step": s, "train/loss": 1.0} for s in (0, 1000)]
-    jobs = {"copy_T100_gru": {0: gru}, "copy_T100_rnn": {0: rnn}}
-    assert figures.plot_tau(jobs, "copy_T100", ["copy_T100_gru"], tmp_path).exists()
-    assert figures.plot_tau(jobs, "copy_T100", ["copy_T100_rnn"], tmp_path) is None
+    setup = root / "rmsprop_clipNone"
+    _write_run(
+        setup / "copy_T100_gru" / "seed0",
+        {100: 0.6},
+        extra=[{"step": s, "gates/layer_0/update_tau": tau} for s in (0, 100)],
+    )
+    _write_run(setup / "copy_T100_rnn" / "seed0", {100: 0.6})
+    runs = {r.variant: r for r in figures.load(root) if r.length == 100 and r.seed == 0}
+    assert figures.plot_tau("s", "copy_T100", [runs["gru"]], tmp_path).exists()
+    assert figures.plot_tau("s", "copy_T100", [runs["rnn"]], tmp_path) is None
