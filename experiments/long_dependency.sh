@@ -63,25 +63,25 @@ export WANDB_MODE=${WANDB_MODE:-offline}
 # cells, Hochreiter & Schmidhuber's adding T=100 anchor, and adding T=750 if affordable.
 JOBS=(
   "adding_T400_lstm|experiment=adding_T400"
-  "adding_T400_chrono|experiment=adding_T400 model.chrono_max_steps=400"
+  "adding_T400_chrono|experiment=adding_T400 init=chrono"
   "copy_T200_lstm|experiment=copy_T200"
-  "copy_T200_chrono|experiment=copy_T200 model.chrono_max_steps=300"
+  "copy_T200_chrono|experiment=copy_T200 init=chrono"
   "copy_T100_lstm|experiment=copy_T100"
-  "copy_T100_chrono|experiment=copy_T100 model.chrono_max_steps=150"
+  "copy_T100_chrono|experiment=copy_T100 init=chrono"
   "adding_T200_lstm|experiment=adding_T200"
-  "adding_T200_chrono|experiment=adding_T200 model.chrono_max_steps=200"
+  "adding_T200_chrono|experiment=adding_T200 init=chrono"
   "copy_T500_lstm|experiment=copy_T500_forget_bias1|0 1"
   "copy_T500_chrono|experiment=copy_T500_chrono|0 1"
   "variable_copy_T500_lstm|experiment=variable_copy_T500|0 1"
-  "variable_copy_T500_chrono|experiment=variable_copy_T500 model.chrono_max_steps=500|0 1"
+  "variable_copy_T500_chrono|experiment=variable_copy_T500 init=chrono|0 1"
   "copy_T100_rnn|experiment=copy_T100 model=rnn"
   "copy_T100_gru|experiment=copy_T100 model=gru"
   "adding_T200_rnn|experiment=adding_T200 model=rnn"
   "adding_T200_gru|experiment=adding_T200 model=gru"
   "adding_T100_lstm|experiment=adding_T100"
-  "adding_T100_chrono|experiment=adding_T100 model.chrono_max_steps=100"
+  "adding_T100_chrono|experiment=adding_T100 init=chrono"
   "adding_T750_lstm|experiment=adding_T750"
-  "adding_T750_chrono|experiment=adding_T750 model.chrono_max_steps=750"
+  "adding_T750_chrono|experiment=adding_T750 init=chrono"
 )
 SEEDS=${SEEDS:-0 1 2}
 

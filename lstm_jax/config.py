@@ -18,8 +18,14 @@ def user_cache(subdir: str) -> str:
     return os.path.join(root, "lstm_jax", subdir)
 
 
-if not OmegaConf.has_resolver("user_cache"):
-    OmegaConf.register_new_resolver("user_cache", user_cache)
+def times(value: float, factor: float) -> int:
+    """round(value * factor): `${times:${task.seq_len},1.5}`, chrono's T_max of 3T/2 for copy."""
+    return round(float(value) * float(factor))
+
+
+for _name, _resolver in (("user_cache", user_cache), ("times", times)):
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_new_resolver(_name, _resolver)
 
 
 def enable_compilation_cache(directory: str | None) -> None:

@@ -73,7 +73,7 @@ def test_a_finished_run_is_recorded_and_not_run_again_elsewhere(tmp_path):
         "summary.json",
     ]
     assert (
-        "model.chrono_max_steps=400 optim=rmsprop optim.clip_grad_norm=null seed=0"
+        "init=chrono optim=rmsprop optim.clip_grad_norm=null seed=0"
         in (record / "cli.log").read_text()
     )
     assert (record / ".hydra" / "overrides.yaml").exists()

@@ -11,6 +11,8 @@ from cli_runner import REPO, run_cli
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+import lstm_jax.config  # noqa: F401  (the resolvers of a stored config)
+
 CONFIGS = str(REPO / "configs")
 TINY = [
     "task.seq_len=6",
@@ -75,7 +77,10 @@ def test_every_long_dependency_preset_gives_each_init_its_setup(experiment):
 
 
 def test_chrono_without_a_T_max_is_refused_in_one_line(tmp_path):
-    result = run_cli("init=chrono", "task=copy", *TINY, cwd=tmp_path, check=False)
+    tiny = [o for o in TINY if not o.startswith("task.")]  # char LM: no seq_len to guess T from
+    result = run_cli(
+        "experiment=shakespeare_char", "init=chrono", "debug=fdr", *tiny, cwd=tmp_path, check=False
+    )
     assert result.returncode != 0
     assert "chrono_T_max is required and not set" in result.stderr
     assert not list(tmp_path.glob("outputs/*/*/metrics.jsonl"))
@@ -99,7 +104,7 @@ def test_a_narrowed_grid_runs_named_dirs_and_the_same_command_resumes_them(tmp_p
     assert names == ["rmsprop_clipNone_chrono/seed0", "rmsprop_clipNone_forget_bias/seed0"]
     for run in runs:
         config = OmegaConf.load(run / ".hydra" / "config.yaml")  # as compare reads it
-        expected = 400 if "chrono" in run.parent.name else None
+        expected = 6 if "chrono" in run.parent.name else None  # T_max follows task.seq_len=6
         assert config.model.chrono_max_steps == expected
         assert config.optim.optimizer.eps_in_sqrt is False  # PyTorch's RMSprop
     before = set(grid.glob("*/*"))

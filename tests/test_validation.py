@@ -38,7 +38,7 @@ def compose_train(*overrides):
             ),
         ),
         (
-            ["experiment=copy_T500_chrono", "model=gru"],
+            ["model=gru", "+model.forget_bias=0.5"],
             (
                 "model.forget_bias is not a setting of GRU (it takes bidirectional, dropout, "
                 "dtype, hidden_size, num_layers, param_dtype, use_bias); forget_bias belongs "

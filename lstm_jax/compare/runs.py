@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
+
+import lstm_jax.config  # noqa: F401  (the resolvers a stored config may use)
 
 RUN_MARKERS = ("metrics.jsonl", "summary.json")
 DEFAULT_METRICS = ("val/*", "test/*")
@@ -136,6 +139,21 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _resolve_interpolations(flat: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The flattened stored config with each `${...}` value resolved where it resolves from
+    the config alone (`${oc.select:lstm_init.chrono_max_steps,null}`: what the run used);
+    one that needs the run's Hydra (`${hydra:...}`, `${now:...}`) stays as written."""
+    node = OmegaConf.create(config)
+    out = dict(flat)
+    for key, value in flat.items():
+        if isinstance(value, str) and "${" in value:
+            try:
+                out[key] = OmegaConf.select(node, key)
+            except Exception:  # noqa: BLE001 - any resolver error: keep the text
+                pass
+    return out
+
+
 def _read_yaml(path: Path, run: Run) -> Any:
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -161,7 +179,8 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
             run.overrides[key] = value
     if (hydra_dir / "config.yaml").exists():
         config = _read_yaml(hydra_dir / "config.yaml", run)
-        run.config = _flatten(config) if isinstance(config, dict) else {}
+        if isinstance(config, dict):
+            run.config = _resolve_interpolations(_flatten(config), config)
     if "model" in run.overrides:
         # A cell chosen as a config group (`model=gru`) is named `model.cell`, as in the
         # config and in runs made before cells were groups: one column, one --group key.
