@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict
 
 from lstm_jax.config import CONFIG_DIR, enable_compilation_cache
-from lstm_jax.schema import check_model_overrides
+from lstm_jax.schema import check_model_overrides, check_override_keys
 
 log = logging.getLogger("lstm_jax")
 
@@ -235,6 +235,7 @@ def main() -> None:
     try:
         sys.argv += distributed.process_overrides(sys.argv[1:])
         check_model_overrides(sys.argv[1:])
+        check_override_keys(sys.argv[1:])
     except ValueError as error:
         _fail(str(error))
     _hydra_main()

@@ -259,8 +259,7 @@ def _validate_optimizer(node: dict[str, Any], cfg: DictConfig) -> None:
     if "_target_" not in node:
         raise ConfigError(
             "optim.optimizer has no _target_: choose a preset with optim=adam|adamw|sgd|rmsprop"
-            " (optim/_common.yaml is what they share, not a choice) or name an optax "
-            "constructor (optim.optimizer._target_=optax.lion)."
+            " or name an optax constructor (optim.optimizer._target_=optax.lion)."
         )
     set_by_code = {"learning_rate": "optim.lr (and optim.schedule)"}
     _validate_node(node, "optim.optimizer", cfg, set_by_code=set_by_code)
@@ -308,9 +307,64 @@ def check_model_overrides(overrides: list[str]) -> None:
         name = key.removeprefix("model.")
         if "." in name or name in ("cell", "_target_") or name in params:
             continue
+        import difflib
+
+        near = difflib.get_close_matches(name, list(params), n=1, cutoff=0.75)
+        hint = f": did you mean model.{near[0]}?" if near else _cells_with(name)
         raise ConfigError(
             f"model.{name} is not a setting of {CELLS[cell].__name__} (model={cell}; it takes "
-            f"{', '.join(_settings(params, False))}){_cells_with(name)}."
+            f"{', '.join(_settings(params, False))}){hint}" + ("" if near else ".")
+        )
+
+
+# Nodes whose keys the schema checks against a constructor's signature: a `+key` there may
+# be a real argument of a custom `_target_` (the schema names the arguments otherwise).
+_CONSTRUCTOR_NODES = ("task.", "model.", "optim.optimizer.")
+
+
+def _dotted_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(node, DictConfig):
+        for key in node.keys():
+            keys.append(f"{prefix}{key}")
+            keys += _dotted_keys(node._get_node(key), f"{prefix}{key}.")
+    return keys
+
+
+def check_override_keys(overrides: list[str]) -> None:
+    """Refuses, before Hydra composes the run, a command-line `KEY=V` (or `+KEY=V`) whose key
+    the composed config does not have, naming the nearest keys that it has: Hydra's own
+    error suggests `+KEY=V`, which only moves the failure past the start of the run. A `+key`
+    under a constructor node (task, model, optim.optimizer) is left to `validate`, which
+    checks it against the constructor's arguments."""
+    import difflib
+
+    from hydra import compose, initialize_config_dir
+
+    from lstm_jax.config import CONFIG_DIR
+
+    settings = [o for o in overrides if "=" in o and not o.startswith(("-", "~"))]
+    groups = [o.split(",")[0] for o in settings if "." not in o.partition("=")[0] and "/" not in o]
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = compose("train", overrides=groups)
+    except Exception:  # noqa: BLE001 - a bad group choice: Hydra's own message names it
+        return
+    known = set(_dotted_keys(cfg))
+    for item in settings:
+        key = item.partition("=")[0]
+        added = key.startswith("+")
+        key = key.lstrip("+")
+        if "." not in key or key.startswith("hydra.") or key in known:
+            continue
+        if added and key.startswith(_CONSTRUCTOR_NODES):
+            continue
+        near = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.75)
+        if added and not near:
+            continue  # a new key of the user's own, nothing like an existing one
+        hint = f"did you mean {' or '.join(near)}?" if near else "it is not a setting"
+        raise ConfigError(
+            f"{key} is not a key of the config: {hint} (lstm-jax --cfg job lists them all)."
         )
 
 

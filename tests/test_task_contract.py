@@ -112,6 +112,8 @@ def test_task_honours_the_trainer_contract(name, data_root, tmp_path_factory):
     metrics = task.evaluate(model, "val")
     assert task.monitor.startswith("val/")
     assert task.monitor.removeprefix("val/") in metrics, sorted(metrics)
+    # What it declares it reports is what it reports: trainer.stop_when is checked on it.
+    assert sorted(metrics) == sorted(task.metric_names)
     if task.monitor_tiebreak is not None:
         assert task.monitor_tiebreak.removeprefix("val/") in metrics
     assert all(math.isfinite(float(v)) or math.isnan(float(v)) for v in metrics.values())

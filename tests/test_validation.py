@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from cli_runner import run_cli
 from hydra import compose, initialize_config_dir
@@ -66,10 +68,9 @@ def compose_train(*overrides):
             "optim.schedule) instead.",
         ),
         (
-            ["optim=_common"],
+            ["~optim.optimizer._target_"],
             "optim.optimizer has no _target_: choose a preset with optim=adam|adamw|sgd|rmsprop"
-            " (optim/_common.yaml is what they share, not a choice) or name an optax "
-            "constructor (optim.optimizer._target_=optax.lion).",
+            " or name an optax constructor (optim.optimizer._target_=optax.lion).",
         ),
         (
             ["optim.optimizer._target_=optax.adamm"],
@@ -154,3 +155,40 @@ def test_error_building_the_task_is_one_line_with_the_traceback_on_request(tmp_p
     )
     verbose = run_cli(*overrides, cwd=tmp_path, check=False, env={"HYDRA_FULL_ERROR": "1"})
     assert "Traceback" in verbose.stderr and "ZeroDivisionError" in verbose.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["trainer.max_step=10"],
+            "trainer.max_step is not a key of the config: did you mean trainer.max_steps? "
+            "(lstm-jax --cfg job lists them all).",
+        ),
+        (  # Hydra's own advice for a missing key is the '+': it gets the same answer
+            ["+trainer.max_step=10"],
+            "trainer.max_step is not a key of the config: did you mean trainer.max_steps? "
+            "(lstm-jax --cfg job lists them all).",
+        ),
+        (
+            ["experiment=copy_T200", "trainer.stop_when=val/solvd"],
+            "trainer.stop_when=val/solvd is not a validation metric of CopyTask: did you mean "
+            "val/solved? it reports val/loss, val/baseline_loss, val/acc, val/seq_acc, "
+            "val/solved.",
+        ),
+    ],
+)
+def test_a_misspelt_key_or_metric_names_the_nearest_before_training(overrides, message, tmp_path):
+    result = run_cli(
+        *overrides, "logger=none", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, check=False
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"lstm-jax: error: {message}"
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_help_offers_only_choices_that_are_runs():
+    result = run_cli("--help", cwd=Path(__file__).parent)
+    groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    (optim,) = [line for line in groups.splitlines() if line.startswith("optim:")]
+    assert optim == "optim: adam, adamw, rmsprop, sgd"

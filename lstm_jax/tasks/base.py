@@ -67,6 +67,9 @@ class Task(abc.ABC):
     monitor: str = "val/loss"
     monitor_mode: str = "min"
     monitor_tiebreak: str | None = None
+    # The names `evaluate` returns (without the split prefix), so that a run can check
+    # `trainer.stop_when` before it trains; () leaves the check to the first evaluation.
+    metric_names: tuple[str, ...] = ()
 
     def __init__(self, *, batch_size: int, seed: int = 0, data_dir: str | None = None):
         self.batch_size = batch_size
@@ -105,7 +108,8 @@ class Task(abc.ABC):
 
     @abc.abstractmethod
     def evaluate(self, model: nnx.Module, split: str) -> Metrics:
-        """Metrics over a whole split ("val" or "test"), names without prefix:
+        """Metrics over a whole split ("val" or "test"), names without prefix (those of
+        `metric_names`):
         {"loss": ..., "acc": ...}. The trainer logs them as val/<name>, test/<name>. The
         model runs in the mode it arrives in (eval mode from the trainer)."""
 
@@ -121,6 +125,11 @@ class Task(abc.ABC):
         """Figures for the run: {name: matplotlib Figure or HxWxC uint8 array}, e.g. a
         spectrogram with its predicted label or a forecast plot. The trainer calls it after
         the final evaluation, saves each as run_dir/media/<name>.png and logs it to W&B."""
+        return {}
+
+    def run_info(self) -> dict[str, Any]:
+        """What a run should record about its data that the config does not say (the split
+        borders a forecasting task chose, say): summary.json's "data". None here: {}."""
         return {}
 
     def memory_diagnostics(self, model: nnx.Module) -> dict[str, Any]:

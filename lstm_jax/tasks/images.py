@@ -43,6 +43,7 @@ class SequentialImageTask(ArrayTask):
     """Fashion-MNIST as a sequence (row: 28 x 28; pixel: 784 x 1, optionally permuted)."""
 
     monitor = "val/acc"
+    metric_names = ("loss", "acc")
     monitor_mode = "max"
     monitor_tiebreak = "val/loss"
     pooling = "last"

@@ -323,6 +323,7 @@ class CharLM(LanguageModelTask):
     split by contiguous fractions `split` = (train, val, test)."""
 
     level = "char"
+    metric_names = ("loss", "bpc", "initial_state_loss")
 
     def __init__(
         self,
@@ -345,6 +346,7 @@ class WordLM(LanguageModelTask):
     `<data root>/<folder>/<prefix>.{train,valid,test}.txt`."""
 
     level = "word"
+    metric_names = ("loss", "ppl", "initial_state_loss")
 
     def __init__(
         self,

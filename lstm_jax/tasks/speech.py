@@ -366,6 +366,7 @@ class FSDDTask(_SpeechTask):
     """FSDD isolated-word classification (see the module docstring)."""
 
     monitor = "val/acc"
+    metric_names = ("loss", "acc")
     monitor_mode = "max"
     monitor_tiebreak = "val/loss"  # 300 validation clips: accuracy ties often near the top
     num_outputs = NUM_DIGITS
@@ -445,6 +446,7 @@ class ConnectedDigitsTask(_SpeechTask):
     """Connected FSDD digits, BiLSTM + CTC (see the module docstring)."""
 
     monitor = "val/der"
+    metric_names = ("loss", "der", "ser")
     monitor_mode = "min"
     monitor_tiebreak = "val/loss"
     num_outputs = NUM_DIGITS + 1

@@ -217,6 +217,7 @@ class AddingTask(_GeneratedTask):
 
     monitor = "val/mse"
     monitor_mode = "min"
+    metric_names = ("loss", "mse", "baseline_mse", "acc", "solved")
     in_features = 2
     out_features = 1
     pooling = "last"
@@ -268,6 +269,7 @@ class _RecallTask(_GeneratedTask):
 
     pooling = "none"
     solved_threshold = 0.99
+    metric_names = ("loss", "baseline_loss", "acc", "seq_acc", "solved")
     _num_recalled: int
 
     def __init__(self, *, seq_len: int, num_categories: int, **kwargs):

@@ -10,6 +10,7 @@ window of the split, as published forecasters report them.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from lstm_jax.data.series import (
     DATASETS,
     StandardScaler,
     WindowedSplit,
+    benchmark_split,
     read_csv,
     select_columns,
     split_borders,
@@ -32,6 +34,8 @@ from lstm_jax.data.series import (
 from lstm_jax.data.series import time_features as calendar_features
 from lstm_jax.models.forecasters import Forecaster, SegmentForecaster
 from lstm_jax.tasks.base import Batch, Metrics, Task
+
+log = logging.getLogger("lstm_jax")
 
 # --------------------------------------------------------------------------------------
 # The task
@@ -60,6 +64,7 @@ class TimeSeriesForecast(Task):
     """
 
     monitor = "val/mse"
+    metric_names = ("mse", "mae", "loss")
     monitor_mode = "min"
 
     def __init__(
@@ -123,8 +128,30 @@ class TimeSeriesForecast(Task):
 
         table = read_csv(file, date_column=date_column, missing=missing)
         data, self.columns, self.outputs = select_columns(table, features, target, columns)
-        self.borders = split_borders(
-            len(data), self.input_len, split or spec["split"], tuple(split_ratios)
+        self.recognised = None
+        if split is None and path:
+            # A benchmark file given by path gets its standard split: a ratio split's test
+            # MSE would look like the literature's and not be comparable with it.
+            self.recognised = benchmark_split(file, table)
+            if self.recognised is not None:
+                split = self.recognised[0]
+                log.info(
+                    "task.path=%s is a benchmark file (%s): its standard split %r "
+                    "(task.split=ratio for the %s ratio split).",
+                    file,
+                    self.recognised[1],
+                    split,
+                    "/".join(f"{r:g}" for r in split_ratios),
+                )
+        self.split = split or spec["split"]
+        self.borders = split_borders(len(data), self.input_len, self.split, tuple(split_ratios))
+        log.info(
+            "%s split %r: %s (rows [start, end); val and test start input_len=%d rows before "
+            "their first target)",
+            self.dataset_name,
+            self.split,
+            ", ".join(f"{k} [{a}, {b})" for k, (a, b) in self.borders.items()),
+            self.input_len,
         )
         train_start, train_end = self.borders["train"]
         self.scaler = StandardScaler.fit(data[train_start:train_end])
@@ -219,6 +246,14 @@ class TimeSeriesForecast(Task):
 
             self._eval_fn = nnx.jit(fn)
         return self._eval_fn(model, {k: v for k, v in batch.items() if k != "weight"})
+
+    def run_info(self) -> dict[str, Any]:
+        return {
+            "file": str(self.file),
+            "split": self.split,
+            "split_borders": {k: list(v) for k, v in self.borders.items()},
+            "recognised_as_benchmark": self.recognised[1] if self.recognised else None,
+        }
 
     def evaluate(self, model: nnx.Module, split: str) -> Metrics:
         """MSE and MAE over every window of `split` (normalised scale), and `loss` (the

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import difflib
 import logging
 import math
 import time
@@ -63,6 +64,21 @@ def _stop_condition_met(val: dict[str, float], metric: str) -> bool:
             f"reports {sorted(val)}."
         )
     return bool(val[metric])
+
+
+def check_stop_when(task: Task, metric: str | None) -> None:
+    """Refuses, before training, a `trainer.stop_when` that is not a validation metric the
+    task reports (when it declares them: Task.metric_names), naming the nearest ones."""
+    if metric is None or not task.metric_names:
+        return
+    reported = [f"val/{name}" for name in task.metric_names]
+    if metric not in reported:
+        near = difflib.get_close_matches(metric, reported, n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]}? " if near else ""
+        raise ValueError(
+            f"trainer.stop_when={metric} is not a validation metric of {type(task).__name__}: "
+            f"{hint}it reports {', '.join(reported)}."
+        )
 
 
 def _num_params(params: Any) -> int:
@@ -135,6 +151,7 @@ class Trainer:
         self.monitor_mode = task.monitor_mode
         self.monitor_tiebreak = task.monitor_tiebreak
         self.stop_when = config.stop_when
+        check_stop_when(task, config.stop_when)
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.diagnostics_every = diagnostics_every
@@ -449,6 +466,7 @@ class Trainer:
             "wall_time_s": train_time,
             "diagnostics_time_s": diagnostics_time,
             "num_params": self.num_params,
+            "data": self.task.run_info(),
             "device_kind": jax.devices()[0].device_kind,
             "device_count": jax.device_count(),
         }

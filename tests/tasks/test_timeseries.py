@@ -362,3 +362,45 @@ def test_dropout_masks_follow_seed_and_step(tmp_path):
     k0, k1 = step_key(task.seed, 0), step_key(task.seed, 1)  # the trainer's keys
     l0, l0b, l1 = (float(loss(b0, k)) for k in (k0, k0, k1))  # same windows, next step
     assert l0 == l0b and l0 != l1
+
+
+def _ett_layout_csv(path: Path) -> Path:
+    """A CSV in ETTh1/ETTh2's layout (their columns, 17,420 hourly rows), values random."""
+    rng = np.random.default_rng(0)
+    dates = np.datetime64("2016-07-01T00:00:00") + np.arange(17_420) * np.timedelta64(1, "h")
+    lines = ["date,HUFL,HULL,MUFL,MULL,LUFL,LULL,OT"]
+    for d, row in zip(dates, rng.normal(size=(17_420, 7)).round(3), strict=True):
+        lines.append(str(d).replace("T", " ") + "," + ",".join(map(str, row)))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_benchmark_file_given_by_path_gets_its_standard_split_and_the_run_records_it(
+    tmp_path, caplog
+):
+    """ETTh2 given as task.path was split 70/10/20 in silence (issue 30): its test MSE looked
+    far better than the literature's and was not comparable with it."""
+    path = _ett_layout_csv(tmp_path / "ETTh2.csv")
+    with caplog.at_level("INFO", logger="lstm_jax"):
+        task = TimeSeriesForecast(batch_size=8, path=str(path), input_len=96, horizon=24)
+    assert task.borders == {"train": (0, 8640), "val": (8544, 11520), "test": (11424, 14400)}
+    info = task.run_info()
+    assert info["split"] == "etth" and info["split_borders"]["test"] == [11424, 14400]
+    assert "17,420 rows" in info["recognised_as_benchmark"]
+    assert "its standard split 'etth'" in caplog.text and "test [11424, 14400)" in caplog.text
+    # Asked for, the ratio split is kept, and recorded as such.
+    ratio = TimeSeriesForecast(
+        batch_size=8, path=str(path), input_len=96, horizon=24, split="ratio"
+    )
+    assert (
+        ratio.run_info()["split"] == "ratio" and ratio.run_info()["recognised_as_benchmark"] is None
+    )
+    assert ratio.borders["train"] == (0, int(17_420 * 0.7))
+
+
+def test_a_file_of_another_layout_keeps_the_ratio_split(tmp_path):
+    task = TimeSeriesForecast(
+        batch_size=8, path=str(write_csv(tmp_path / "r.csv", 1000)), input_len=48, horizon=12
+    )
+    assert task.run_info()["split"] == "ratio"
+    assert task.run_info()["recognised_as_benchmark"] is None
