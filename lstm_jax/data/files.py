@@ -11,8 +11,9 @@ If the file is there and its SHA-256 is known, the copy is verified the first ti
 used (a truncated or damaged copy is an error naming the file and the fix); the result is
 cached by size and mtime under ~/.cache/lstm_jax/checksums, so reruns pay nothing.
 `LSTM_JAX_VERIFY_CHECKSUMS=0` turns the check off (the test suite's fake copies).
-If the file is missing and a `url` is given, it is downloaded to a temporary file next to
-its destination, its SHA-256 is checked, and it is moved into place. If the download fails
+If the file is missing and a `url` is given, pooch downloads it (a progress bar, up to
+`DOWNLOAD_RETRIES` retries, into a temporary file next to its destination), checks its
+SHA-256 and moves it into place. If the download fails
 (no network, as on cluster nodes) or no url is known, a `FileNotFoundError` names the file,
 where it was looked for, where to get it, and the setting that points at the data root.
 """
@@ -22,16 +23,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+import pooch
+import requests
 
 DATA_ENV = "LSTM_JAX_DATA"
 """Environment variable read by `paths.data_dir` (configs/paths/default.yaml)."""
 
 _DEFAULT_TIMEOUT_S = 30.0
+DOWNLOAD_RETRIES = 3
 
 
 def data_root(data_dir: str | os.PathLike | None) -> Path | None:
@@ -97,20 +98,16 @@ def verify_checksum(path: Path, sha256: str, url: str | None = None) -> None:
 
 
 def _download(url: str, dest: Path, sha256: str | None, timeout: float) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            shutil.copyfileobj(resp, out)
-        if sha256 is not None:
-            got = sha256_of(tmp)
-            if got.lower() != sha256.lower():
-                raise OSError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {got}")
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """`url` to `dest` through pooch: retried, with a progress bar, its SHA-256 checked before
+    the file takes its name (a failed or mismatched download leaves nothing behind)."""
+    fetcher = pooch.create(
+        path=dest.parent,
+        base_url="",
+        registry={dest.name: f"sha256:{sha256}" if sha256 else None},
+        urls={dest.name: url},
+        retry_if_failed=DOWNLOAD_RETRIES,
+    )
+    fetcher.fetch(dest.name, downloader=pooch.HTTPDownloader(progressbar=True, timeout=timeout))
 
 
 def resolve_data_file(
@@ -153,8 +150,8 @@ def resolve_data_file(
         try:
             _download(url, path, sha256, timeout)
             return path
-        except (urllib.error.URLError, OSError, TimeoutError, ValueError) as e:
-            reason = f" Downloading it from {url} failed: {e}."
+        except (requests.RequestException, OSError, ValueError) as e:
+            reason = f" Downloading it from {url} failed: {str(e).splitlines()[0]}."
 
     where = (
         f"looked for {path}" if path is not None else f"no data root is set (${DATA_ENV} is unset)"
