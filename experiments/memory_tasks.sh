@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Memory tasks and sequential images (issue 3): the reduced-budget comparisons recorded in
-# experiments/README.md ("Memory tasks and sequential images"). Each stage is one lstm-jax
+# Memory tasks and sequential images (issue 3): reduced-budget comparisons. Only the
+# seq_fashion_mnist_row stage is still an answer of experiments/README.md ("Sequential
+# Fashion-MNIST, row by row"); the memory-task stages are quick checks, superseded as results
+# by experiments/long_dependency.sh and its committed records. Each stage is one lstm-jax
 # command (Hydra multirun over the cells where it compares cells); results land in
 # experiments/results/<stage>/ (git-ignored), one summary.json per run.
 #
