@@ -53,25 +53,35 @@ def serving(command: list[str], ready_url: str, log: Path, timeout: float = 60) 
             server.wait()
 
 
-def screenshot(url: str, png: Path, *, width: int = 1400, height: int = 1000) -> Path:
-    """`url` as headless Chromium renders it, once its scripts have run (virtual time)."""
+def _chromium(url: str, *flags: str) -> subprocess.CompletedProcess:
+    """Headless Chromium on `url` once the page's scripts have run (virtual time)."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "headless Chromium is needed for the dashboard tests: apt-get install chromium"
-    subprocess.run(
+    return subprocess.run(
         [
             chromium,
             "--headless",
             "--no-sandbox",  # as root (CI)
             "--disable-gpu",
             "--hide-scrollbars",
-            f"--window-size={width},{height}",
             "--virtual-time-budget=20000",
-            f"--screenshot={png}",
+            *flags,
             url,
         ],
         check=True,
         capture_output=True,
+        text=True,
         timeout=120,
     )
+
+
+def screenshot(url: str, png: Path, *, width: int = 1400, height: int = 1000) -> Path:
+    """`url` as headless Chromium renders it, saved as a PNG."""
+    _chromium(url, f"--window-size={width},{height}", f"--screenshot={png}")
     assert png.is_file() and png.stat().st_size > 0, f"chromium wrote no screenshot of {url}"
     return png
+
+
+def rendered_dom(url: str) -> str:
+    """The page's DOM after its scripts have rendered it (what the user's browser shows)."""
+    return _chromium(url, "--dump-dom").stdout

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser import free_port, get_json, screenshot, serving
+from browser import free_port, get_json, rendered_dom, screenshot, serving
 from cli_runner import run_cli
 from PIL import Image
 
@@ -95,3 +95,41 @@ def test_tensorboard_shows_the_gate_histograms_of_each_run_named_by_its_override
 
         png = screenshot(f"{url}/?darkMode=false#histograms", tmp_path / "histograms.png")
         assert drawn_fraction(png) > 0.03, f"no histogram drawn in {png}"
+
+
+def test_optuna_dashboard_opens_the_study_of_a_search(tmp_path: Path):
+    """`optuna-dashboard <storage>` (current Optuna, SQLAlchemy 2) serves the study the
+    hparams_search preset wrote, with its trials, and draws its history."""
+    sweep = tmp_path / "multirun" / "dash" / "sweep"
+    tiny = [o for o in TINY if not o.startswith("trainer.evaluate_test")]
+    run_cli(
+        "hparams_search=adding_optuna",
+        *tiny,
+        "trainer.evaluate_test=false",
+        "logger=none",
+        "logger.diagnostics_every=null",
+        "experiment_name=dash",
+        "hydra.sweeper.n_trials=2",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    storage = f"sqlite:///{sweep.parent / 'optuna.db'}"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = [_command("optuna-dashboard"), storage, "--host", "127.0.0.1", "--port", str(port)]
+    with serving(command, f"{url}/api/studies", tmp_path / "optuna-dashboard.log"):
+        (study,) = get_json(f"{url}/api/studies")["study_summaries"]
+        assert study["study_name"].startswith("dash-") and study["directions"] == ["minimize"]
+        trials = get_json(f"{url}/api/studies/{study['study_id']}")["trials"]
+        assert [t["state"] for t in trials] == ["Complete", "Complete"]
+        assert {p["name"] for p in trials[0]["params"]} == {
+            "optim.lr",
+            "model.hidden_size",
+            "optim.clip_grad_norm",
+        }
+        page = f"{url}/dashboard/studies/{study['study_id']}"
+        dom = rendered_dom(page)
+        assert study["study_name"] in dom and "History" in dom
+        png = screenshot(page, tmp_path / "optuna.png")
+        assert drawn_fraction(png) > 0.01, f"no chart drawn in {png}"
