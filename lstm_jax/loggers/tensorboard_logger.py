@@ -11,8 +11,8 @@ neither TensorFlow nor torch, and it writes a histogram from the diagnostics' ow
 counts and edges. What each kind of value becomes (lstm_jax/loggers/values.py):
 
 - scalars: a scalar chart (`gates/<layer>/<gate>_tau_median`, `val/mse`, ...);
-- histograms (`gates/<layer>/<gate>`, `..._tau`): a histogram over training, with the true
-  min and max when the diagnostics give them;
+- histograms (`gates/<layer>/<gate>`, `..._tau`): a histogram over training, over the span
+  of its occupied bins (from the true min to the true max when the diagnostics give them);
 - profiles over t (`grad_norm/dh_t`, `memory/recall_dh_t`): a histogram whose buckets are
   the time steps and whose heights are the values, so the histogram panel shows the
   profile's shape as training goes on;
@@ -66,7 +66,15 @@ class TensorBoardLogger:
         self._finished = False
 
     def _histogram(
-        self, key: str, counts: Any, edges: Any, step: int, lowest: Any = None, highest: Any = None
+        self,
+        key: str,
+        counts: Any,
+        edges: Any,
+        step: int,
+        *,
+        trim: bool,
+        lowest: Any = None,
+        highest: Any = None,
     ) -> None:
         counts = np.asarray(counts, dtype=np.float64).ravel()
         edges = np.asarray(edges, dtype=np.float64).ravel()
@@ -77,13 +85,16 @@ class TensorBoardLogger:
         centers = 0.5 * (edges[:-1] + edges[1:])
         sums = (float((counts * centers).sum()), float((counts * centers**2).sum()))
         # TensorBoard gives its buckets by their right edges: the first starts at `min` and
-        # the last ends at `max`. With the true extremes that is the span of the occupied
-        # bins, else (a profile over t) all of them, from the first edge to the last.
-        if lowest is not None and highest is not None and np.isfinite([lowest, highest]).all():
+        # the last ends at `max`, and draws them on a linear axis. A distribution is drawn
+        # over the span of its occupied bins, from its true extremes where known (a tau
+        # histogram's log-spaced bins reach 1e4, its values mostly a few steps); a profile
+        # over t keeps every step.
+        if trim:
             occupied = np.nonzero(counts)[0]
             counts = counts[occupied[0] : occupied[-1] + 1]
             edges = edges[occupied[0] : occupied[-1] + 2].copy()
-            edges[0], edges[-1] = lowest, highest
+            if lowest is not None and highest is not None and np.isfinite([lowest, highest]).all():
+                edges[0], edges[-1] = lowest, highest
         self.writer.add_histogram_raw(
             key,
             min=float(edges[0]),
@@ -106,11 +117,17 @@ class TensorBoardLogger:
                 self.writer.add_scalar(key, float(np.asarray(value)), step)
             elif kind == V.HISTOGRAM:
                 self._histogram(
-                    key, value["counts"], value["edges"], step, value.get("min"), value.get("max")
+                    key,
+                    value["counts"],
+                    value["edges"],
+                    step,
+                    trim=True,
+                    lowest=value.get("min"),
+                    highest=value.get("max"),
                 )
             elif kind == V.PROFILE:
                 heights, t_edges = V.block_mean(value, MAX_PROFILE_BUCKETS)
-                self._histogram(key, heights, t_edges, step)
+                self._histogram(key, heights, t_edges, step, trim=False)
             elif kind == V.IMAGE:
                 if V.is_figure(value):
                     self.writer.add_figure(key, value, step, close=False)

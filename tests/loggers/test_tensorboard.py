@@ -24,6 +24,8 @@ GATE = {
     "min": 0.31,
     "max": 0.77,
 }
+# tau over log-spaced bins up to 1e4, the values between 1 and 100 steps
+TAU = {"counts": np.array([0, 3, 1, 0, 0]), "edges": np.array([0.1, 1, 10, 100, 1e3, 1e4])}
 PROFILE = np.array([0.0, 0.5, 1.0, 4.0])  # ||dL/dh_t|| over t = 0..3
 
 
@@ -52,6 +54,7 @@ def test_scalars_histograms_and_profiles_read_back(tmp_path, tb_cfg):
             {
                 "train/loss": 1.0 / step,
                 "gates/layer_0/forget": GATE,
+                "gates/layer_0/forget_tau": TAU,
                 "gates/layer_0/forget_tau_median": 3.5,
                 "grad_norm/dh_t": PROFILE * step,
             },
@@ -70,6 +73,16 @@ def test_scalars_histograms_and_profiles_read_back(tmp_path, tb_cfg):
     assert list(hist.bucket) == [2, 4, 0, 3, 3]
     assert list(hist.bucket_limit) == pytest.approx([0.4, 0.5, 0.6, 0.7, 0.77])
     assert hist.num == 12
+
+    # without the extremes: the occupied bins' edges (TensorBoard's axis is linear: 1 to 100
+    # steps, not 0.1 to 1e4)
+    tau = acc.Histograms("gates/layer_0/forget_tau")[0].histogram_value
+    assert (tau.min, tau.max, list(tau.bucket_limit), list(tau.bucket)) == (
+        1,
+        100,
+        [10, 100],
+        [3, 1],
+    )
 
     # the profile: one bucket per time step, its height the value at that step
     (_, last) = acc.Histograms("grad_norm/dh_t")
