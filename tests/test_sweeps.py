@@ -134,18 +134,22 @@ def _leet_screen(wandb_dir: Path, expect: str, timeout: float = 60) -> str:
 
 
 def test_offline_dashboard_lists_every_run_of_the_sweep(horizon_sweep: Path):
-    """`wandb leet <sweep dir>/wandb` (W&B's terminal dashboard) lists the 4 jobs' runs:
-    each job links its offline run into the sweep's wandb/ dir."""
+    """`wandb leet <sweep dir>/wandb` (W&B's terminal dashboard) lists the 4 jobs' runs by
+    the overrides that differ between them: each job links its offline run into the sweep's
+    wandb/ dir as offline-run-<overrides>-<run id>."""
     from lstm_jax.loggers.wandb_reader import read_wandb_run
 
     links = sorted((horizon_sweep / "wandb").iterdir())
     assert len(links) == 4 and all(p.is_symlink() and p.is_dir() for p in links)
     run_ids = {read_wandb_run(horizon_sweep / str(job))["run_id"] for job in range(4)}
     assert {p.name.rsplit("-", 1)[-1] for p in links} == run_ids
+    assert {p.name.removeprefix("offline-run-").rsplit("-", 1)[0] for p in links} == {
+        f"model={cell},task.seq_len={t}" for cell in ("rnn", "lstm") for t in (5, 8)
+    }
     screen = _leet_screen(horizon_sweep / "wandb", "Runs [4 items]")
     assert "Runs [4 items]" in screen, screen
-    for run_id in run_ids:
-        assert run_id in screen, (run_id, screen)
+    for cell in ("rnn", "lstm"):
+        assert f"offline-run-model={cell},task.seq_len=" in screen, screen
 
 
 def test_compare_on_the_real_sweep(horizon_sweep: Path, capsys):

@@ -151,7 +151,9 @@ def sweep_wandb_dir() -> Path | None:
 def link_into_sweep(run: Any, run_id: str) -> Path | None:
     """In a sweep, links this job's offline run dir into `<sweep dir>/wandb/`, so that
     `wandb leet <sweep dir>/wandb` browses every run of the sweep and `wandb sync <sweep
-    dir>/wandb/offline-run-*` uploads them. A resumed job replaces its older link."""
+    dir>/wandb/offline-run-*` uploads them. The link is named `offline-run-<overrides>-<id>`
+    (the prefix is what leet looks for; the overrides the sweep varies, from the run's name,
+    are what its run list then shows). A resumed job replaces its older link."""
     sweep = sweep_wandb_dir()
     sync_file = getattr(run.settings, "sync_file", None)
     if sweep is None or not sync_file:
@@ -161,7 +163,11 @@ def link_into_sweep(run: Any, run_id: str) -> Path | None:
     for old in sweep.glob(f"*-{run_id}"):
         if old.is_symlink():
             old.unlink()
-    link = sweep / target.name
+    # the overrides of the run's name (`memory_horizon:model=gru,task.seq_len=200`): the
+    # sweep dir is one experiment's
+    overrides = str(run.name or "").split(":", 1)[-1]
+    name = "".join(c if c.isalnum() or c in "-_.,=+~" else "_" for c in overrides)
+    link = sweep / (f"offline-run-{name[:150]}-{run_id}" if name else target.name)
     link.symlink_to(os.path.relpath(target, sweep), target_is_directory=True)
     return link
 
