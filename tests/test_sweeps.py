@@ -227,6 +227,8 @@ def test_optuna_preset_runs_trials_into_a_sqlite_study_that_continues(tmp_path: 
     )
     assert sorted(t.value for t in complete) == pytest.approx(returned)
     for trial in complete:
+        # each trial names its run dir (optuna-dashboard shows it)
+        assert trial.user_attrs["run_dir"] == str(first / str(trial.number))
         assert 1e-4 <= trial.params["optim.lr"] <= 3e-2
         assert trial.params["model.hidden_size"] in (32, 64, 128, 256)
     results = yaml.safe_load((first / "optimization_results.yaml").read_text())

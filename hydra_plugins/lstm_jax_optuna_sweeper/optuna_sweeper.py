@@ -260,7 +260,8 @@ class OptunaSweeper(Sweeper):
             returns = self._launch(study, trials, batch)
             for trial, ret in zip(trials, returns, strict=bool(returns)):
                 value, reason = trial_failure(ret)
-                trial.set_user_attr("run_dir", str(ret.working_dir or ""))
+                run_dir = OmegaConf.select(ret.hydra_cfg or {}, "hydra.runtime.output_dir")
+                trial.set_user_attr("run_dir", str(run_dir or ""))
                 if reason is None:
                     study.tell(trial, value)
                 else:
