@@ -1,6 +1,7 @@
-"""Sweeps with Hydra's own engines: a real `lstm-jax` multirun (the memory-horizon preset,
-shrunk) compared by lstm-jax-compare, the Optuna preset with its SQLite study, and the
-SLURM launcher config composed and turned into an sbatch script (no cluster here)."""
+"""Sweeps: a real `lstm-jax` multirun with Hydra's basic sweeper (the memory-horizon preset,
+shrunk) compared by lstm-jax-compare, the Optuna preset with its SQLite study (the project's
+own sweeper, hydra_plugins/lstm_jax_optuna_sweeper), and the SLURM launcher config composed
+and turned into an sbatch script (no cluster here)."""
 
 from __future__ import annotations
 
@@ -133,18 +134,22 @@ def _leet_screen(wandb_dir: Path, expect: str, timeout: float = 60) -> str:
 
 
 def test_offline_dashboard_lists_every_run_of_the_sweep(horizon_sweep: Path):
-    """`wandb leet <sweep dir>/wandb` (W&B's terminal dashboard) lists the 4 jobs' runs:
-    each job links its offline run into the sweep's wandb/ dir."""
+    """`wandb leet <sweep dir>/wandb` (W&B's terminal dashboard) lists the 4 jobs' runs by
+    the overrides that differ between them: each job links its offline run into the sweep's
+    wandb/ dir as offline-run-<overrides>-<run id>."""
     from lstm_jax.loggers.wandb_reader import read_wandb_run
 
     links = sorted((horizon_sweep / "wandb").iterdir())
     assert len(links) == 4 and all(p.is_symlink() and p.is_dir() for p in links)
     run_ids = {read_wandb_run(horizon_sweep / str(job))["run_id"] for job in range(4)}
     assert {p.name.rsplit("-", 1)[-1] for p in links} == run_ids
+    assert {p.name.removeprefix("offline-run-").rsplit("-", 1)[0] for p in links} == {
+        f"model={cell},task.seq_len={t}" for cell in ("rnn", "lstm") for t in (5, 8)
+    }
     screen = _leet_screen(horizon_sweep / "wandb", "Runs [4 items]")
     assert "Runs [4 items]" in screen, screen
-    for run_id in run_ids:
-        assert run_id in screen, (run_id, screen)
+    for cell in ("rnn", "lstm"):
+        assert f"offline-run-model={cell},task.seq_len=" in screen, screen
 
 
 def test_compare_on_the_real_sweep(horizon_sweep: Path, capsys):
@@ -183,18 +188,15 @@ def test_compare_on_the_real_sweep(horizon_sweep: Path, capsys):
 # ----------------------------------------------------------------- Optuna
 
 
-def test_optuna_preset_runs_trials_into_a_sqlite_study_that_continues(tmp_path: Path):
-    # the dev extra installs these: a broken install fails here instead of skipping
-    import hydra_plugins.hydra_optuna_sweeper  # noqa: F401
+def optuna_study_names(db: Path) -> list[str]:
     import optuna
-    import sqlalchemy
 
-    if int(sqlalchemy.__version__.split(".")[0]) >= 2 and optuna.__version__.startswith("2."):
-        pytest.fail(
-            f"optuna {optuna.__version__} (the newest hydra-optuna-sweeper allows) cannot open "
-            f"a SQLite study with SQLAlchemy {sqlalchemy.__version__}: install 'sqlalchemy<2' "
-            "'alembic<1.14' (pinned in the sweep extra)."
-        )
+    return optuna.get_all_study_names(f"sqlite:///{db}")
+
+
+def test_optuna_preset_runs_trials_into_a_sqlite_study_that_continues(tmp_path: Path):
+    import optuna
+
     # (model.hidden_size is searched: a fixed override would take it out of the space)
     tiny = [o for o in TINY if not o.startswith("model.hidden_size=")]
     common = [
@@ -207,12 +209,15 @@ def test_optuna_preset_runs_trials_into_a_sqlite_study_that_continues(tmp_path: 
         "hydra.sweeper.sampler.n_startup_trials=2",
     ]
     first = tmp_path / "multirun" / "optuna_test" / "first"
-    run_cli(
+    out = run_cli(
         *common, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={first}", cwd=tmp_path, timeout=400
     )
     db = tmp_path / "multirun" / "optuna_test" / "optuna.db"
-    assert db.is_file()
-    study = optuna.load_study(study_name="optuna_test", storage=f"sqlite:///{db}")
+    (name,) = optuna_study_names(db)
+    # the experiment and a hash of the search space and the config the trials share
+    assert name.startswith("optuna_test-") and len(name) == len("optuna_test-") + 8
+    assert f"Optuna study {name} is new in sqlite:///{db}: 3 trials over optim.lr" in out.stdout
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 3
     # each trial's value is what the train function returned: the best val/mse of its run
@@ -222,18 +227,38 @@ def test_optuna_preset_runs_trials_into_a_sqlite_study_that_continues(tmp_path: 
     )
     assert sorted(t.value for t in complete) == pytest.approx(returned)
     for trial in complete:
+        # each trial names its run dir (optuna-dashboard shows it)
+        assert trial.user_attrs["run_dir"] == str(first / str(trial.number))
         assert 1e-4 <= trial.params["optim.lr"] <= 3e-2
         assert trial.params["model.hidden_size"] in (32, 64, 128, 256)
     results = yaml.safe_load((first / "optimization_results.yaml").read_text())
     assert results["best_value"] == pytest.approx(min(returned))
+    assert results["study_name"] == name
 
-    # The same command again continues the study (a new sweep dir, the same optuna.db).
+    # The same command again continues the study (a new sweep dir, the same optuna.db), and
+    # says so; the number of trials is not part of what the study measures.
     second = tmp_path / "multirun" / "optuna_test" / "second"
-    run_cli(
+    out = run_cli(
         *common, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={second}", cwd=tmp_path, timeout=300
     )
-    study = optuna.load_study(study_name="optuna_test", storage=f"sqlite:///{db}")
+    assert f"Optuna study {name} continues" in out.stdout and "3 trials so far" in out.stdout
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
     assert len(study.trials) == 4 and study.trials[-1].number == 3
+
+    # Another task (T=6) does not join it: a study of its own, and a line that says why.
+    third = tmp_path / "multirun" / "optuna_test" / "third"
+    out = run_cli(
+        *common,
+        "task.seq_len=6",
+        "hydra.sweeper.n_trials=1",
+        f"hydra.sweep.dir={third}",
+        cwd=tmp_path,
+        timeout=300,
+    )
+    (other,) = set(optuna_study_names(db)) - {name}
+    assert f"Optuna study {other} is new" in out.stdout
+    assert f"not continuing {name}: another search space or config" in out.stdout
+    assert len(optuna.load_study(study_name=name, storage=f"sqlite:///{db}").trials) == 4
 
 
 # ----------------------------------------------------------------- presets and SLURM
@@ -256,11 +281,15 @@ def test_memory_horizon_presets_compose_as_sweeps():
 
 
 def test_optuna_preset_composes():
-    import hydra_plugins.hydra_optuna_sweeper  # noqa: F401  (the dev extra installs it)
-
     cfg = _compose(["hparams_search=adding_optuna"])
     sweeper = cfg.hydra.sweeper
-    assert sweeper._target_.endswith("OptunaSweeper") and sweeper.direction == "minimize"
+    # the project's own sweeper (hydra_plugins/lstm_jax_optuna_sweeper), on current Optuna
+    assert sweeper._target_ == (
+        "hydra_plugins.lstm_jax_optuna_sweeper.optuna_sweeper.OptunaSweeper"
+    )
+    assert sweeper.direction == "minimize" and sweeper.n_trials == 20
+    assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+    assert sweeper.sampler.seed == cfg.seed
     assert sweeper.storage.startswith("sqlite:///") and sweeper.storage.endswith("/../optuna.db")
     assert set(sweeper.params) == {"optim.lr", "model.hidden_size", "optim.clip_grad_norm"}
 

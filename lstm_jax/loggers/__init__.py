@@ -1,4 +1,5 @@
-"""Loggers beside the trainer: metrics.jsonl (always) and W&B (offline unless logged in).
+"""Loggers beside the trainer: metrics.jsonl (always), W&B (offline unless logged in) and
+TensorBoard (`logger=tensorboard`, or both with `logger=wandb_tensorboard`).
 
 loggers = make_loggers(cfg, run_dir, resume=..., resume_step=..., monitor=task.monitor,
                        monitor_mode=task.monitor_mode, is_main_process=...)
@@ -13,12 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from lstm_jax.loggers.jsonl import JsonlLogger, read_metrics
+from lstm_jax.loggers.tensorboard_logger import TensorBoardLogger
 from lstm_jax.loggers.wandb_logger import WandbLogger, resolve_mode
 from lstm_jax.loggers.wandb_reader import find_wandb_files, read_wandb_run
 
 __all__ = [
     "JsonlLogger",
     "MultiLogger",
+    "TensorBoardLogger",
     "WandbLogger",
     "find_wandb_files",
     "make_loggers",
@@ -93,7 +96,8 @@ def make_loggers(
     monitor_mode: str | None = None,
 ) -> MultiLogger:
     """The loggers of one run: metrics.jsonl always, W&B when `logger.wandb.enabled` and
-    its mode (see `resolve_mode`) is not "disabled". Only the main process logs.
+    its mode (see `resolve_mode`) is not "disabled", TensorBoard when
+    `logger.tensorboard.enabled`. Only the main process logs.
 
     `resume_step`: the step of the checkpoint a resumed run restarts from; metrics.jsonl
     lines after it are dropped (or call `truncate_after(step)` once it is known).
@@ -104,17 +108,20 @@ def make_loggers(
         return MultiLogger([])
     run_dir = Path(run_dir)
     loggers: list[Any] = [JsonlLogger(run_dir, resume=resume, resume_step=resume_step)]
-    wcfg = cfg.get("logger", {}).get("wandb") if hasattr(cfg, "get") else None
-    if (
-        wcfg is not None
-        and wcfg.get("enabled", False)
-        and resolve_mode(wcfg.get("mode")) != "disabled"
-    ):
-        try:
+    lcfg = cfg.get("logger", {}) if hasattr(cfg, "get") else {}
+    wcfg, tcfg = lcfg.get("wandb"), lcfg.get("tensorboard")
+    try:
+        if (
+            wcfg is not None
+            and wcfg.get("enabled", False)
+            and resolve_mode(wcfg.get("mode")) != "disabled"
+        ):
             loggers.append(
                 WandbLogger(cfg, run_dir, resume=resume, monitor=monitor, monitor_mode=monitor_mode)
             )
-        except BaseException:
-            loggers[0].finish()
-            raise
+        if tcfg is not None and tcfg.get("enabled", False):
+            loggers.append(TensorBoardLogger(cfg, run_dir, resume_step=resume_step))
+    except BaseException:
+        MultiLogger(loggers).finish()
+        raise
     return MultiLogger(loggers)

@@ -88,7 +88,9 @@ class JsonlLogger:
                 V.downsample(np.asarray(value, dtype=np.float64), self.max_profile_points)
             )
         if kind == V.HISTOGRAM:
-            return V.histogram_summary(value["counts"], value["edges"])
+            return V.histogram_summary(
+                value["counts"], value["edges"], lowest=value.get("min"), highest=value.get("max")
+            )
         if kind == V.SAMPLES:
             return V.samples_summary(value)
         if kind == V.IMAGE:

@@ -4,10 +4,11 @@ The trainer logs flat dicts `{name: value}`. A value is one of:
 
 - a scalar (Python number, 0-d numpy / JAX array) -> a float;
 - a profile, a 1-D array such as `grad_norm/dh_t` (T,) -> a short list in metrics.jsonl,
-  a histogram over t plus a line plot in W&B;
+  a histogram over t plus a line plot in W&B, a histogram over t in TensorBoard;
 - a histogram computed elsewhere (on device by the diagnostics): a dict
-  `{"counts": (n,), "edges": (n+1,)}` -> a summary dict in metrics.jsonl, a
-  `wandb.Histogram` in W&B;
+  `{"counts": (n,), "edges": (n+1,)}`, optionally with the values' true `"min"` and
+  `"max"` -> a summary dict in metrics.jsonl, a `wandb.Histogram` in W&B, a histogram in
+  TensorBoard;
 - an image: an (H, W[, C]) uint8 array or a matplotlib figure -> a PNG under
   `media/` in the run dir (its path in metrics.jsonl), a `wandb.Image` in W&B;
 - raw samples, any other array of 2+ dims -> summary stats / `wandb.Histogram(values)`;
@@ -101,9 +102,12 @@ def block_mean(profile: Any, max_points: int) -> tuple[np.ndarray, np.ndarray]:
     return values, edges
 
 
-def histogram_summary(counts: Any, edges: Any) -> dict[str, float | None]:
-    """mean, std, min, max and percentiles of a binned distribution (values are
-    placed uniformly inside each bin; min/max are the outer edges of the occupied bins)."""
+def histogram_summary(
+    counts: Any, edges: Any, *, lowest: Any = None, highest: Any = None
+) -> dict[str, float | None]:
+    """mean, std, min, max and percentiles of a binned distribution (values are placed
+    uniformly inside each bin). min/max are `lowest`/`highest`, the true extremes where the
+    histogram's maker knew them, else the outer edges of the occupied bins."""
     counts = np.asarray(counts, dtype=np.float64).ravel()
     edges = np.asarray(edges, dtype=np.float64).ravel()
     if edges.size != counts.size + 1:
@@ -119,7 +123,10 @@ def histogram_summary(counts: Any, edges: Any) -> dict[str, float | None]:
     std = float(np.sqrt(max((counts * (centers - mean) ** 2).sum() / n, 0.0)))
     occupied = np.nonzero(counts)[0]
     out.update(
-        mean=mean, std=std, min=float(edges[occupied[0]]), max=float(edges[occupied[-1] + 1])
+        mean=mean,
+        std=std,
+        min=float(edges[occupied[0]]) if lowest is None else to_float(lowest),
+        max=float(edges[occupied[-1] + 1]) if highest is None else to_float(highest),
     )
     cum = np.cumsum(counts)
     for q in PERCENTILES:

@@ -12,7 +12,10 @@
   row counter), so re-logging steps after a resume never drops data.
 - Validation and test metrics report their best and their last value in the run summary
   (`{"min": ..., "last": ...}` for loss-like names, "max" for accuracy-like ones,
-  `monitor_mode` for the task's monitor).
+  `monitor_mode` for the task's monitor). Histograms and profiles (gates, dh_t, tau) stay out
+  of the summary (`define_metric(summary="none")`): W&B would put their last bins there.
+- A run is named by the experiment and the job's overrides, and tagged with each override
+  (lstm_jax.loggers.run_names), beside `logger.wandb.tags`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from lstm_jax.loggers import values as V
+from lstm_jax.loggers.run_names import default_run_name, override_tags
 
 log = logging.getLogger(__name__)
 
@@ -114,20 +118,6 @@ def new_run_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
-def default_run_name(cfg: Any) -> str:
-    """experiment_name plus the job's command-line overrides (when run by Hydra)."""
-    name = str(cfg.get("experiment_name") or "run")
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        hc = HydraConfig.get()
-    except Exception:  # noqa: BLE001 - not inside a Hydra app
-        return name
-    exclude = set(hc.job.config.override_dirname.exclude_keys or []) | {"experiment"}
-    kept = [o for o in hc.overrides.task if o.split("=", 1)[0].lstrip("+~") not in exclude]
-    return f"{name}:{','.join(kept)}"[:128] if kept else name
-
-
 def default_group(cfg: Any) -> str:
     """experiment_name; in a sweep, plus the sweep dir's name, so that the jobs of one sweep
     form one W&B group and a later sweep of the same experiment another."""
@@ -161,7 +151,9 @@ def sweep_wandb_dir() -> Path | None:
 def link_into_sweep(run: Any, run_id: str) -> Path | None:
     """In a sweep, links this job's offline run dir into `<sweep dir>/wandb/`, so that
     `wandb leet <sweep dir>/wandb` browses every run of the sweep and `wandb sync <sweep
-    dir>/wandb/offline-run-*` uploads them. A resumed job replaces its older link."""
+    dir>/wandb/offline-run-*` uploads them. The link is named `offline-run-<overrides>-<id>`
+    (the prefix is what leet looks for; the overrides the sweep varies, from the run's name,
+    are what its run list then shows). A resumed job replaces its older link."""
     sweep = sweep_wandb_dir()
     sync_file = getattr(run.settings, "sync_file", None)
     if sweep is None or not sync_file:
@@ -171,7 +163,11 @@ def link_into_sweep(run: Any, run_id: str) -> Path | None:
     for old in sweep.glob(f"*-{run_id}"):
         if old.is_symlink():
             old.unlink()
-    link = sweep / target.name
+    # the overrides of the run's name (`memory_horizon:model=gru,task.seq_len=200`): the
+    # sweep dir is one experiment's
+    overrides = str(run.name or "").split(":", 1)[-1]
+    name = "".join(c if c.isalnum() or c in "-_.,=+~" else "_" for c in overrides)
+    link = sweep / (f"offline-run-{name[:150]}-{run_id}" if name else target.name)
     link.symlink_to(os.path.relpath(target, sweep), target_is_directory=True)
     return link
 
@@ -227,7 +223,7 @@ class WandbLogger:
             "entity": wcfg.get("entity"),
             "group": wcfg.get("group") or default_group(cfg),
             "job_type": wcfg.get("job_type"),
-            "tags": list(wcfg.get("tags") or []) or None,
+            "tags": list(dict.fromkeys([*(wcfg.get("tags") or []), *override_tags()])) or None,
             "name": wcfg.get("name") or default_run_name(cfg),
             "dir": str(self.run_dir),
             "config": _config_dict(cfg),
@@ -255,8 +251,9 @@ class WandbLogger:
         self.run_id = run_id
         if self.mode == "offline":
             link_into_sweep(self.run, run_id)
+        # Every logged key is defined on first sight (_maybe_define) with "step" as its x-axis;
+        # no "*" glob, which W&B would match before the per-key globs of the histograms.
         self.run.define_metric("step", hidden=True)
-        self.run.define_metric("*", step_metric="step")
         self._goals: dict[str, str | None] = {}
         self._monitor: tuple[str, str] | None = None
         if monitor:
@@ -274,18 +271,28 @@ class WandbLogger:
 
     def _define(self, key: str, goal: str | None) -> None:
         self._goals[key] = goal
-        if goal:
-            self.run.define_metric(key, step_metric="step", summary=f"{goal},last")
+        summary = {"summary": f"{goal},last"} if goal else {}
+        self.run.define_metric(key, step_metric="step", **summary)
 
-    def _maybe_define(self, key: str) -> None:
+    def _maybe_define(self, key: str, kind: str) -> None:
         if key in self._goals:
             return
-        if self._monitor and key == self._monitor[0]:
+        if kind in (V.HISTOGRAM, V.PROFILE, V.SAMPLES):
+            # W&B copies a key's last value into the run summary; for a histogram that is
+            # each of its fields (`key.values`, `key.bins`: every bin), which the glob
+            # `key.*` with summary "none" keeps out (W&B matches globs against those dotted
+            # field names, not against `key`). A profile's line plot is `key_line_table`.
+            self._goals[key] = None
+            self.run.define_metric(key, step_metric="step")
+            globs = (f"{key}.*", f"{key}_line*") if kind == V.PROFILE else (f"{key}.*",)
+            for glob in globs:
+                self.run.define_metric(glob, step_metric="step", summary="none")
+        elif self._monitor and key == self._monitor[0]:
             self._define(key, self._monitor[1])
         elif key.startswith(("val/", "test/")):
             self._define(key, metric_goal(key))
         else:
-            self._goals[key] = None
+            self._define(key, None)
 
     # -- conversion -------------------------------------------------------------------
     def _histogram(self, counts: Any, edges: Any):
@@ -359,7 +366,7 @@ class WandbLogger:
         for key, value in metrics.items():
             if key == "step":
                 continue
-            self._maybe_define(key)
+            self._maybe_define(key, V.kind_of(value))
             self._convert(key, value, int(step), data)
         self.run.log(data)
 

@@ -14,8 +14,9 @@ device, so only small arrays come back to the host. Names (docs/DESIGN.md contra
   `grad_norm/<prefix>` for each top-level module and each layer (a path part that is a
   number or ends in `_<number>`, e.g. `grad_norm/core/layer_0`);
 - `grad_norm/dh_t` (T,): ||dL/dh_t|| over batch and hidden units, padded positions zero;
-- `gates/<layer>/<gate>`: histogram {"counts" (n,) int32, "edges" (n+1,)} over [0, 1] for
-  sigmoid gates and [-1, 1] for tanh ones, as each layer declares its gates
+- `gates/<layer>/<gate>`: histogram {"counts" (n,) int32, "edges" (n+1,), "min", "max" (the
+  true extremes)} over [0, 1] for sigmoid gates and [-1, 1] for tanh ones, as each layer
+  declares its gates
   (`GATE_ACTIVATIONS`, read with lstm_jax.nn.gate_activations; a gate no layer declares is
   an error, never a guess);
 - `gates/<layer>/<gate>_saturation`: fraction of values < 0.05 or > 0.95 (sigmoid), or
@@ -100,11 +101,18 @@ def valid_mask(lengths: Any, batch: int, time: int) -> jax.Array:
 
 def histogram(values: jax.Array, weights: jax.Array, lo: float, hi: float, bins: int) -> dict:
     """On-device histogram of `values` with integer `weights` (0 drops a value) over
-    `bins` equal bins of [lo, hi]; values outside fall into the end bins."""
+    `bins` equal bins of [lo, hi]; values outside fall into the end bins. "min" and "max"
+    are the kept values' true extremes (the bins only bound them; +-inf when none is kept)."""
     idx = jnp.floor((values - lo) / (hi - lo) * bins).astype(jnp.int32)
     idx = jnp.clip(idx, 0, bins - 1)
     counts = jnp.bincount(idx.ravel(), weights=weights.ravel(), length=bins)
-    return {"counts": counts.astype(jnp.int32), "edges": jnp.linspace(lo, hi, bins + 1)}
+    kept = weights > 0
+    return {
+        "counts": counts.astype(jnp.int32),
+        "edges": jnp.linspace(lo, hi, bins + 1),
+        "min": jnp.min(jnp.where(kept, values, jnp.inf)),
+        "max": jnp.max(jnp.where(kept, values, -jnp.inf)),
+    }
 
 
 def _kth_smallest_bits(bits: jax.Array, w: jax.Array, k: jax.Array) -> jax.Array:

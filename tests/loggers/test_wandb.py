@@ -64,7 +64,14 @@ def test_offline_run_written_and_read_back(tmp_path, cfg_factory):
     assert run["summary"]["num_params"] == 123
     assert run["metrics"]["val/acc"]["summary"] == ["max", "last"]
     assert run["metrics"]["val/loss"]["summary"] == ["min", "last"]
-    assert run["metrics"]["*"]["step_metric"] == "step"
+    assert {run["metrics"][k]["step_metric"] for k in ("train/loss", "gates/layer_0/forget")} == {
+        "step"
+    }
+    # histograms and profiles stay out of the summary (W&B would hold each of their bins)
+    assert not {"gates/layer_0/forget", "grad_norm/dh_t", "grad_norm/dh_t_line_table"} & set(
+        run["summary"]
+    )
+    assert run["metrics"]["gates/layer_0/forget.*"]["summary"] == ["none"]
     # metrics.jsonl has the same names
     names = set().union(*read_metrics(run_dir))
     assert {"train/loss", "val/acc", "grad_norm/dh_t", "gates/layer_0/forget"} <= names
