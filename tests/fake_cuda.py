@@ -12,14 +12,23 @@ from lstm_jax.nn import cudnn
 
 
 @jax.custom_batching.custom_vmap
-def _no_batching_rule(x):
+def _identity_without_batching_rule(x):
     return x
 
 
-@_no_batching_rule.def_vmap
+@_identity_without_batching_rule.def_vmap
 def _refuse_vmap(axis_size, in_batched, x):
     # What JAX raises for the real kernel, whose primitive has no batching rule.
     raise NotImplementedError("Batching rule for 'rnn_fwd' not implemented")
+
+
+@jax.custom_vjp
+def _no_batching_rule(x):
+    """The identity, refused under jax.vmap; differentiable (custom_vmap alone is not)."""
+    return _identity_without_batching_rule(x)
+
+
+_no_batching_rule.defvjp(lambda x: (_identity_without_batching_rule(x), None), lambda _, g: (g,))
 
 
 def reference(
