@@ -130,7 +130,7 @@ def select(backend: str, reasons: list[str]) -> bool:
         refused = [r for r in reasons if r not in DIAGNOSTICS_ONLY]
         if refused:
             raise ValueError(
-                f"backend='cudnn' cannot run this call: {'; '.join(refused)}. Use "
+                f"backend='cudnn' cannot be used: {'; '.join(refused)}. Use "
                 "backend='auto' (the scan kernel where cuDNN cannot) or backend='scan'."
             )
         warnings.warn(

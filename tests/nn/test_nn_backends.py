@@ -60,7 +60,7 @@ def test_precisions_cudnn_takes_run_on_cudnn(fake_cuda, precision):
 
 def test_explicit_cudnn_refuses_a_precision_it_cannot_take_in_one_line(fake_cuda):
     with jax.default_matmul_precision("bfloat16"):
-        with pytest.raises(ValueError, match=r"^backend='cudnn' cannot run this call: ") as err:
+        with pytest.raises(ValueError, match=r"^backend='cudnn' cannot be used: ") as err:
             _lstm(backend="cudnn")
     assert "jax_default_matmul_precision is 'bfloat16'" in str(err.value)
     assert "\n" not in str(err.value)
@@ -88,7 +88,7 @@ def test_the_blocked_precisions_include_every_one_jax_refuses():
 
 def test_bfloat16_dtype_runs_auto_on_scan_and_is_refused_by_explicit_cudnn(fake_cuda):
     assert not _lstm(dtype=jnp.bfloat16).uses_cudnn()
-    with pytest.raises(ValueError, match="cannot run this call: the compute dtype is bfloat16"):
+    with pytest.raises(ValueError, match="cannot be used: the compute dtype is bfloat16"):
         _lstm(backend="cudnn", dtype="bfloat16")
 
 
@@ -98,7 +98,7 @@ def test_stacked_dropout_trains_on_scan_evaluates_on_cudnn_and_explicit_cudnn_re
     assert not layer.uses_cudnn()
     layer.eval()
     assert layer.uses_cudnn()
-    with pytest.raises(ValueError, match="cannot run this call: dropout between layers"):
+    with pytest.raises(ValueError, match="cannot be used: dropout between layers"):
         _lstm(backend="cudnn", dropout=0.3)
 
 
@@ -109,7 +109,7 @@ def test_vmap_runs_auto_on_the_scan_kernel_and_explicit_cudnn_refuses(fake_cuda)
     ys = jax.vmap(lambda x: layer(x, LENGTHS)[0])(xs)  # the real kernel has no batching rule
     np.testing.assert_allclose(ys[1], _lstm(backend="scan")(2 * X, LENGTHS)[0], atol=1e-6)
     explicit = _lstm(backend="cudnn")
-    with pytest.raises(ValueError, match="cannot run this call: the call runs under jax.vmap"):
+    with pytest.raises(ValueError, match="cannot be used: the call runs under jax.vmap"):
         jax.vmap(lambda x: explicit(x, LENGTHS)[0])(xs)
 
 
