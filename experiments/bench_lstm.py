@@ -101,7 +101,9 @@ def make_torch(b, t, d, h, layers, x_np, lengths=None, bidirectional=False):
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    # The platform JAX runs on, never another: PyPI's torch is a CUDA build, and JAX on the
+    # CPU timed against PyTorch on a GPU compares machines, not implementations.
+    device = "cuda" if jax.default_backend() == "gpu" else "cpu"
     model = torch.nn.LSTM(
         d, h, num_layers=layers, batch_first=True, bidirectional=bidirectional
     ).to(device)
@@ -204,6 +206,14 @@ def _available(name):
         from lstm_jax.nn import cudnn
 
         return cudnn.on_cuda()
+    if name == "pytorch" and jax.default_backend() == "gpu":
+        try:
+            import torch
+        except ImportError:
+            return False
+        if not torch.cuda.is_available():
+            print(f"# pytorch left out: JAX runs on the GPU, torch {torch.__version__} has no CUDA")
+        return torch.cuda.is_available()
     module = {
         "pytorch": "torch",
         "flax.linen": "flax.linen",
@@ -314,6 +324,16 @@ def worker(name: str, key: str, warmup: int, unroll: int = 1) -> None:
         print(f"{_timed(step):.9f}", flush=True)
 
 
+def worker_env(spec: tuple[str, str] | None) -> dict[str, str]:
+    """The environment of a worker process: this one's, with an xla variant's flags added,
+    and GPU memory taken as needed: on a GPU up to six workers and this process share it,
+    and XLA's default (75 % of the memory preallocated by each process) would exhaust it."""
+    env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    if spec is not None and spec[0] == "xla":
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {spec[1]}".strip()
+    return env
+
+
 def bench_shape(
     key: str,
     repeats: int,
@@ -331,13 +351,10 @@ def bench_shape(
     for name, worker_name, spec in runs:
         command = [sys.executable, __file__, "--shapes", key, "--warmup", str(warmup)]
         command += ["--worker", worker_name]
-        env = dict(os.environ)
-        if spec is not None and spec[0] == "xla":
-            env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {spec[1]}".strip()
-        elif spec is not None:
+        if spec is not None and spec[0] == "unroll":
             command += ["--unroll", spec[1]]
         procs[name] = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=worker_env(spec)
         )
         # Build one at a time: compilation is itself a heavy job.
         if procs[name].stdout.readline().strip() != "ready":
@@ -386,6 +403,8 @@ def main(argv=None):
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--unroll", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    # Before JAX starts its backend here (the GEMM peak below): see worker_env.
+    os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     if args.worker:
         return worker(args.worker, args.shapes, args.warmup, args.unroll)
     variants = {name: (kind, value) for name, kind, value in map(parse_variant, args.variant)}

@@ -8,18 +8,36 @@ and b_hh^p (4H,) for every p. lstm_jax keeps the transposes (w_ih (D, N, 4H), w_
 differentiable, done inside the jitted step, and the parameters stay in lstm_jax's layout (a
 checkpoint does not depend on the backend).
 
-What cuDNN cannot do, and the scan kernel then does (`backend="auto"` picks it; an explicit
-`backend="cudnn"` falls back with a warning): return the gates or take a hidden
+What cuDNN cannot do (`blockers` names each for a call): return the gates or take a hidden
 perturbation (the diagnostics), a compute dtype other than float32, active dropout between
-layers (cuDNN draws its own masks), a layer without biases. A zero length (jax#17966) is
-handled here: cuDNN runs those rows with length 1, and their outputs and final state are
-then replaced by zeros and the initial state, as the scan kernel gives.
+layers (cuDNN draws its own masks), a layer without biases, a global
+`jax_default_matmul_precision` other than unset, "highest"/"float32" or "high"/
+"tensorfloat32" (jax.experimental.rnn raises NotImplementedError for "bfloat16" and
+"default", and silently runs TF32 for the dot-algorithm names such as "F32_F32_F32"), and
+a call under `jax.vmap` (the cuDNN primitive has no batching rule). `backend="auto"` runs
+the scan kernel for such a call; an explicit `backend="cudnn"` refuses it in one line (at
+construction where the layer's settings already decide it), except the diagnostics' gates
+and perturbation, which only the scan kernel can give: those calls fall back with a
+warning. One case cannot be seen from here: `jax.vmap` over an already jitted function
+whose trace called the layer fails in JAX with "Batching rule for 'rnn_fwd' not
+implemented"; use backend="scan" there.
+
+A zero length (jax#17966) is handled here: cuDNN runs those rows with length 1, and their
+outputs and final state are then replaced by zeros and the initial state, as the scan kernel
+gives.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
+
+try:  # how a call under jax.vmap is told apart: JAX has no public test for it
+    from jax._src.interpreters.batching import BatchTracer
+except ImportError:  # a JAX that moved it: no vmap check (tests/nn/test_nn_backends.py fails)
+    BatchTracer = None
 
 BACKENDS = ("auto", "scan", "cudnn")
 
@@ -34,8 +52,98 @@ def on_cuda() -> bool:
         return False
 
 
-def check_backend(backend: str) -> None:
-    """Refuses an unknown backend, and `cudnn` where there is no CUDA GPU, before any work."""
+# The diagnostics ask for what only the scan kernel computes: under an explicit
+# backend="cudnn" these calls fall back with a warning instead of being refused.
+GATES_REQUESTED = "the gates were requested"
+PERTURBATION_GIVEN = "a hidden perturbation was given"
+DIAGNOSTICS_ONLY = (GATES_REQUESTED, PERTURBATION_GIVEN)
+
+# jax_default_matmul_precision values whose meaning cuDNN's LSTM keeps: unset (TF32 where
+# the GPU has it, as XLA's own default), full float32, or TF32. jax.experimental.rnn raises
+# NotImplementedError for "bfloat16"/"default" and runs TF32 for every dot-algorithm name,
+# "F32_F32_F32" included, so those are blockers too.
+CUDNN_PRECISIONS = (None, "highest", "float32", "high", "tensorfloat32")
+
+
+def precision_blocker() -> str | None:
+    """Why the global matmul precision keeps cuDNN's LSTM from running (None: it can)."""
+    precision = jax.config.jax_default_matmul_precision
+    if precision in CUDNN_PRECISIONS:
+        return None
+    return (
+        f"jax_default_matmul_precision is {precision!r} (cuDNN's LSTM takes only "
+        "'highest'/'float32', 'high'/'tensorfloat32' or none)"
+    )
+
+
+def under_vmap(*trees) -> bool:
+    """Whether any array of `trees` is being batched by jax.vmap (or nnx.vmap) here."""
+    return BatchTracer is not None and any(
+        isinstance(leaf, BatchTracer) for leaf in jax.tree.leaves(trees)
+    )
+
+
+def blockers(
+    *,
+    dtype=None,
+    use_bias: bool = True,
+    dropout_active: bool = False,
+    return_gates: bool = False,
+    hidden_perturbation=None,
+    arrays=(),
+) -> list[str]:
+    """Why cuDNN cannot run an LSTM call (empty: it can). `arrays`: the call's inputs and
+    parameters, looked at only for jax.vmap."""
+    reasons = []
+    if return_gates:
+        reasons.append(GATES_REQUESTED)
+    if hidden_perturbation is not None:
+        reasons.append(PERTURBATION_GIVEN)
+    if dtype is not None and jnp.dtype(dtype) != jnp.float32:
+        reasons.append(f"the compute dtype is {jnp.dtype(dtype).name} (cuDNN's LSTM: float32)")
+    if dropout_active:
+        reasons.append("dropout between layers is active (cuDNN draws its own masks)")
+    if not use_bias:
+        reasons.append("the layer has no biases")
+    precision = precision_blocker()
+    if precision:
+        reasons.append(precision)
+    if under_vmap(arrays):
+        reasons.append("the call runs under jax.vmap (the cuDNN call has no batching rule)")
+    return reasons
+
+
+def why_not(backend: str, reasons: list[str]) -> list[str]:
+    """Why a call with these blockers does not run on cuDNN under `backend` (empty: it
+    does). Decides only; `select` also enforces an explicit backend="cudnn"."""
+    if backend == "scan":
+        return ["backend='scan'"]
+    if not on_cuda():
+        return [f"no CUDA GPU (JAX's default backend is {jax.default_backend()!r})"]
+    return reasons
+
+
+def select(backend: str, reasons: list[str]) -> bool:
+    """Whether a call with these blockers runs on cuDNN. backend="cudnn" refuses a blocker
+    in one line, and falls back with a warning for the diagnostics' requests only."""
+    if backend == "cudnn" and reasons:
+        refused = [r for r in reasons if r not in DIAGNOSTICS_ONLY]
+        if refused:
+            raise ValueError(
+                f"backend='cudnn' cannot be used: {'; '.join(refused)}. Use "
+                "backend='auto' (the scan kernel where cuDNN cannot) or backend='scan'."
+            )
+        warnings.warn(
+            f"backend='cudnn' falls back to the scan kernel: {', '.join(reasons)}.",
+            stacklevel=4,
+        )
+    return not why_not(backend, reasons)
+
+
+def check_backend(backend: str, **settings) -> None:
+    """Refuses, before any work, an unknown backend, and `cudnn` where there is no CUDA GPU
+    or where the layer's settings (`blockers`' keywords) or the global precision already
+    rule cuDNN out."""
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is unknown; choose one of {', '.join(BACKENDS)}.")
     if backend == "cudnn" and not on_cuda():
@@ -44,6 +152,8 @@ def check_backend(backend: str) -> None:
             f"{jax.default_backend()!r}; use backend='auto' (cuDNN where it can, the scan "
             "kernel elsewhere) or backend='scan'."
         )
+    if backend == "cudnn":
+        select(backend, blockers(**settings))
 
 
 def flat_weights(layers: list, num_directions: int) -> jax.Array:

@@ -356,8 +356,10 @@ class LSTM(_Recurrent):
     dtype: compute dtype of the matmuls (e.g. bfloat16); parameters (param_dtype) and the
     cell state stay float32.
     backend: "scan" (the project's kernel, every platform), "cudnn" (jax.experimental.rnn on
-    a CUDA GPU; refused elsewhere) or "auto" (cuDNN on CUDA where it can do what a call asks,
-    the scan kernel otherwise). lstm_jax.nn.cudnn lists what cuDNN cannot do.
+    a CUDA GPU; refused elsewhere, and refused in one line for a call cuDNN cannot run) or
+    "auto" (cuDNN on CUDA where it can do what a call asks, the scan kernel otherwise).
+    lstm_jax.nn.cudnn lists what cuDNN cannot do; lstm_jax.nn.backend_record says which
+    kernel each step of a run used.
     """
 
     CELL = "lstm"
@@ -387,7 +389,12 @@ class LSTM(_Recurrent):
         backend: Literal["auto", "scan", "cudnn"] = "auto",
         rngs: nnx.Rngs,
     ):
-        cudnn.check_backend(backend)
+        cudnn.check_backend(
+            backend,
+            dtype=dtype,
+            use_bias=use_bias,
+            dropout_active=dropout > 0.0 and num_layers > 1,  # active whenever it trains
+        )
         # read by _init_bias, which the base constructor calls once per layer
         self.forget_bias = forget_bias
         self.chrono_max_steps = chrono_max_steps
@@ -404,34 +411,26 @@ class LSTM(_Recurrent):
         )
         self.backend = backend
 
-    def cudnn_blockers(self, *, return_gates=False, hidden_perturbation=None) -> list[str]:
-        """Why cuDNN cannot run this call (empty: it can)."""
-        reasons = []
-        if return_gates:
-            reasons.append("the gates were requested")
-        if hidden_perturbation is not None:
-            reasons.append("a hidden perturbation was given")
-        if self.dtype is not None and jnp.dtype(self.dtype) != F32:
-            reasons.append(f"the compute dtype is {jnp.dtype(self.dtype).name}")
-        if self.dropout is not None and not self.dropout.deterministic:
-            reasons.append("dropout between layers is active")
-        if not self.use_bias:
-            reasons.append("the layer has no biases")
-        return reasons
-
-    def uses_cudnn(self, *, return_gates=False, hidden_perturbation=None) -> bool:
-        """Whether a call with these arguments runs on cuDNN (see `backend`)."""
-        if self.backend == "scan" or (self.backend == "auto" and not cudnn.on_cuda()):
-            return False
-        reasons = self.cudnn_blockers(
-            return_gates=return_gates, hidden_perturbation=hidden_perturbation
+    def cudnn_blockers(self, *, return_gates=False, hidden_perturbation=None, arrays=()):
+        """Why cuDNN cannot run this call (empty: it can); lstm_jax.nn.cudnn.blockers."""
+        return cudnn.blockers(
+            dtype=self.dtype,
+            use_bias=self.use_bias,
+            dropout_active=self.dropout is not None and not self.dropout.deterministic,
+            return_gates=return_gates,
+            hidden_perturbation=hidden_perturbation,
+            arrays=(arrays, self.layer_0.w_hh[...]),  # a vmapped layer has batched weights
         )
-        if reasons and self.backend == "cudnn":
-            warnings.warn(
-                f"backend='cudnn' falls back to the scan kernel: {', '.join(reasons)}.",
-                stacklevel=3,
-            )
-        return not reasons
+
+    def uses_cudnn(self, *, return_gates=False, hidden_perturbation=None, arrays=()) -> bool:
+        """Whether a call with these arguments runs on cuDNN (see `backend`); an explicit
+        backend="cudnn" refuses a call cuDNN cannot run (lstm_jax.nn.cudnn.select)."""
+        return cudnn.select(
+            self.backend,
+            self.cudnn_blockers(
+                return_gates=return_gates, hidden_perturbation=hidden_perturbation, arrays=arrays
+            ),
+        )
 
     def __call__(
         self,
@@ -442,7 +441,11 @@ class LSTM(_Recurrent):
         return_gates: bool = False,
         hidden_perturbation: jax.Array | None = None,
     ) -> tuple[jax.Array, State] | tuple[jax.Array, State, Gates]:
-        if not self.uses_cudnn(return_gates=return_gates, hidden_perturbation=hidden_perturbation):
+        if not self.uses_cudnn(
+            return_gates=return_gates,
+            hidden_perturbation=hidden_perturbation,
+            arrays=(x, seq_lengths, initial_state),
+        ):
             return super().__call__(
                 x,
                 seq_lengths,

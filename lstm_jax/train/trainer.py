@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from lstm_jax import distributed
 from lstm_jax.loggers import MultiLogger, make_loggers
+from lstm_jax.nn.backend_record import step_backends
 from lstm_jax.tasks.base import Task, step_key
 from lstm_jax.train.checkpoint import Checkpointer, CheckpointError
 from lstm_jax.train.diagnostics import make_diagnostics_step, to_host
@@ -163,6 +164,12 @@ class Trainer:
         model.train()
         self.train_graphdef, params, rest = nnx.split(model, nnx.Param, ...)
         self.num_params = _num_params(params)
+        # The kernel (cuDNN or scan) of each step kind, for summary.json and W&B.
+        self.backends = step_backends(
+            nnx.merge(self.train_graphdef, params, rest),
+            nnx.merge(self.eval_graphdef, params, rest),
+            diagnostics=bool(diagnostics_every),  # 0 or None: no diagnostics
+        )
 
         self.mesh = distributed.make_data_mesh() if mesh is None else mesh
         self.state = {
@@ -469,4 +476,5 @@ class Trainer:
             "data": self.task.run_info(),
             "device_kind": jax.devices()[0].device_kind,
             "device_count": jax.device_count(),
+            "backends": self.backends,
         }

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from fake_cuda import reference
 from flax import nnx
 from jax.experimental import rnn
 
@@ -37,30 +38,6 @@ def _layer(num_layers=2, bidirectional=True, **kw):
     return layer
 
 
-def _reference(
-    x, h0, c0, weights, lengths, *, input_size, hidden_size, num_layers, dropout, bidirectional
-):
-    """jax.experimental.rnn.lstm's signature, computed by JAX's CPU reference."""
-    w_ih, w_hh, b_ih, b_hh = rnn.unpack_lstm_weights(
-        weights, input_size, hidden_size, num_layers, bidirectional
-    )
-    return rnn.lstm_ref(
-        x,
-        h0,
-        c0,
-        w_ih,
-        w_hh,
-        b_ih,
-        b_hh,
-        lengths,
-        input_size,
-        hidden_size,
-        num_layers,
-        dropout,
-        bidirectional,
-    )
-
-
 @pytest.mark.parametrize("num_layers, bidirectional", [(1, False), (2, True)])
 def test_flat_weights_follow_the_layout_of_jax_experimental_rnn(num_layers, bidirectional):
     layer = _layer(num_layers, bidirectional)
@@ -69,7 +46,7 @@ def test_flat_weights_follow_the_layout_of_jax_experimental_rnn(num_layers, bidi
     assert weights.shape == (rnn.get_num_params_in_lstm(D, H, num_layers, bidirectional),)
     x = jax.random.normal(jax.random.PRNGKey(0), (B, T, D))
     zeros = jnp.zeros((num_layers * n, B, H))
-    y_ref, h_ref, c_ref = _reference(
+    y_ref, h_ref, c_ref = reference(
         x,
         zeros,
         zeros,
@@ -102,7 +79,7 @@ def test_auto_runs_the_scan_kernel_on_cpu():
 def fake_cuda(monkeypatch):
     """A CUDA machine whose cuDNN kernel is JAX's reference implementation."""
     monkeypatch.setattr(cudnn, "on_cuda", lambda: True)
-    monkeypatch.setattr(rnn, "lstm", _reference)
+    monkeypatch.setattr(rnn, "lstm", reference)
 
 
 def test_auto_picks_cudnn_only_where_it_can(fake_cuda):
