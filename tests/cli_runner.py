@@ -10,6 +10,29 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a CLI run in a test: W&B offline, tests/ importable (fault_tasks)."""
+    return {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+        **(extra or {}),
+    }
+
+
+def start_cli(overrides, cwd: Path) -> subprocess.Popen:
+    """Starts `python -m lstm_jax OVERRIDES...` in `cwd` without waiting for it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "lstm_jax", *overrides],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def run_cli(
     *overrides: str,
     cwd: Path,
@@ -18,17 +41,10 @@ def run_cli(
     timeout: float = 300,
 ) -> subprocess.CompletedProcess:
     """Runs `python -m lstm_jax OVERRIDES...` in `cwd`, as a user would from a shell."""
-    full_env = {
-        **os.environ,
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
-        **(env or {}),
-    }
     result = subprocess.run(
         [sys.executable, "-m", "lstm_jax", *overrides],
         cwd=cwd,
-        env=full_env,
+        env=cli_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -5,13 +5,11 @@ contract 3)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
-from cli_runner import REPO
+from cli_runner import start_cli
 
 TINY = (
     "task.seq_len=6",
@@ -32,22 +30,7 @@ TINY = (
 
 def start_at_once(commands: list[list[str]], cwd: Path) -> list[subprocess.CompletedProcess]:
     """Starts every command before waiting for any, as `cmd & cmd & wait` would."""
-    env = {
-        **os.environ,
-        "WANDB_MODE": "offline",
-        "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
-    }
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "lstm_jax", *command],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for command in commands
-    ]
+    procs = [start_cli(command, cwd) for command in commands]
     results = []
     for proc, command in zip(procs, commands, strict=True):
         out, err = proc.communicate(timeout=300)
