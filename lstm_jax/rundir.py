@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lstm_jax.train.optim import SCHEDULE_KEYS
@@ -57,6 +58,13 @@ _FREE_KEYS = {
     # then the schedule's own key (optim.schedule.decay_steps) differs.
     "trainer.max_steps",
 }
+
+
+# Keys that change the shapes of a model's parameters: a resume can never accept them (its
+# checkpoints could not be restored), so trainer.resume_allow naming one is refused.
+SHAPE_KEYS = frozenset(
+    {"model._target_", "model.cell", "model.hidden_size", "model.num_layers", "model.bidirectional"}
+)
 
 
 class RunDirError(ValueError):
@@ -319,10 +327,33 @@ def check_start(
             f"or continue that run with trainer.resume=true hydra.run.dir={run_dir}."
         )
     stored = stored or run_dir / ".hydra" / "config.yaml"
-    if not stored.is_file():
-        return {}
-    changes = config_changes(OmegaConf.load(stored), cfg)
+    try:
+        stored_cfg = OmegaConf.load(stored)
+        if not isinstance(stored_cfg, DictConfig):
+            raise ValueError("it does not hold a config")
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        reason = (
+            "it is missing"
+            if isinstance(error, FileNotFoundError)
+            else f"it cannot be read ({(str(error).splitlines() or [''])[0]})"
+        )
+        raise RunDirError(
+            f"trainer.resume=true in {run_dir}, but the run's config {stored} is needed to "
+            f"check that this config matches its checkpoints, and {reason}. Put the file "
+            "back (e.g. from a copy of the run dir), or start a new run in another dir."
+        ) from None
+    changes = config_changes(stored_cfg, cfg)
     allow = set(cfg.trainer.get("resume_allow") or [])
+    reshaping = sorted(k for k in changes if k in allow and k in SHAPE_KEYS)
+    if reshaping:
+        listed = "; ".join(
+            f"{k}: {_show(changes[k][0])} -> {_show(changes[k][1])}" for k in reshaping
+        )
+        raise RunDirError(
+            f"trainer.resume_allow cannot accept {', '.join(reshaping)} ({listed}): it changes "
+            f"the shapes of the parameters the checkpoints in {run_dir} hold. Resume with the "
+            "run's values, or start a new run in another dir."
+        )
     refused = {k: v for k, v in changes.items() if not _allowed(k, v[2], allow)}
     if refused:
         listed = "; ".join(
@@ -331,10 +362,19 @@ def check_start(
             for k, (a, b, raw) in refused.items()
         )
         keys = dict.fromkeys(_source(k, raw) for k, (_, _, raw) in refused.items())
+        allowable = [k for k in keys if k not in SHAPE_KEYS]
+        fixed = [k for k in keys if k in SHAPE_KEYS]
+        ways = "Resume with the run's values, or start a new run in another dir"
+        if allowable:
+            ways = (
+                "Resume with the run's values, start a new run in another dir, or allow the "
+                f"change with trainer.resume_allow=[{','.join(allowable)}]"
+            )
+        if fixed:
+            ways += f" ({', '.join(fixed)} changes the parameters' shapes: no resume can allow it)"
         raise RunDirError(
             f"trainer.resume=true in {run_dir}, but this config differs from the run's in "
-            f"{listed}. Resume with the run's values, start a new run in another dir, or "
-            f"allow the change with trainer.resume_allow=[{','.join(keys)}]."
+            f"{listed}. {ways}."
         )
     accepted = {k: (a, b) for k, (a, b, _) in changes.items()}
     if accepted:

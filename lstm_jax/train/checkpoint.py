@@ -122,12 +122,41 @@ class Checkpointer:
         step = self.latest_step(which)
         return None if step is None else self.directory / which / str(step)
 
-    def restore(self, which: str, template: Any) -> tuple[Any, dict[str, Any]]:
+    def _check_fits(self, which: str, step: int, abstract: dict[str, Any]) -> None:
+        """Raises _ShapeMismatch, before any array is read or any file moved, when the
+        checkpoint's recorded shapes differ from the template's: an intact checkpoint
+        written with another config. A checkpoint whose record cannot be read is damaged
+        (the error propagates to restore's handling of damage)."""
+        stored = ocp.StandardCheckpointHandler().metadata(
+            self.directory / which / str(step) / "state"
+        )
+        path = self.directory / which / str(step)
+        if sorted(stored) != sorted(abstract):
+            raise _ShapeMismatch(
+                f"the checkpoint {path} holds {len(stored)} arrays but this run's state has "
+                f"{len(abstract)}: it was written by a different model or optimizer config. "
+                "Resume with the config of the run that wrote it, or start a new run in "
+                "another dir (nothing was changed)."
+            )
+        for key in sorted(abstract):
+            if tuple(stored[key].shape) != tuple(abstract[key].shape):
+                raise _ShapeMismatch(
+                    f"the checkpoint {path} holds an array of shape {tuple(stored[key].shape)} "
+                    f"where this run's state has {tuple(abstract[key].shape)}: it was "
+                    "written with another model config. Resume with the config of the run "
+                    "that wrote it, or start a new run in another dir (nothing was changed)."
+                )
+
+    def restore(
+        self, which: str, template: Any, *, move_damaged: bool = True
+    ) -> tuple[Any, dict[str, Any]]:
         """The newest intact `which` checkpoint as (state shaped like `template`, meta).
 
-        A checkpoint that cannot be read (a truncated or missing file) is moved to
-        `checkpoints/corrupt/` with a warning naming it, and the next older one is tried;
-        CheckpointError when none is intact."""
+        A checkpoint that fits the template's shapes but cannot be read (a truncated or
+        missing file) is moved to `checkpoints/corrupt/` (left in place with
+        `move_damaged=False`, for read-only callers) with a warning naming it, and the
+        next older one is tried; CheckpointError when none is intact. An intact checkpoint
+        of other shapes (another config) raises _ShapeMismatch and nothing moves."""
         manager = self._manager(which)
         steps = sorted(manager.all_steps(), reverse=True)
         if not steps:
@@ -139,6 +168,7 @@ class Checkpointer:
         skipped: list[str] = []
         for step in steps:
             try:
+                self._check_fits(which, step, abstract)
                 restored = manager.restore(
                     step,
                     args=ocp.args.Composite(
@@ -155,19 +185,24 @@ class Checkpointer:
                 skipped.append(
                     f"{self.directory / which / str(step)} ({type(error).__name__}: {reason})"
                 )
-                self._set_aside(which, step)
+                if move_damaged:
+                    self._set_aside(which, step)
                 continue
             if skipped:
                 log.warning(
-                    "Skipped unreadable checkpoint %s (moved to %s); restored %s",
+                    "Skipped unreadable checkpoint %s (%s); restored %s",
                     "; ".join(skipped),
-                    self.directory / "corrupt",
+                    f"moved to {self.directory / 'corrupt'}" if move_damaged else "left as is",
                     self.directory / which / str(step),
                 )
             return result
+        where = (
+            f"They were moved to {self.directory / 'corrupt'}; start the run again in a new dir."
+            if move_damaged
+            else "Nothing was changed."
+        )
         raise CheckpointError(
-            f"no intact '{which}' checkpoint in {self.directory}: {'; '.join(skipped)}. They "
-            f"were moved to {self.directory / 'corrupt'}; start the run again in a new dir."
+            f"no intact '{which}' checkpoint in {self.directory}: {'; '.join(skipped)}. {where}"
         )
 
     def _set_aside(self, which: str, step: int) -> None:
