@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -84,3 +85,12 @@ def slow_adding(seconds_per_batch: float) -> list[str]:
         "task._target_=fault_tasks.SlowAddingTask",
         f"+task.seconds_per_batch={seconds_per_batch}",
     ]
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """{file path under `root`: sha256 of its bytes}, to show a command changed no file."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

@@ -5,13 +5,12 @@ it was."""
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
 import jax.numpy as jnp
 import pytest
-from cli_runner import run_cli
+from cli_runner import run_cli, tree_hashes
 
 from lstm_jax.train.checkpoint import Checkpointer
 
@@ -32,15 +31,6 @@ TINY = (
 )
 
 
-def checkpoint_hashes(run_dir: Path) -> dict[str, str]:
-    root = run_dir / "checkpoints"
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("finished")
@@ -57,7 +47,7 @@ def run_copy(finished_run, tmp_path) -> Path:
 def resume_refused(run_dir: Path, *overrides: str) -> str:
     """Resumes the run in `run_dir` with `overrides`; asserts a one-line refusal that left
     every checkpoint file as it was, and returns the line."""
-    before = checkpoint_hashes(run_dir)
+    before = tree_hashes(run_dir / "checkpoints")
     assert before
     result = run_cli(
         *TINY,
@@ -71,7 +61,7 @@ def resume_refused(run_dir: Path, *overrides: str) -> str:
     assert result.returncode == 1, result.stderr[-3000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr[-3000:]
-    assert checkpoint_hashes(run_dir) == before
+    assert tree_hashes(run_dir / "checkpoints") == before
     assert not (run_dir / "checkpoints" / "corrupt").exists()
     return lines[0]
 
@@ -106,12 +96,12 @@ def test_an_intact_checkpoint_of_other_shapes_is_told_apart_from_damage(tmp_path
     checkpointer = Checkpointer(tmp_path / "checkpoints", keep=2)
     for step in (2, 4):
         checkpointer.save("last", step, {"w": jnp.ones((3, 4))}, {"step": step})
-    before = checkpoint_hashes(tmp_path)
+    before = tree_hashes(tmp_path / "checkpoints")
     with pytest.raises(ValueError, match=r"holds an array of shape \(3, 4\) where this run's"):
         checkpointer.restore("last", {"w": jnp.ones((5, 4))})
     with pytest.raises(ValueError, match="holds 1 arrays but this run's state has 2"):
         checkpointer.restore("last", {"w": jnp.ones((3, 4)), "b": jnp.ones(4)})
-    assert checkpoint_hashes(tmp_path) == before
+    assert tree_hashes(tmp_path / "checkpoints") == before
     assert checkpointer.steps("last") == [2, 4]
     state, meta = checkpointer.restore("last", {"w": jnp.zeros((3, 4))})
     assert meta["step"] == 4 and float(state["w"].sum()) == 12.0

@@ -3,13 +3,12 @@ a resume whose config changed, are refused before anything in the dir changes.""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import pytest
-from cli_runner import run_cli
+from cli_runner import run_cli, tree_hashes
 from omegaconf import OmegaConf
 
 TINY = (
@@ -27,14 +26,6 @@ TINY = (
     "trainer.log_every=5",
     "trainer.checkpoint_every=5",
 )
-
-
-def tree_hashes(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
