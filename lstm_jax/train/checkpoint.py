@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,12 @@ class Checkpointer:
                 )
 
     def restore(
-        self, which: str, template: Any, *, move_damaged: bool = True
+        self,
+        which: str,
+        template: Any,
+        *,
+        move_damaged: bool = True,
+        accept: Callable[[dict[str, Any]], str | None] | None = None,
     ) -> tuple[Any, dict[str, Any]]:
         """The newest intact `which` checkpoint as (state shaped like `template`, meta).
 
@@ -156,7 +162,9 @@ class Checkpointer:
         missing file) is moved to `checkpoints/corrupt/` (left in place with
         `move_damaged=False`, for read-only callers) with a warning naming it, and the
         next older one is tried; CheckpointError when none is intact. An intact checkpoint
-        of other shapes (another config) raises _ShapeMismatch and nothing moves."""
+        of other shapes (another config) raises _ShapeMismatch and nothing moves.
+        `accept(meta)` may turn down an intact checkpoint with a reason (the run's other
+        files cannot follow it): it stays where it is and the next older one is tried."""
         manager = self._manager(which)
         steps = sorted(manager.all_steps(), reverse=True)
         if not steps:
@@ -166,6 +174,7 @@ class Checkpointer:
             for i, leaf in enumerate(_to_savable(template))
         }
         skipped: list[str] = []
+        rejected: list[str] = []
         for step in steps:
             try:
                 self._check_fits(which, step, abstract)
@@ -188,6 +197,16 @@ class Checkpointer:
                 if move_damaged:
                     self._set_aside(which, step)
                 continue
+            reason = accept(result[1]) if accept is not None else None
+            if reason is not None:
+                rejected.append(f"{self.directory / which / str(step)}: {reason}")
+                continue
+            if rejected:
+                log.warning(
+                    "Resuming from %s, not from the newer %s",
+                    self.directory / which / str(step),
+                    "; ".join(rejected),
+                )
             if skipped:
                 log.warning(
                     "Skipped unreadable checkpoint %s (%s); restored %s",
@@ -196,6 +215,12 @@ class Checkpointer:
                     self.directory / which / str(step),
                 )
             return result
+        if rejected:
+            raise CheckpointError(
+                f"no '{which}' checkpoint in {self.directory} can be resumed: "
+                f"{'; '.join(skipped + rejected)}. Put back an intact copy of the file named, "
+                "or start the run again in a new dir."
+            )
         where = (
             f"They were moved to {self.directory / 'corrupt'}; start the run again in a new dir."
             if move_damaged

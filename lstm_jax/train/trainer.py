@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -32,6 +33,7 @@ from tqdm import tqdm
 from lstm_jax import distributed
 from lstm_jax.loggers import MultiLogger, make_loggers
 from lstm_jax.tasks.base import Task, step_key
+from lstm_jax.train import run_files
 from lstm_jax.train.checkpoint import Checkpointer, CheckpointError
 from lstm_jax.train.diagnostics import make_diagnostics_step, to_host
 from lstm_jax.train.faults import RunInterrupted, StopSignals, raise_if_diverged
@@ -235,7 +237,12 @@ class Trainer:
         # checkpoint carries them so that a resumed run logs the same means.
         window_metrics: list[dict[str, Any]] = []
         if tc.resume and checkpointer.latest_step("last") is not None:
-            self.state, meta = checkpointer.restore("last", self.state)
+            # A checkpoint whose records metrics.jsonl lost is passed over (run_files).
+            self.state, meta = checkpointer.restore(
+                "last",
+                self.state,
+                accept=functools.partial(run_files.missing_records, self.run_dir),
+            )
             self.state = distributed.replicate(self.state, self.mesh)
             step = meta["step"]
             best_value, best_step = meta["best_value"], meta["best_step"]
@@ -252,6 +259,18 @@ class Trainer:
                         checkpointer.directory / which / str(newer),
                     )
                     checkpointer.delete(which, newer)
+            finished = run_files.finished_summary(self.run_dir, step)
+            if step >= tc.max_steps and finished is not None:
+                log.warning(
+                    "The run in %s finished at step %d: nothing to resume (raise "
+                    "trainer.max_steps to train it further)",
+                    self.run_dir,
+                    step,
+                )
+                checkpointer.close()
+                return finished
+            if is_main:
+                run_files.drop_final_records(self.run_dir)  # its new end writes them again
             log.info("Resuming from step %d (%s)", step, checkpointer.path("last"))
         elif tc.resume:
             log.info(
