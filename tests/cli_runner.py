@@ -59,6 +59,24 @@ def run_cli(
     return result
 
 
+# The smallest real run (adding, T=6, hidden 8): a loss line every step, an evaluation and
+# a checkpoint every 2; add trainer.max_steps.
+TINY_RUN = (
+    "task.seq_len=6",
+    "task.val_size=16",
+    "task.test_size=16",
+    "task.eval_batch_size=16",
+    "model.hidden_size=8",
+    "trainer.batch_size=8",
+    "trainer.progress_bar=false",
+    "logger=none",
+    "logger.diagnostics_every=null",
+    "trainer.eval_every=2",
+    "trainer.log_every=1",
+    "trainer.checkpoint_every=2",
+)
+
+
 def tiny_adding(steps: int) -> list[str]:
     """Overrides for a real but tiny training on the adding task (T=6, hidden 16): a loss
     line every step, an evaluation every 4, a checkpoint every 2; no diagnostics."""

@@ -8,23 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from cli_runner import run_cli
+from cli_runner import TINY_RUN, run_cli
 
-TINY = [
-    "task.seq_len=5",
-    "task.val_size=16",
-    "task.test_size=16",
-    "task.eval_batch_size=16",
-    "trainer.batch_size=8",
-    "trainer.max_steps=4",
-    "trainer.log_every=2",
-    "trainer.eval_every=2",
-    "trainer.checkpoint_every=2",
-    "trainer.progress_bar=false",
-    "trainer.evaluate_test=false",
-    "logger=none",
-    "logger.diagnostics_every=null",
-]
+TINY = [*TINY_RUN, "trainer.max_steps=4", "trainer.evaluate_test=false"]
 
 
 def first_job_diverges(tmp_path: Path) -> list[str]:
@@ -44,7 +30,6 @@ def test_a_diverged_job_is_recorded_and_the_basic_sweep_goes_on(tmp_path):
         "-m",
         *TINY,
         *first_job_diverges(tmp_path),
-        "model.hidden_size=8",
         "seed=0,1,2",
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,

@@ -9,23 +9,9 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from cli_runner import start_cli
+from cli_runner import TINY_RUN, start_cli
 
-TINY = (
-    "task.seq_len=6",
-    "task.val_size=16",
-    "task.test_size=16",
-    "task.eval_batch_size=16",
-    "model.hidden_size=8",
-    "trainer.batch_size=8",
-    "trainer.progress_bar=false",
-    "logger=none",
-    "logger.diagnostics_every=null",
-    "trainer.max_steps=4",
-    "trainer.eval_every=2",
-    "trainer.log_every=1",
-    "trainer.checkpoint_every=2",
-)
+TINY = (*TINY_RUN, "trainer.max_steps=4")
 
 
 def start_at_once(commands: list[list[str]], cwd: Path) -> list[subprocess.CompletedProcess]:

@@ -10,25 +10,11 @@ from pathlib import Path
 
 import jax.numpy as jnp
 import pytest
-from cli_runner import run_cli, tree_hashes
+from cli_runner import TINY_RUN, run_cli, tree_hashes
 
 from lstm_jax.train.checkpoint import Checkpointer
 
-TINY = (
-    "task.seq_len=6",
-    "task.val_size=16",
-    "task.test_size=16",
-    "task.eval_batch_size=16",
-    "model.hidden_size=8",
-    "trainer.batch_size=8",
-    "trainer.progress_bar=false",
-    "logger=none",
-    "logger.diagnostics_every=null",
-    "trainer.max_steps=4",
-    "trainer.eval_every=2",
-    "trainer.log_every=1",
-    "trainer.checkpoint_every=2",
-)
+TINY = (*TINY_RUN, "trainer.max_steps=4")
 
 
 @pytest.fixture(scope="module")
