@@ -180,7 +180,13 @@ def resume_command(run_dir: Path, extra: tuple[str, ...] = ()) -> str:
 
 
 class _RunFailed(Exception):
-    """A run that ended with an error a user can act on; args[0] is its one-line message."""
+    """A run that ended with an error a user can act on; args[0] is its one-line message.
+    `at_once`: the process ends without its usual shutdown (a full or read-only disk,
+    where orbax's writer threads, still running, would each print a traceback at exit)."""
+
+    def __init__(self, message: str, *, at_once: bool = False):
+        super().__init__(message)
+        self.at_once = at_once
 
 
 class FailedJob:
@@ -229,6 +235,10 @@ def _run(cfg: DictConfig) -> float | FailedJob:
         if in_sweep or isinstance(error.__cause__, NonFiniteLossError):
             record_failure(run_dir, message)
         if not in_sweep:
+            if getattr(error, "at_once", False):
+                print(f"lstm-jax: error: {message}", file=sys.stderr, flush=True)
+                sys.stdout.flush()
+                os._exit(1)
             _fail(message)
         print(f"lstm-jax: error: job {run_dir}: {message}", file=sys.stderr)
         return FailedJob(message)
@@ -238,7 +248,13 @@ def _run(cfg: DictConfig) -> float | FailedJob:
 
 
 def _train(cfg: DictConfig, run_dir: Path) -> float:
-    from lstm_jax.train.faults import NonFiniteLossError, RunInterrupted
+    from lstm_jax.train.faults import (
+        DropDiskFaultRecords,
+        NonFiniteLossError,
+        RunInterrupted,
+        check_memory,
+        disk_fault,
+    )
     from lstm_jax.train.run import build_trainer, monitor_value
 
     # Own W&B service per run: one inherited from a parent Python process that uses W&B
@@ -266,11 +282,21 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
             new,
             run_dir / "resumes.jsonl",
         )
+    # A full disk fails every write, the run's log file too: logging then stays quiet
+    # about its own failures rather than print a traceback for each line.
+    logging.raiseExceptions = False
+    logging.getLogger("absl").addFilter(DropDiskFaultRecords())
+    try:
+        check_memory(cfg)
+    except MemoryError as error:
+        raise _RunFailed(str(error)) from None
     try:
         trainer = build_trainer(cfg, run_dir)
     except Exception as error:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
+        if message := _resource_fault(error, run_dir):
+            raise _RunFailed(message) from error
         cause = error
         if isinstance(error, InstantiationException) and error.__cause__ is not None:
             cause = error.__cause__  # hydra.utils.instantiate wraps the task's own error
@@ -300,8 +326,38 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         # A second signal, before the loop could save.
         print("lstm-jax: interrupted before a checkpoint could be saved.", file=sys.stderr)
         raise SystemExit(128 + signal.SIGINT) from None
-    except (NonFiniteLossError, *_USER_ERRORS) as error:
-        raise _RunFailed(error.args[0] if error.args else repr(error)) from error
+    except Exception as error:
+        if message := _resource_fault(error, run_dir):
+            raise _RunFailed(message, at_once=disk_fault(error) is not None) from error
+        if isinstance(error, (NonFiniteLossError, *_USER_ERRORS)):
+            raise _RunFailed(error.args[0] if error.args else repr(error)) from error
+        raise
+
+
+def _resource_fault(error: BaseException, run_dir: Path) -> str | None:
+    """The one-line report of a full or read-only disk, or of memory the machine cannot
+    hold, with the way out; None for any other error."""
+    from lstm_jax.train.faults import disk_fault, newest_checkpoint, out_of_memory
+
+    if fault := disk_fault(error):
+        what, path = fault
+        checkpoint = newest_checkpoint(run_dir)
+        after = (
+            f"its newest checkpoint, {checkpoint}, is intact: resume with: "
+            f"{resume_command(run_dir)}"
+            if checkpoint
+            else "no checkpoint was saved: start it again"
+        )
+        return (
+            f"{what} at {path or run_dir}. Make room there (or copy the run dir {run_dir} "
+            f"to a disk that can take it and use that dir); {after}"
+        )
+    if allocation := out_of_memory(error):
+        return (
+            f"{allocation} is more than this machine can hold. Lower task.seq_len, "
+            "trainer.batch_size, task.eval_batch_size or model.hidden_size."
+        )
+    return None
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
