@@ -80,12 +80,19 @@ def _from_saved(leaves: list[Any], template: Any) -> Any:
 class Checkpointer:
     """The last `keep` checkpoints and the best one of a run dir."""
 
-    def __init__(self, directory: Path, *, keep: int):
+    def __init__(self, directory: Path, *, keep: int, read_only: bool = False):
+        # read_only: for commands that only read a run (lstm-jax-sample): no dir is made.
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=False
+            max_to_keep=keep,
+            create=not read_only,
+            read_only=read_only,
+            enable_async_checkpointing=False,
         )
         best_options = ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, enable_async_checkpointing=False
+            max_to_keep=1,
+            create=not read_only,
+            read_only=read_only,
+            enable_async_checkpointing=False,
         )
         # orbax refuses relative paths; a user's `lstm-jax-sample outputs/run` is one.
         self.directory = Path(directory).absolute()
