@@ -203,7 +203,7 @@ class FailedJob:
 
 def _run(cfg: DictConfig) -> float | FailedJob:
     from lstm_jax import distributed
-    from lstm_jax.rundir import claim, mark_claim, record_failure, release
+    from lstm_jax.rundir import claim, holds_run, mark_claim, record_failure, release
     from lstm_jax.train.faults import NonFiniteLossError
 
     # A job launched by submitit on a cluster enters here, not through main().
@@ -230,9 +230,11 @@ def _run(cfg: DictConfig) -> float | FailedJob:
         else:
             raise
         # A sweep's job dir says why it failed (the sweep's closing line counts these); a
-        # single run's when it diverged, not when a start or resume was refused (the dir
-        # stays as it was, free for the next start or holding its intact run).
-        if in_sweep or isinstance(error.__cause__, NonFiniteLossError):
+        # single run's when it diverged after it had written something, not when a start or
+        # resume was refused (the dir stays as it was: free for the next start, or holding
+        # its intact run).
+        diverged = isinstance(error.__cause__, NonFiniteLossError) and holds_run(run_dir)
+        if in_sweep or diverged:
             record_failure(run_dir, message)
         if not in_sweep:
             if getattr(error, "at_once", False):

@@ -28,9 +28,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lstm_jax.train.optim import SCHEDULE_KEYS
 
-# What a run leaves in its dir once it has started training (an empty metrics.jsonl, from
-# a start that failed before its first step, does not count: see holds_run).
-RUN_MARKERS = ("metrics.jsonl", "summary.json", "checkpoints")
 # Held (fcntl.flock) by the process whose run owns the dir, for the run's life: the check
 # that the dir is free and the run's first write happen under it, so two starts at once
 # cannot both pass the check. It holds the owner's pid, for the refusal of the other.
@@ -72,11 +69,19 @@ class RunDirError(ValueError):
 
 
 def holds_run(run_dir: Path) -> bool:
+    """Whether a run has written its records or state in `run_dir`: a start that failed
+    before its first step leaves an empty metrics.jsonl and empty checkpoint dirs, which
+    do not count."""
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.jsonl"
     if metrics.is_file() and metrics.stat().st_size > 0:
         return True
-    return any((run_dir / name).exists() for name in RUN_MARKERS if name != "metrics.jsonl")
+    if (run_dir / "summary.json").exists():
+        return True
+    checkpoints = run_dir / "checkpoints"
+    return checkpoints.is_dir() and any(
+        any(kind.iterdir()) for kind in checkpoints.iterdir() if kind.is_dir()
+    )
 
 
 SUMMARY_FILE = "summary.json"

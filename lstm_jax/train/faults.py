@@ -223,3 +223,34 @@ def check_memory(cfg: Any) -> None:
         f"{_gigabytes(have[0])} ({have[1]}). Lower task.seq_len, trainer.batch_size or "
         "model.hidden_size."
     )
+
+
+class LossGrowthWatch:
+    """Warns once when the logged train/loss has grown `factor`-fold over the first one
+    this process logged: a run diverging without a NaN (optim.lr=1e6 on the adding task
+    ends at a finite 3.5e13), which the non-finite check never sees."""
+
+    def __init__(self, factor: float = 1e4):
+        self.factor = factor
+        self.first: tuple[int, float] | None = None
+        self.warned = False
+
+    def check(self, losses: list[float], step: int) -> None:
+        """`losses`: the train/loss of each step up to `step` since the last check."""
+        if self.first is None and losses:
+            self.first = (step - len(losses) + 1, losses[0])
+        if self.first is None or self.warned:
+            return
+        first_step, first_loss = self.first
+        finite = [x for x in losses if math.isfinite(x)]
+        if first_loss > 0 and finite and max(finite) >= self.factor * first_loss:
+            self.warned = True
+            log.warning(
+                "train/loss grew from %.4g at step %d to %.4g by step %d (%.2g times): the "
+                "run is diverging. Lower optim.lr or set optim.clip_grad_norm",
+                first_loss,
+                first_step,
+                max(finite),
+                step,
+                max(finite) / first_loss,
+            )

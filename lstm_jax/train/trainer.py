@@ -36,7 +36,12 @@ from lstm_jax.tasks.base import Task, step_key
 from lstm_jax.train import run_files
 from lstm_jax.train.checkpoint import Checkpointer, CheckpointError
 from lstm_jax.train.diagnostics import make_diagnostics_step, to_host
-from lstm_jax.train.faults import RunInterrupted, StopSignals, raise_if_diverged
+from lstm_jax.train.faults import (
+    LossGrowthWatch,
+    RunInterrupted,
+    StopSignals,
+    raise_if_diverged,
+)
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +316,7 @@ class Trainer:
         next_batch = prefetch.submit(self.task.train_batch, step)
         last_saved = step
         signals = StopSignals()
+        loss_growth = LossGrowthWatch()
         try:
             with signals:
                 while step < tc.max_steps:
@@ -356,6 +362,7 @@ class Trainer:
                             record["perf/step_time_s"] = step_time
                             record["perf/tokens_per_s"] = window_tokens / (now - window_start)
                         loggers.log(record, step)
+                        loss_growth.check([float(m["train/loss"]) for m in host], step)
                         postfix["loss"] = f"{record['train/loss']:.4f}"
                         progress.set_postfix(postfix)
                         window_metrics, window_tokens, window_steps_timed = [], 0, 0
