@@ -14,6 +14,7 @@ import os
 import shlex
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -83,12 +84,11 @@ class OutputDirCheck(Callback):
         # Before Hydra writes .hydra/ there: a refused start changes nothing in the dir. The
         # claim is taken first and held for the run's life, so a second start at the same
         # moment cannot also find the dir free.
-        run_dir = self._claim(config, "run")
-        _check_run_dir(config, run_dir)
+        run_dir = _check_run_dir(config, lambda: self._claim(config, "run"))
         mark_claim(run_dir)
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
-        from lstm_jax.rundir import holds_run, mark_claim
+        from lstm_jax.rundir import holds_run
 
         # Held for the sweep's life: a second sweep into this dir cannot rewrite the
         # .hydra/ of its jobs (Hydra writes them before any job code runs).
@@ -102,7 +102,7 @@ class OutputDirCheck(Callback):
                     "hydra.sweep.dir=PATH (or leave it unset), or continue them with "
                     "trainer.resume=true."
                 )
-        mark_claim(sweep_dir)
+        # (no pid written: a refused job of a resumed sweep leaves the sweep dir as it was)
         if config.trainer.get("resume"):
             from lstm_jax.rundir import snapshot_sweep_configs
 
@@ -131,9 +131,13 @@ class OutputDirCheck(Callback):
 _accepted_changes: dict = {}
 
 
-def _check_run_dir(config: DictConfig, run_dir: Path, sweep_dir: str | None = None) -> None:
-    """The config's values (lstm_jax.schema), then one run per run dir (lstm_jax.rundir);
-    for a job of a sweep, against the config it had before this sweep."""
+def _check_run_dir(
+    config: DictConfig, claim_run_dir: Callable[[], Path], sweep_dir: str | None = None
+) -> Path:
+    """The config's values (lstm_jax.schema), then the claim of the run dir
+    (`claim_run_dir()` returns the claimed dir; a config refused first leaves no file
+    anywhere), then one run per run dir (lstm_jax.rundir); for a job of a sweep, against
+    the config it had before this sweep. Returns the run dir."""
     from lstm_jax.rundir import RunDirError, check_start, check_sweep_job
     from lstm_jax.schema import ConfigError, validate
 
@@ -142,6 +146,7 @@ def _check_run_dir(config: DictConfig, run_dir: Path, sweep_dir: str | None = No
         cfg.pop("hydra", None)
     try:
         validate(cfg)
+        run_dir = claim_run_dir()
         if sweep_dir is None:
             _accepted_changes.update(check_start(cfg, run_dir))
         else:
@@ -153,6 +158,7 @@ def _check_run_dir(config: DictConfig, run_dir: Path, sweep_dir: str | None = No
             f"checking the config failed: {type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}"
         )
+    return run_dir
 
 
 _default_unraisablehook = sys.unraisablehook
@@ -213,11 +219,12 @@ def _run(cfg: DictConfig) -> float | FailedJob:
     if in_sweep:
         # A sweep's job: on_run_start did not run for it (Hydra calls it for single runs).
         _accepted_changes.clear()
-        try:
+
+        def claim_job_dir() -> Path:
             claim(run_dir)
-        except ValueError as error:
-            _fail(str(error))
-        _check_run_dir(cfg, run_dir, sweep_dir=HydraConfig.get().sweep.dir)
+            return run_dir
+
+        _check_run_dir(cfg, claim_job_dir, sweep_dir=HydraConfig.get().sweep.dir)
         mark_claim(run_dir)
     try:
         return _train(cfg, run_dir)

@@ -159,8 +159,11 @@ def mark_claim(run_dir: str | Path) -> None:
     """Writes this process's pid into the claim, once the start is accepted (a refused
     start leaves the dir's files as they were)."""
     fd = _claims[Path(run_dir).absolute()]
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:  # a full disk: only the other start's refusal loses the pid
+        pass
 
 
 def release(run_dir: str | Path) -> None:
