@@ -225,8 +225,9 @@ def test_a_resumed_sweep_continues_each_job_with_its_config_checked(finished_swe
             json.loads(line)["step"]
             for line in (finished_sweep / job / "metrics.jsonl").read_text().splitlines()
         ]
-        # train and val at 5 and 10, test at 10, then the same from 15: resumed, not restarted
-        assert steps == [5, 5, 10, 10, 10, 15, 15, 15], steps
+        # train and val at 5 and 10, then train, val and test at 15: resumed, not restarted,
+        # and the test record of the earlier end (10) replaced by the new end's
+        assert steps == [5, 5, 10, 10, 15, 15, 15], steps
     assert not (finished_sweep / ".hydra_before_resume").exists(), result.stderr[-2000:]
 
 
