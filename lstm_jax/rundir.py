@@ -14,18 +14,24 @@ and each job checks against that copy and restores it on refusal (`check_sweep_j
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from lstm_jax.train.optim import SCHEDULE_KEYS
 
-# What a run leaves in its dir once it has started training.
-RUN_MARKERS = ("metrics.jsonl", "summary.json", "checkpoints")
+# Held (fcntl.flock) by the process whose run owns the dir, for the run's life: the check
+# that the dir is free and the run's first write happen under it, so two starts at once
+# cannot both pass the check. It holds the owner's pid, for the refusal of the other.
+CLAIM_FILE = ".run.lock"
 RESUME_LOG = "resumes.jsonl"
 BEFORE_RESUME = ".hydra_before_resume"  # in a resumed sweep's dir while its jobs check
 SWEEP_CONFIG = "multirun.yaml"  # Hydra's record of the sweep, in the sweep dir
@@ -51,12 +57,137 @@ _FREE_KEYS = {
 }
 
 
+# Keys that change the shapes of a model's parameters: a resume can never accept them (its
+# checkpoints could not be restored), so trainer.resume_allow naming one is refused.
+SHAPE_KEYS = frozenset(
+    {"model._target_", "model.cell", "model.hidden_size", "model.num_layers", "model.bidirectional"}
+)
+
+
 class RunDirError(ValueError):
     """A start that would mix two runs in one dir, or a resume with a changed config."""
 
 
 def holds_run(run_dir: Path) -> bool:
-    return any((Path(run_dir) / name).exists() for name in RUN_MARKERS)
+    """Whether a run has written its records or state in `run_dir`: a start that failed
+    before its first step leaves an empty metrics.jsonl and empty checkpoint dirs, which
+    do not count."""
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file() and metrics.stat().st_size > 0:
+        return True
+    if (run_dir / "summary.json").exists():
+        return True
+    checkpoints = run_dir / "checkpoints"
+    return checkpoints.is_dir() and any(
+        any(kind.iterdir()) for kind in checkpoints.iterdir() if kind.is_dir()
+    )
+
+
+SUMMARY_FILE = "summary.json"
+
+
+def record_failure(run_dir: str | Path, message: str) -> None:
+    """Marks the run in `run_dir` failed in its summary.json ("status": "failed" and the
+    error), merged into what is there; a later run that finishes sets "finished"."""
+    path = Path(run_dir) / SUMMARY_FILE
+    summary: dict[str, Any] = {}
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = {}
+    summary.update(status="failed", error=message)
+    try:
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:  # a full or read-only disk: the error itself was already reported
+        pass
+
+
+def failed_jobs(sweep_dir: str | Path) -> tuple[int, list[tuple[Path, str]]]:
+    """(number of jobs, [(job dir, error)] of those whose summary.json says failed) of the
+    sweep in `sweep_dir`: its job dirs are those holding `.hydra/`."""
+    jobs = sorted(
+        (p.parent for p in Path(sweep_dir).glob("**/.hydra") if BEFORE_RESUME not in p.parts),
+        key=lambda p: (len(p.parts), str(p)),
+    )
+    failed = []
+    for job in jobs:
+        try:
+            summary = json.loads((job / SUMMARY_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if summary.get("status") == "failed":
+            failed.append((job, str(summary.get("error", ""))))
+    return len(jobs), failed
+
+
+class RunDirBusy(RunDirError):
+    """Another process holds the run dir's claim."""
+
+
+# The claims this process holds: {run dir: open file descriptor of its CLAIM_FILE}.
+_claims: dict[Path, int] = {}
+
+
+def claim(run_dir: str | Path) -> None:
+    """Takes the run dir for this process until release() or the process ends (the lock
+    goes with the process, also when it is killed). RunDirBusy names the process that
+    holds it."""
+    run_dir = Path(run_dir).absolute()
+    if run_dir in _claims:
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / CLAIM_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        owner = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        if error.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+            raise
+        raise RunDirBusy(
+            f"the run dir {run_dir} is in use by another lstm-jax process"
+            f"{f' (pid {owner})' if owner else ''}. Wait for it to end, or start this run "
+            "in another dir (hydra.run.dir=PATH, or leave hydra.run.dir unset)."
+        ) from None
+    _claims[run_dir] = fd
+
+
+def mark_claim(run_dir: str | Path) -> None:
+    """Writes this process's pid into the claim, once the start is accepted (a refused
+    start leaves the dir's files as they were)."""
+    fd = _claims[Path(run_dir).absolute()]
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError:  # a full disk: only the other start's refusal loses the pid
+        pass
+
+
+def release(run_dir: str | Path) -> None:
+    fd = _claims.pop(Path(run_dir).absolute(), None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor drops the lock
+
+
+def claim_free_dir(run_dir: str | Path) -> Path:
+    """For a default (time-stamped) run dir: claims `run_dir`, or, when another run holds
+    it or is starting in it (two starts in one second), the first free of `run_dir_2`,
+    `run_dir_3`, ... Returns the claimed dir."""
+    run_dir = Path(run_dir)
+    for n in range(1, 1000):
+        candidate = run_dir if n == 1 else run_dir.with_name(f"{run_dir.name}_{n}")
+        try:
+            claim(candidate)
+        except RunDirBusy:
+            continue
+        if holds_run(candidate):
+            release(candidate)
+            continue
+        return candidate
+    raise RunDirError(f"no free run dir beside {run_dir} (tried {run_dir.name}_2 to _999).")
 
 
 def _leaves(cfg: DictConfig) -> dict[str, tuple[Any, Any]]:
@@ -204,10 +335,33 @@ def check_start(
             f"or continue that run with trainer.resume=true hydra.run.dir={run_dir}."
         )
     stored = stored or run_dir / ".hydra" / "config.yaml"
-    if not stored.is_file():
-        return {}
-    changes = config_changes(OmegaConf.load(stored), cfg)
+    try:
+        stored_cfg = OmegaConf.load(stored)
+        if not isinstance(stored_cfg, DictConfig):
+            raise ValueError("it does not hold a config")
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        reason = (
+            "it is missing"
+            if isinstance(error, FileNotFoundError)
+            else f"it cannot be read ({(str(error).splitlines() or [''])[0]})"
+        )
+        raise RunDirError(
+            f"trainer.resume=true in {run_dir}, but the run's config {stored} is needed to "
+            f"check that this config matches its checkpoints, and {reason}. Put the file "
+            "back (e.g. from a copy of the run dir), or start a new run in another dir."
+        ) from None
+    changes = config_changes(stored_cfg, cfg)
     allow = set(cfg.trainer.get("resume_allow") or [])
+    reshaping = sorted(k for k in changes if k in allow and k in SHAPE_KEYS)
+    if reshaping:
+        listed = "; ".join(
+            f"{k}: {_show(changes[k][0])} -> {_show(changes[k][1])}" for k in reshaping
+        )
+        raise RunDirError(
+            f"trainer.resume_allow cannot accept {', '.join(reshaping)} ({listed}): it changes "
+            f"the shapes of the parameters the checkpoints in {run_dir} hold. Resume with the "
+            "run's values, or start a new run in another dir."
+        )
     refused = {k: v for k, v in changes.items() if not _allowed(k, v[2], allow)}
     if refused:
         listed = "; ".join(
@@ -216,10 +370,19 @@ def check_start(
             for k, (a, b, raw) in refused.items()
         )
         keys = dict.fromkeys(_source(k, raw) for k, (_, _, raw) in refused.items())
+        allowable = [k for k in keys if k not in SHAPE_KEYS]
+        fixed = [k for k in keys if k in SHAPE_KEYS]
+        ways = "Resume with the run's values, or start a new run in another dir"
+        if allowable:
+            ways = (
+                "Resume with the run's values, start a new run in another dir, or allow the "
+                f"change with trainer.resume_allow=[{','.join(allowable)}]"
+            )
+        if fixed:
+            ways += f" ({', '.join(fixed)} changes the parameters' shapes: no resume can allow it)"
         raise RunDirError(
             f"trainer.resume=true in {run_dir}, but this config differs from the run's in "
-            f"{listed}. Resume with the run's values, start a new run in another dir, or "
-            f"allow the change with trainer.resume_allow=[{','.join(keys)}]."
+            f"{listed}. {ways}."
         )
     accepted = {k: (a, b) for k, (a, b, _) in changes.items()}
     if accepted:

@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a CLI run in a test: W&B offline, tests/ importable (fault_tasks)."""
+    return {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
+        **(extra or {}),
+    }
+
+
+def start_cli(overrides, cwd: Path) -> subprocess.Popen:
+    """Starts `python -m lstm_jax OVERRIDES...` in `cwd` without waiting for it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "lstm_jax", *overrides],
+        cwd=cwd,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def run_cli(
@@ -18,17 +42,10 @@ def run_cli(
     timeout: float = 300,
 ) -> subprocess.CompletedProcess:
     """Runs `python -m lstm_jax OVERRIDES...` in `cwd`, as a user would from a shell."""
-    full_env = {
-        **os.environ,
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
-        **(env or {}),
-    }
     result = subprocess.run(
         [sys.executable, "-m", "lstm_jax", *overrides],
         cwd=cwd,
-        env=full_env,
+        env=cli_env(env),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -40,6 +57,24 @@ def run_cli(
             f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-6000:]}"
         )
     return result
+
+
+# The smallest real run (adding, T=6, hidden 8): a loss line every step, an evaluation and
+# a checkpoint every 2; add trainer.max_steps.
+TINY_RUN = (
+    "task.seq_len=6",
+    "task.val_size=16",
+    "task.test_size=16",
+    "task.eval_batch_size=16",
+    "model.hidden_size=8",
+    "trainer.batch_size=8",
+    "trainer.progress_bar=false",
+    "logger=none",
+    "logger.diagnostics_every=null",
+    "trainer.eval_every=2",
+    "trainer.log_every=1",
+    "trainer.checkpoint_every=2",
+)
 
 
 def tiny_adding(steps: int) -> list[str]:
@@ -68,3 +103,12 @@ def slow_adding(seconds_per_batch: float) -> list[str]:
         "task._target_=fault_tasks.SlowAddingTask",
         f"+task.seconds_per_batch={seconds_per_batch}",
     ]
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """{file path under `root`: sha256 of its bytes}, to show a command changed no file."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

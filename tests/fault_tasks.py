@@ -4,6 +4,7 @@ subprocess through PYTHONPATH=tests)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -93,3 +94,14 @@ class SolvedFromEvaluationTask(AddingTask):
             self.val_evaluations += 1
             metrics["solved"] = float(self.val_evaluations >= self.solved_from)
         return metrics
+
+
+class FirstRunDivergesTask(NanFromStepTask):
+    """The adding task with NaN inputs from the first batch on in the first run that builds
+    it (the one that finds no `marker` file; it creates it), so one job of a sweep diverges
+    and the others train."""
+
+    def __init__(self, *, marker: str, **kwargs):
+        diverges = not Path(marker).exists()
+        Path(marker).touch()
+        super().__init__(nan_from_step=0 if diverges else 2**31, **kwargs)

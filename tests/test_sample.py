@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from cli_runner import run_cli
+from cli_runner import run_cli, tree_hashes
 
 from lstm_jax import sample as sample_cli
 
@@ -91,6 +92,27 @@ def test_sample_console_script(char_run, capsys):
         check=False,
     )
     assert result.returncode == 1 and "not in the vocabulary" in result.stderr
+
+
+def test_a_damaged_best_checkpoint_falls_back_to_the_newest_intact_one_and_moves_nothing(
+    char_run, tmp_path
+):
+    run_dir = tmp_path / "run"
+    shutil.copytree(char_run, run_dir)
+    best = run_dir / "checkpoints" / "best"
+    (next(best.iterdir()) / "meta" / "metadata").unlink()  # the only best checkpoint
+    before = tree_hashes(run_dir)
+    result = subprocess.run(
+        [sys.executable, "-m", "lstm_jax.sample", str(run_dir), "prompt=ab", "length=5"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("ab")
+    assert "using the newest intact 'last' one, of step 4" in result.stderr
+    assert tree_hashes(run_dir) == before
+    assert not (run_dir / "checkpoints" / "corrupt").exists()
 
 
 _TEMPERATURE = (

@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         for warning in run.warnings:
             print(f"lstm-jax-compare: warning: {run.name}: {warning}", file=sys.stderr)
+    for note in table.notes:
+        print(f"lstm-jax-compare: note: {note}", file=sys.stderr)
     out = sys.stdout
     done = sum(r.done for r in runs)
     if args.format != "csv":

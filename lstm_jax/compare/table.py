@@ -10,7 +10,7 @@ import json
 import math
 import operator
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lstm_jax.compare.runs import (
@@ -110,6 +110,7 @@ class Table:
     rows: list[dict[str, Any]]
     params: list[str]
     fixed: dict[str, Any]
+    notes: list[str] = field(default_factory=list)  # what a reader must know about the table
 
 
 def build_table(
@@ -141,6 +142,18 @@ def build_table(
         if column in names and column not in chosen:
             chosen.append(column)
     monitors = sorted({r.monitor for r in runs if r.monitor})
+    # Runs of different tasks share metric names (val/mse of adding and of a forecast) but
+    # not their meaning: each task's metrics get columns of their own.
+    tasks = sorted({_task(r) for r in runs})
+    notes = []
+    if len(tasks) > 1:
+        notes.append(
+            f"runs of {len(tasks)} tasks ({', '.join(tasks)}): each task's metrics have "
+            "columns of their own, named 'METRIC [TASK]'"
+        )
+
+    def column(name: str, run: Run) -> str:
+        return f"{name} [{_task(run)}]" if len(tasks) > 1 else name
 
     rows = []
     for run in runs:
@@ -148,11 +161,20 @@ def build_table(
         for key in params:
             row[key] = param_value(run, key)
         for monitor in monitors:
+            if len(tasks) > 1 and monitor not in run.series and monitor != run.monitor:
+                continue  # another task's monitor
             value, step = run.best(monitor, run.monitor_mode if monitor == run.monitor else None)
-            row[f"best {monitor}"] = value
-            row["best step" if len(monitors) == 1 else f"best step {monitor}"] = step
+            row[column(f"best {monitor}", run)] = value
+            step_column = "best step" if len(monitors) == 1 else f"best step {monitor}"
+            row[column(step_column, run)] = step
         for name in chosen:
-            row[name] = run.final(name)
+            if (
+                len(tasks) > 1
+                and name not in run.series
+                and name not in (run.summary.get("test") or {})
+            ):
+                continue
+            row[column(name, run)] = run.final(name)
         row["steps"] = run.summary.get(
             "steps", max((s for v in run.series.values() for s, _ in v), default=None)
         )
@@ -161,7 +183,11 @@ def build_table(
         row["status"] = "done" if run.done else "incomplete"
         rows.append(row)
 
-    columns = list(rows[0]) if rows else ["run"]
+    # every row's columns, in the order they first appear (each task adds its own)
+    columns = list(dict.fromkeys(c for row in rows for c in row)) or ["run"]
+    for tail in ("steps", "wall_time_s", "status"):  # kept last, after every task's metrics
+        if tail in columns:
+            columns.append(columns.pop(columns.index(tail)))
     if solved:
         column, op, threshold = parse_condition(solved)
         if column not in columns:
@@ -174,7 +200,12 @@ def build_table(
         if sort not in columns:
             raise ValueError(f"--sort {sort!r}: no such column; columns: {columns}")
         rows.sort(key=lambda r: (r.get(sort) is None, _sortable(r.get(sort))))
-    return Table(columns=columns, rows=rows, params=params, fixed=fixed)
+    return Table(columns=columns, rows=rows, params=params, fixed=fixed, notes=notes)
+
+
+def _task(run: Run) -> str:
+    """The run's task, by the class its config names (AddingTask)."""
+    return str(run.config.get("task._target_", "?")).rpartition(".")[2]
 
 
 def _sortable(value: Any) -> tuple:

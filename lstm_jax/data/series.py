@@ -86,12 +86,17 @@ MISSING_POLICIES = ("error", "ffill")
 
 
 def read_csv(
-    path: str | os.PathLike, *, date_column: str | None = "date", missing: str = "error"
+    path: str | os.PathLike,
+    *,
+    date_column: str | None = "date",
+    missing: str = "error",
+    usecols: list[str] | None = None,
 ) -> SeriesTable:
     """Reads a CSV with a header row: `date_column` (parsed as datetime64, e.g.
-    "2016-07-01 00:00:00"; None: no date column) and numeric columns. An empty, NaN or
-    infinite cell is an error that names the row and column, unless `missing="ffill"`
-    (the previous row's value is carried forward)."""
+    "2016-07-01 00:00:00"; None: no date column) and numeric columns (`usecols`, or every
+    other column; the rest are not parsed, so a text column nobody uses is no error). An
+    empty, NaN or infinite cell is an error that names the row and column, unless
+    `missing="ffill"` (the previous row's value is carried forward)."""
     path = Path(path)
     if missing not in MISSING_POLICIES:
         raise ValueError(f"missing={missing!r}: choose one of {MISSING_POLICIES}.")
@@ -113,7 +118,13 @@ def read_csv(
             "date_column (or null when the file has none)."
         )
     date_idx = header.index(date_column) if date_column is not None else None
-    num_idx = [j for j in range(len(header)) if j != date_idx]
+    if usecols is not None:
+        unknown = [c for c in usecols if c not in header]
+        if unknown:
+            raise ValueError(f"columns {unknown} are not in {path}; its columns are {header}.")
+    num_idx = [
+        j for j in range(len(header)) if j != date_idx and (usecols is None or header[j] in usecols)
+    ]
     columns = [header[j] for j in num_idx]
     values = np.empty((len(rows), len(num_idx)), dtype=np.float64)
     for i, row in enumerate(rows):
@@ -128,6 +139,12 @@ def read_csv(
             except ValueError:
                 raise ValueError(
                     f"{path}: data row {i + 1}, column {header[j]!r}: {row[j]!r} is not a number."
+                    + (
+                        " To leave the column out, list the columns to use with "
+                        "task.columns=[...] (or task.features=S for the target alone)."
+                        if usecols is None
+                        else ""
+                    )
                 ) from None
             if not np.isfinite(values[i, k]):
                 if missing == "error" or i == 0 or np.isinf(values[i, k]):
@@ -274,6 +291,7 @@ class WindowedSplit:
         horizon: int,
         outputs: list[int],
         marks: np.ndarray | None = None,
+        name: str = "data",
     ):
         self.data = np.asarray(data[start:end], dtype=np.float32)
         self.marks = None if marks is None else np.asarray(marks[start:end], dtype=np.float32)
@@ -283,8 +301,9 @@ class WindowedSplit:
         self.num_windows = (end - start) - input_len - horizon + 1
         if self.num_windows <= 0:
             raise ValueError(
-                f"rows [{start}, {end}) hold no window of input_len={input_len} + "
-                f"horizon={horizon}."
+                f"the {name} split, rows [{start}, {end}), holds no window of input_len="
+                f"{input_len} + horizon={horizon} rows. Lower task.input_len or task.horizon, "
+                "or give the split more rows (task.split_ratios, or a longer CSV)."
             )
 
     def __len__(self) -> int:

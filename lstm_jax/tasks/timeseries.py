@@ -126,7 +126,9 @@ class TimeSeriesForecast(Task):
         self.eval_batch_size = int(eval_batch_size)
         self.plot_windows = int(plot_windows)
 
-        table = read_csv(file, date_column=date_column, missing=missing)
+        # Only the columns the mode reads are parsed: a text column nobody uses is no error.
+        used = [target] if features == "S" else ([*columns, target] if columns else None)
+        table = read_csv(file, date_column=date_column, missing=missing, usecols=used)
         data, self.columns, self.outputs = select_columns(table, features, target, columns)
         self.recognised = None
         if split is None and path:
@@ -165,7 +167,9 @@ class TimeSeriesForecast(Task):
             marks = calendar_features(table.dates, freq or spec["freq"])
         self.num_marks = 0 if marks is None else marks.shape[1]
         self.splits = {
-            name: WindowedSplit(scaled, s, e, self.input_len, self.horizon, self.outputs, marks)
+            name: WindowedSplit(
+                scaled, s, e, self.input_len, self.horizon, self.outputs, marks, name=name
+            )
             for name, (s, e) in self.borders.items()
         }
         self.forecaster = forecaster or SegmentForecaster

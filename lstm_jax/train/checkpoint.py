@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -79,12 +80,19 @@ def _from_saved(leaves: list[Any], template: Any) -> Any:
 class Checkpointer:
     """The last `keep` checkpoints and the best one of a run dir."""
 
-    def __init__(self, directory: Path, *, keep: int):
+    def __init__(self, directory: Path, *, keep: int, read_only: bool = False):
+        # read_only: for commands that only read a run (lstm-jax-sample): no dir is made.
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=False
+            max_to_keep=keep,
+            create=not read_only,
+            read_only=read_only,
+            enable_async_checkpointing=False,
         )
         best_options = ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, enable_async_checkpointing=False
+            max_to_keep=1,
+            create=not read_only,
+            read_only=read_only,
+            enable_async_checkpointing=False,
         )
         # orbax refuses relative paths; a user's `lstm-jax-sample outputs/run` is one.
         self.directory = Path(directory).absolute()
@@ -122,12 +130,48 @@ class Checkpointer:
         step = self.latest_step(which)
         return None if step is None else self.directory / which / str(step)
 
-    def restore(self, which: str, template: Any) -> tuple[Any, dict[str, Any]]:
+    def _check_fits(self, which: str, step: int, abstract: dict[str, Any]) -> None:
+        """Raises _ShapeMismatch, before any array is read or any file moved, when the
+        checkpoint's recorded shapes differ from the template's: an intact checkpoint
+        written with another config. A checkpoint whose record cannot be read is damaged
+        (the error propagates to restore's handling of damage)."""
+        stored = ocp.StandardCheckpointHandler().metadata(
+            self.directory / which / str(step) / "state"
+        )
+        path = self.directory / which / str(step)
+        if sorted(stored) != sorted(abstract):
+            raise _ShapeMismatch(
+                f"the checkpoint {path} holds {len(stored)} arrays but this run's state has "
+                f"{len(abstract)}: it was written by a different model or optimizer config. "
+                "Resume with the config of the run that wrote it, or start a new run in "
+                "another dir (nothing was changed)."
+            )
+        for key in sorted(abstract):
+            if tuple(stored[key].shape) != tuple(abstract[key].shape):
+                raise _ShapeMismatch(
+                    f"the checkpoint {path} holds an array of shape {tuple(stored[key].shape)} "
+                    f"where this run's state has {tuple(abstract[key].shape)}: it was "
+                    "written with another model config. Resume with the config of the run "
+                    "that wrote it, or start a new run in another dir (nothing was changed)."
+                )
+
+    def restore(
+        self,
+        which: str,
+        template: Any,
+        *,
+        move_damaged: bool = True,
+        accept: Callable[[dict[str, Any]], str | None] | None = None,
+    ) -> tuple[Any, dict[str, Any]]:
         """The newest intact `which` checkpoint as (state shaped like `template`, meta).
 
-        A checkpoint that cannot be read (a truncated or missing file) is moved to
-        `checkpoints/corrupt/` with a warning naming it, and the next older one is tried;
-        CheckpointError when none is intact."""
+        A checkpoint that fits the template's shapes but cannot be read (a truncated or
+        missing file) is moved to `checkpoints/corrupt/` (left in place with
+        `move_damaged=False`, for read-only callers) with a warning naming it, and the
+        next older one is tried; CheckpointError when none is intact. An intact checkpoint
+        of other shapes (another config) raises _ShapeMismatch and nothing moves.
+        `accept(meta)` may turn down an intact checkpoint with a reason (the run's other
+        files cannot follow it): it stays where it is and the next older one is tried."""
         manager = self._manager(which)
         steps = sorted(manager.all_steps(), reverse=True)
         if not steps:
@@ -137,8 +181,10 @@ class Checkpointer:
             for i, leaf in enumerate(_to_savable(template))
         }
         skipped: list[str] = []
+        rejected: list[str] = []
         for step in steps:
             try:
+                self._check_fits(which, step, abstract)
                 restored = manager.restore(
                     step,
                     args=ocp.args.Composite(
@@ -155,19 +201,40 @@ class Checkpointer:
                 skipped.append(
                     f"{self.directory / which / str(step)} ({type(error).__name__}: {reason})"
                 )
-                self._set_aside(which, step)
+                if move_damaged:
+                    self._set_aside(which, step)
                 continue
+            reason = accept(result[1]) if accept is not None else None
+            if reason is not None:
+                rejected.append(f"{self.directory / which / str(step)}: {reason}")
+                continue
+            if rejected:
+                log.warning(
+                    "Resuming from %s, not from the newer %s",
+                    self.directory / which / str(step),
+                    "; ".join(rejected),
+                )
             if skipped:
                 log.warning(
-                    "Skipped unreadable checkpoint %s (moved to %s); restored %s",
+                    "Skipped unreadable checkpoint %s (%s); restored %s",
                     "; ".join(skipped),
-                    self.directory / "corrupt",
+                    f"moved to {self.directory / 'corrupt'}" if move_damaged else "left as is",
                     self.directory / which / str(step),
                 )
             return result
+        if rejected:
+            raise CheckpointError(
+                f"no '{which}' checkpoint in {self.directory} can be resumed: "
+                f"{'; '.join(skipped + rejected)}. Put back an intact copy of the file named, "
+                "or start the run again in a new dir."
+            )
+        where = (
+            f"They were moved to {self.directory / 'corrupt'}; start the run again in a new dir."
+            if move_damaged
+            else "Nothing was changed."
+        )
         raise CheckpointError(
-            f"no intact '{which}' checkpoint in {self.directory}: {'; '.join(skipped)}. They "
-            f"were moved to {self.directory / 'corrupt'}; start the run again in a new dir."
+            f"no intact '{which}' checkpoint in {self.directory}: {'; '.join(skipped)}. {where}"
         )
 
     def _set_aside(self, which: str, step: int) -> None:

@@ -5,8 +5,10 @@ gradient stops the run naming its step and the newest checkpoint that is safe to
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import re
 import signal
 import threading
 from pathlib import Path
@@ -100,3 +102,155 @@ def raise_if_diverged(
         step=bad_step,
         checkpoint=last_good,
     )
+
+
+# What a full or read-only disk looks like in each layer that may meet it first: Python's
+# OSError (metrics.jsonl, summary.json), TensorStore's text inside orbax's ValueError
+# (checkpoints: `... No space left on device [os_error_code='28']`).
+_DISK_FAULTS = {
+    errno.ENOSPC: ("no space left on the device", "No space left on device"),
+    errno.EDQUOT: ("the disk quota is exceeded", "Disk quota exceeded"),
+    errno.EROFS: ("the file system is read-only", "Read-only file system"),
+}
+_QUOTED_PATH = re.compile(r'(?:file|Failed writing:) "([^"]+)"')
+_NUMPY_OUT_OF_MEMORY = re.compile(
+    r"Unable to allocate (\S+ \w+) for an array with shape (\([^)]*\))"
+)
+_OUT_OF_MEMORY = re.compile(
+    r"RESOURCE_EXHAUSTED: Out of memory (?:while trying to )?allocat\w* (\d+) bytes"
+)
+
+
+def _gigabytes(size: float) -> str:
+    gb = size / 1e9
+    return f"{gb:.3g} GB" if gb < 1000 else f"{gb:,.0f} GB"
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    while error is not None and error not in seen:
+        seen.append(error)
+        error = error.__cause__ or error.__context__
+    return seen
+
+
+def disk_fault(error: BaseException) -> tuple[str, str | None] | None:
+    """(what happened, the path it happened at, if known) when `error`, or one it was
+    raised from, is a full or read-only disk; None for any other error. (A file that
+    cannot be read for its permissions is a user error with its own message.)"""
+    for link in _chain(error):
+        for code, (what, text) in _DISK_FAULTS.items():
+            if (isinstance(link, OSError) and link.errno == code) or (
+                text in str(link) or f"os_error_code='{code}'" in str(link)
+            ):
+                path = getattr(link, "filename", None)
+                if path is None:
+                    quoted = _QUOTED_PATH.search(str(link))
+                    path = quoted.group(1) if quoted else None
+                return what, None if path is None else str(path)
+    return None
+
+
+def out_of_memory(error: BaseException) -> str | None:
+    """The allocation the machine could not make ("an allocation of 57.4 GB"), when
+    `error`, or one it was raised from, is XLA's or numpy's out-of-memory error."""
+    for link in _chain(error):
+        if found := _OUT_OF_MEMORY.search(str(link)):
+            return f"an allocation of {_gigabytes(int(found.group(1)))}"
+        if isinstance(link, MemoryError) and (found := _NUMPY_OUT_OF_MEMORY.search(str(link))):
+            return f"an allocation of {found.group(1)} (an array of shape {found.group(2)})"
+        if isinstance(link, MemoryError):
+            return "an allocation"
+    return None
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete 'last' checkpoint in run_dir (orbax's step dirs; a save cut off
+    leaves a `*.orbax-checkpoint-tmp*` dir, which does not count)."""
+    last = Path(run_dir) / "checkpoints" / "last"
+    steps = [int(p.name) for p in last.glob("*") if p.name.isdigit()] if last.is_dir() else []
+    return last / str(max(steps)) if steps else None
+
+
+class DropDiskFaultRecords(logging.Filter):
+    """Drops library log records of a disk fault (orbax logs one from each writer thread
+    before the save raises it); the CLI reports the fault itself, once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for _, text in _DISK_FAULTS.values())
+
+
+def available_memory() -> tuple[int, str] | None:
+    """(bytes, where) the run's arrays can take: the accelerator's memory limit, or the
+    host's available memory on CPU; None when unknown."""
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        limit = (device.memory_stats() or {}).get("bytes_limit")
+        return (int(limit), f"{device.device_kind} memory") if limit else None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024, "available host memory"
+    except OSError:
+        pass
+    return None
+
+
+def memory_floor(cfg: Any) -> int | None:
+    """A lower bound on the bytes one training step keeps for its backward pass: the h and
+    c (float32) of every step of every layer and direction of the batch. None when the
+    config does not name the shapes (no task.seq_len or model.hidden_size)."""
+    seq_len, hidden = cfg.task.get("seq_len"), cfg.model.get("hidden_size")
+    if not isinstance(seq_len, int) or not isinstance(hidden, int):
+        return None
+    layers = int(cfg.model.get("num_layers") or 1) * (2 if cfg.model.get("bidirectional") else 1)
+    return int(cfg.trainer.batch_size) * seq_len * hidden * layers * 2 * 4
+
+
+def check_memory(cfg: Any) -> None:
+    """Refuses (MemoryError, one line) before any work a run whose backward pass needs
+    more memory than the machine has, by memory_floor's estimate."""
+    need, have = memory_floor(cfg), available_memory()
+    if need is None or have is None or need <= have[0]:
+        return
+    raise MemoryError(
+        f"task.seq_len={cfg.task.seq_len} with trainer.batch_size={cfg.trainer.batch_size} and "
+        f"model.hidden_size={cfg.model.hidden_size} needs at least {_gigabytes(need)} for the "
+        f"states a training step keeps for its backward pass; this machine has "
+        f"{_gigabytes(have[0])} ({have[1]}). Lower task.seq_len, trainer.batch_size or "
+        "model.hidden_size."
+    )
+
+
+class LossGrowthWatch:
+    """Warns once when the logged train/loss has grown `factor`-fold over the first one
+    this process logged: a run diverging without a NaN (optim.lr=1e6 on the adding task
+    ends at a finite 3.5e13), which the non-finite check never sees."""
+
+    def __init__(self, factor: float = 1e4):
+        self.factor = factor
+        self.first: tuple[int, float] | None = None
+        self.warned = False
+
+    def check(self, losses: list[float], step: int) -> None:
+        """`losses`: the train/loss of each step up to `step` since the last check."""
+        if self.first is None and losses:
+            self.first = (step - len(losses) + 1, losses[0])
+        if self.first is None or self.warned:
+            return
+        first_step, first_loss = self.first
+        finite = [x for x in losses if math.isfinite(x)]
+        if first_loss > 0 and finite and max(finite) >= self.factor * first_loss:
+            self.warned = True
+            log.warning(
+                "train/loss grew from %.4g at step %d to %.4g by step %d (%.2g times): the "
+                "run is diverging. Lower optim.lr or set optim.clip_grad_norm",
+                first_loss,
+                first_step,
+                max(finite),
+                step,
+                max(finite) / first_loss,
+            )

@@ -14,6 +14,7 @@ dropout=seed + 1)`), so the same config and seed give the same initial parameter
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,11 @@ from lstm_jax import distributed
 from lstm_jax.loggers import MultiLogger, make_loggers
 from lstm_jax.schema import validate
 from lstm_jax.tasks.base import Task
-from lstm_jax.train.checkpoint import Checkpointer
+from lstm_jax.train.checkpoint import Checkpointer, CheckpointError
 from lstm_jax.train.optim import make_optimizer, make_schedule
 from lstm_jax.train.trainer import Trainer, TrainerConfig
+
+log = logging.getLogger(__name__)
 
 
 def trainer_config(cfg: DictConfig) -> TrainerConfig:
@@ -103,9 +106,28 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[DictConfig, Task
     cfg = OmegaConf.load(config_file)
     # The freshly built trainer's state is the template the checkpoint is restored into.
     trainer = build_trainer(cfg, run_dir)
-    checkpointer = Checkpointer(run_dir / "checkpoints", keep=cfg.trainer.keep_checkpoints)
+    # Reading a run changes nothing in it: a damaged checkpoint is passed over, not moved,
+    # and when no `which` checkpoint is intact the newest intact one of the other kind is
+    # used, saying so.
+    checkpointer = Checkpointer(
+        run_dir / "checkpoints", keep=cfg.trainer.keep_checkpoints, read_only=True
+    )
+    other = "last" if which == "best" else "best"
     try:
-        state, _ = checkpointer.restore(which, trainer.state)
+        try:
+            state, meta = checkpointer.restore(which, trainer.state, move_damaged=False)
+        except (CheckpointError, FileNotFoundError) as error:
+            if checkpointer.latest_step(other) is None:
+                raise
+            state, meta = checkpointer.restore(other, trainer.state, move_damaged=False)
+            log.warning(
+                "No intact '%s' checkpoint (%s); using the newest intact '%s' one, of step %d "
+                "(nothing in the run dir was changed)",
+                which,
+                str(error).split(": ", 1)[-1].split(". Nothing")[0],
+                other,
+                meta["step"],
+            )
     finally:
         checkpointer.close()
     return cfg, trainer.task, trainer.eval_model(state["params"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import difflib
+import functools
 import logging
 import math
 import time
@@ -34,9 +35,15 @@ from lstm_jax import distributed
 from lstm_jax.loggers import MultiLogger, make_loggers
 from lstm_jax.nn.backend_record import step_backends
 from lstm_jax.tasks.base import Task, step_key
+from lstm_jax.train import run_files
 from lstm_jax.train.checkpoint import Checkpointer, CheckpointError
 from lstm_jax.train.diagnostics import make_diagnostics_step, to_host
-from lstm_jax.train.faults import RunInterrupted, StopSignals, raise_if_diverged
+from lstm_jax.train.faults import (
+    LossGrowthWatch,
+    RunInterrupted,
+    StopSignals,
+    raise_if_diverged,
+)
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +266,12 @@ class Trainer:
         # checkpoint carries them so that a resumed run logs the same means.
         window_metrics: list[dict[str, Any]] = []
         if tc.resume and checkpointer.latest_step("last") is not None:
-            self.state, meta = checkpointer.restore("last", self.state)
+            # A checkpoint whose records metrics.jsonl lost is passed over (run_files).
+            self.state, meta = checkpointer.restore(
+                "last",
+                self.state,
+                accept=functools.partial(run_files.missing_records, self.run_dir),
+            )
             self.state = distributed.replicate(self.state, self.mesh)
             step = meta["step"]
             best_value, best_step = meta["best_value"], meta["best_step"]
@@ -276,6 +288,18 @@ class Trainer:
                         checkpointer.directory / which / str(newer),
                     )
                     checkpointer.delete(which, newer)
+            finished = run_files.finished_summary(self.run_dir, step)
+            if step >= tc.max_steps and finished is not None:
+                log.warning(
+                    "The run in %s finished at step %d: nothing to resume (raise "
+                    "trainer.max_steps to train it further)",
+                    self.run_dir,
+                    step,
+                )
+                checkpointer.close()
+                return finished
+            if is_main:
+                run_files.drop_final_records(self.run_dir)  # its new end writes them again
             log.info("Resuming from step %d (%s)", step, checkpointer.path("last"))
         elif tc.resume:
             log.info(
@@ -316,6 +340,7 @@ class Trainer:
         next_batch = prefetch.submit(self.task.train_batch, step)
         last_saved = step
         signals = StopSignals()
+        loss_growth = LossGrowthWatch()
         try:
             with signals:
                 while step < tc.max_steps:
@@ -361,6 +386,7 @@ class Trainer:
                             record["perf/step_time_s"] = step_time
                             record["perf/tokens_per_s"] = window_tokens / (now - window_start)
                         loggers.log(record, step)
+                        loss_growth.check([float(m["train/loss"]) for m in host], step)
                         postfix["loss"] = f"{record['train/loss']:.4f}"
                         progress.set_postfix(postfix)
                         window_metrics, window_tokens, window_steps_timed = [], 0, 0
@@ -464,6 +490,7 @@ class Trainer:
         media = self.task.media(self.eval_model(params), "test")
         loggers.log({f"media/{name}": figure for name, figure in media.items()}, step)
         return {
+            "status": "finished",  # replaces "failed" of an earlier, diverged attempt
             "monitor": self.monitor,
             "monitor_mode": self.monitor_mode,
             "best": best,

@@ -9,14 +9,13 @@ import re
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from cli_runner import REPO, run_cli
+from cli_runner import run_cli, start_cli
 
 from lstm_jax.loggers import read_wandb_run
 
@@ -158,23 +157,6 @@ def uninterrupted_run(tmp_path_factory) -> Path:
     return work / "run"
 
 
-def _start(overrides, cwd: Path) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]),
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "lstm_jax", *overrides],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _wait_for(path: Path, process: subprocess.Popen) -> None:
     deadline = time.time() + 240
     while not path.is_dir():
@@ -191,7 +173,7 @@ def _assert_same_run(resumed: Path, reference: Path) -> None:
 
 def test_killed_run_resumes_to_the_same_parameters_and_curve(tmp_path, uninterrupted_run):
     killed = tmp_path / "killed"
-    process = _start([*KILL_COMMON, "logger=none", f"hydra.run.dir={killed}"], tmp_path)
+    process = start_cli([*KILL_COMMON, "logger=none", f"hydra.run.dir={killed}"], tmp_path)
     _wait_for(killed / "checkpoints" / "last" / "20", process)
     process.send_signal(signal.SIGKILL)
     process.communicate()
@@ -210,7 +192,7 @@ def _interrupt(
 ) -> tuple[int, list[str]]:
     """Runs `command`, sends `signum` once checkpoint `after_checkpoint` is written; returns
     (the step it stopped at, the printed resume command)."""
-    process = _start(command, cwd)
+    process = start_cli(command, cwd)
     _wait_for(run_dir / "checkpoints" / "last" / str(after_checkpoint), process)
     time.sleep(0.2)  # mid-way to the next checkpoint
     process.send_signal(signum)
