@@ -63,7 +63,10 @@ def test_a_diverged_optuna_trial_is_marked_failed_and_the_study_goes_on(tmp_path
         timeout=400,
     )
     assert result.returncode == 1, result.stderr[-3000:]
-    study = optuna.load_study(study_name="fails", storage=f"sqlite:///{db}")
+    storage = f"sqlite:///{db}"
+    (name,) = optuna.get_all_study_names(storage)  # fails-<hash of the search space and config>
+    assert name.startswith("fails-")
+    study = optuna.load_study(study_name=name, storage=storage)
     states = [t.state for t in study.trials]
     assert states == [optuna.trial.TrialState.FAIL] + [optuna.trial.TrialState.COMPLETE] * 2
     assert summary(sweep / "0")["status"] == "failed"
