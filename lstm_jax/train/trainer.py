@@ -29,7 +29,6 @@ import numpy as np
 import optax
 from flax import nnx
 from pydantic import Field
-from tqdm import tqdm
 
 from lstm_jax import distributed
 from lstm_jax.loggers import MultiLogger, make_loggers
@@ -44,6 +43,7 @@ from lstm_jax.train.faults import (
     StopSignals,
     raise_if_diverged,
 )
+from lstm_jax.train.progress import Progress, log_test_table
 
 log = logging.getLogger(__name__)
 
@@ -326,15 +326,10 @@ class Trainer:
                 ],
             }
 
-        postfix: dict[str, str] = {}
         window_tokens, window_start = 0, time.perf_counter()
         first_step_of_run = True
-        progress = tqdm(
-            total=tc.max_steps,
-            initial=step,
-            disable=not (tc.progress_bar and is_main),
-            dynamic_ncols=True,
-            desc=self.name,
+        progress = Progress(
+            tc.max_steps, step, self.name, bar=tc.progress_bar, main_process=is_main
         )
         prefetch = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         next_batch = prefetch.submit(self.task.train_batch, step)
@@ -387,8 +382,7 @@ class Trainer:
                             record["perf/tokens_per_s"] = window_tokens / (now - window_start)
                         loggers.log(record, step)
                         loss_growth.check([float(m["train/loss"]) for m in host], step)
-                        postfix["loss"] = f"{record['train/loss']:.4f}"
-                        progress.set_postfix(postfix)
+                        progress.train_loss(record["train/loss"])
                         window_metrics, window_tokens, window_steps_timed = [], 0, 0
                         window_start = time.perf_counter()
 
@@ -420,8 +414,7 @@ class Trainer:
                             checkpointer.save("best", step, self.state, checkpoint_meta(step))
                         else:
                             evals_without_improvement += 1
-                        postfix[self.monitor] = f"{value:.4g}"
-                        progress.set_postfix(postfix)
+                        progress.evaluation(step, val, self.monitor)
                         patience = tc.early_stopping_patience
                         if patience is not None and evals_without_improvement >= patience:
                             log.info(
@@ -466,6 +459,8 @@ class Trainer:
             checkpointer, loggers, step, best, train_time, diagnostics_time, stopped_early
         )
         summary["stopped_when"] = self.stop_when if stopped_when else None
+        if is_main:
+            log_test_table(summary["test"], best_step)
         checkpointer.close()
         loggers.log_summary(summary)  # writes summary.json beside metrics.jsonl
         loggers.finish()
