@@ -1,7 +1,7 @@
 """`lstm-jax-sample`: generate text from a trained language-model run.
 
-    lstm-jax-sample RUN_DIR [prompt=TEXT] [length=500] [temperature=0.8] [top_k=K]
-                    [seed=0] [which=best|last]
+    lstm-jax-sample RUN_DIR [--prompt TEXT] [--length 500] [--temperature 0.8] [--top_k K]
+                    [--seed 0] [--which best|last]          (or prompt=TEXT length=500 ...)
 
 Loads the run's `best` (default) or `last` checkpoint with the config it was trained with,
 feeds the prompt through the model (its state carried, as in training) and samples `length`
@@ -12,61 +12,76 @@ In the prompt, `\\n` stands for a newline.
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 
-USAGE = __doc__.split("\n\n")[1]
-_KEYS = {"prompt", "length", "temperature", "top_k", "seed", "which"}
+_TEMPERATURE = (
+    "must be a finite number >= 0 (0: the most likely token; 1: the model's own distribution)"
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        """One line naming the problem, and where the options are listed."""
+        self.exit(2, f"{self.prog}: error: {message} (lstm-jax-sample --help lists the options)\n")
+
+
+def _length(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"length={value}: must be at least 1")
+    return value
+
+
+def _temperature(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"temperature={text}: {_TEMPERATURE}")
+    return value
+
+
+def _top_k(text: str) -> int | None:
+    if text.lower() in ("", "none", "null"):
+        return None
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"top_k={value}: must be at least 1 (or none for every token)"
+        )
+    return value
+
+
+def _prompt(text: str) -> str:
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="lstm-jax-sample",
+        description=__doc__.split("\n\n", 2)[2].strip(),
+        epilog="Each option may also be given as KEY=VALUE, as in "
+        "`lstm-jax-sample RUN_DIR prompt=ROMEO: length=200`.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a char_lm or word_lm run dir")
+    p.add_argument("--prompt", type=_prompt, default="", help="text fed first (\\n: newline)")
+    p.add_argument("--length", type=_length, default=500, help="tokens to sample (500)")
+    p.add_argument("--temperature", type=_temperature, default=0.8, help="0: greedy (0.8)")
+    p.add_argument("--top_k", type=_top_k, default=None, help="only the k likeliest")
+    p.add_argument("--seed", type=int, default=0, help="the sampling seed (0)")
+    p.add_argument("--which", choices=("best", "last"), default="best", help="checkpoint")
+    return p
+
+
+_KEYS = ("prompt", "length", "temperature", "top_k", "seed", "which")
 
 
 def parse_args(argv: list[str]) -> tuple[str, dict]:
-    if not argv or argv[0] in ("-h", "--help"):
-        raise SystemExit(__doc__)
-    run_dir, opts = (
-        argv[0],
-        {
-            "prompt": "",
-            "length": 500,
-            "temperature": 0.8,
-            "top_k": None,
-            "seed": 0,
-            "which": "best",
-        },
-    )
-    for arg in argv[1:]:
-        key, sep, value = arg.partition("=")
-        key = key.lstrip("-")
-        if not sep or key not in _KEYS:
-            raise SystemExit(f"lstm-jax-sample: error: unknown argument {arg!r}\nusage:{USAGE}")
-        try:
-            if key == "prompt":
-                opts[key] = value.replace("\\n", "\n").replace("\\t", "\t")
-            elif key in ("length", "seed"):
-                opts[key] = int(value)
-            elif key == "top_k":
-                opts[key] = None if value.lower() in ("", "none", "null") else int(value)
-            elif key == "temperature":
-                opts[key] = float(value)
-            else:
-                if value not in ("best", "last"):
-                    raise ValueError("choose best or last")
-                opts[key] = value
-        except ValueError as e:
-            raise SystemExit(f"lstm-jax-sample: error: {key}={value!r}: {e}") from None
-    if opts["length"] < 1:
-        raise SystemExit("lstm-jax-sample: error: length must be at least 1")
-    temperature = opts["temperature"]
-    if not math.isfinite(temperature) or temperature < 0:
-        raise SystemExit(
-            f"lstm-jax-sample: error: temperature={temperature}: must be a finite number >= 0 "
-            "(0: the most likely token; 1: the model's own distribution)"
-        )
-    if opts["top_k"] is not None and opts["top_k"] < 1:
-        raise SystemExit(
-            f"lstm-jax-sample: error: top_k={opts['top_k']}: must be at least 1 (or none for "
-            "every token)"
-        )
-    return run_dir, opts
+    """(RUN_DIR, options) from argparse; `key=value` words are `--key=value`."""
+    words = [f"--{w}" if w.partition("=")[0] in _KEYS and "=" in w else w for w in argv]
+    args = vars(_parser().parse_args(words))
+    return args.pop("run_dir"), args
 
 
 def sample(run_dir: str, **opts) -> str:

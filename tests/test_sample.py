@@ -32,10 +32,25 @@ def test_parse_args_defaults_and_values():
 
 
 @pytest.mark.parametrize("bad", ["lenght=5", "length=abc", "which=first", "length=0", "x"])
-def test_parse_args_rejects_bad_arguments(bad):
+def test_parse_args_rejects_bad_arguments_in_one_line(bad, capsys):
     with pytest.raises(SystemExit) as e:
         sample_cli.parse_args(["RUN", bad])
-    assert "error" in str(e.value)
+    assert e.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("lstm-jax-sample: error: ") and "--help" in line
+
+
+def test_help_is_argparse_usage_and_exits_zero(capsys):
+    """It used to print the raw docstring and exit 1 (issue 30)."""
+    with pytest.raises(SystemExit) as e:
+        sample_cli.parse_args(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: lstm-jax-sample") and "--temperature" in out
+    # The options also come as flags, and a flag and its KEY=VALUE form agree.
+    assert sample_cli.parse_args(["RUN", "--length", "7", "--top_k", "3"]) == sample_cli.parse_args(
+        ["RUN", "length=7", "top_k=3"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -131,9 +146,15 @@ _TEMPERATURE = (
         ),
     ],
 )
-def test_bad_sampling_options_are_refused(arg, message):
+def test_bad_sampling_options_are_refused(arg, message, capsys):
     from lstm_jax.sample import parse_args
 
     with pytest.raises(SystemExit) as exit_info:
         parse_args(["some/run", arg])
-    assert str(exit_info.value) == message
+    assert exit_info.value.code == 2
+    option = arg.partition("=")[0]
+    reason = message.removeprefix("lstm-jax-sample: error: ")
+    assert capsys.readouterr().err.strip() == (
+        f"lstm-jax-sample: error: argument --{option}: {reason} "
+        "(lstm-jax-sample --help lists the options)"
+    )
