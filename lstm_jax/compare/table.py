@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from tabulate import tabulate
+
 from lstm_jax.compare.runs import (
     DEFAULT_EXCLUDE,
     DEFAULT_METRICS,
@@ -235,22 +237,20 @@ def format_table(table: Table, fmt: str = "text") -> str:
             writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in table.columns})
         return buffer.getvalue()
     cells = [[_fmt(row.get(c)) for c in table.columns] for row in table.rows]
-    if fmt == "markdown":
-        lines = [
-            "| " + " | ".join(table.columns) + " |",
-            "|"
-            + "|".join("---:" if _numeric_column(table, c) else "---" for c in table.columns)
-            + "|",
-        ]
-        lines += ["| " + " | ".join(r) + " |" for r in cells]
-        return "\n".join(lines) + "\n"
-    if fmt != "text":
+    if fmt not in ("markdown", "text"):
         raise ValueError(f"unknown format {fmt!r}; choose text, csv or markdown")
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(table.columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(table.columns, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(lines) + "\n"
+    align = ["right" if _numeric_column(table, c) else "left" for c in table.columns]
+    # Cells are already formatted text: tabulate only lays them out.
+    return (
+        tabulate(
+            cells,
+            headers=table.columns,
+            tablefmt="pipe" if fmt == "markdown" else "simple",
+            colalign=align,
+            disable_numparse=True,
+        )
+        + "\n"
+    )
 
 
 def _numeric_column(table: Table, column: str) -> bool:
