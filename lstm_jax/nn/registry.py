@@ -12,11 +12,12 @@ from __future__ import annotations
 from flax import nnx
 
 from lstm_jax.nn.gru import GRU
+from lstm_jax.nn.lru import LRU
 from lstm_jax.nn.lstm import LSTM
 from lstm_jax.nn.rnn import SimpleRNN
 from lstm_jax.nn.stack import RecurrentLayer, Retention
 
-CELLS: dict[str, type[RecurrentLayer]] = {cls.CELL: cls for cls in (LSTM, GRU, SimpleRNN)}
+CELLS: dict[str, type[RecurrentLayer]] = {cls.CELL: cls for cls in (LSTM, GRU, SimpleRNN, LRU)}
 
 
 def cell_class(name: str) -> type[RecurrentLayer]:
