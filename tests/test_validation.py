@@ -30,7 +30,8 @@ def compose_train(*overrides):
         (["model.dropout=1.0"], "model.dropout=1.0: Input should be less than 1."),
         (
             ["model.cell=lstmm"],
-            "model.cell='lstmm' is not a known cell; choose model=lstm, model=gru, model=rnn.",
+            "model.cell='lstmm' is not a known cell; choose model=lstm, model=gru, model=rnn, "
+            "model=lru.",
         ),
         (
             # The cell is named once (model.cell); set alone it keeps the LSTM's own keys.
