@@ -13,7 +13,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from omegaconf import OmegaConf
 from test_task_contract import HIDDEN, TASKS, build_task, data_root  # noqa: F401 (fixture)
 
 from lstm_jax.nn import CELLS
@@ -27,11 +26,7 @@ NEW_CELLS = sorted(set(CELLS) - {"lstm", "gru", "rnn"})
 def test_a_new_cell_runs_every_task(name, cell, data_root, tmp_path_factory):  # noqa: F811
     cache = tmp_path_factory.mktemp(f"cache_{name}")
     cfg, task = build_task(name, data_root, cache, f"model={cell}")
-    # experiment=default sets the LSTM's chrono init for every cell; a run with another
-    # cell drops it (README: '~model.chrono_max_steps')
-    options = OmegaConf.to_container(cfg.model, resolve=True)
-    options.pop("chrono_max_steps", None)
-    model = task.make_model(OmegaConf.create(options), rngs=nnx.Rngs(params=0, dropout=1))
+    model = task.make_model(cfg.model, rngs=nnx.Rngs(params=0, dropout=1))
     assert any(type(node) is CELLS[cell] for _, node in nnx.iter_graph(model))
     batch = task.train_batch(0)
     carry = task.initial_carry(model)

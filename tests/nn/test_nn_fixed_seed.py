@@ -3,7 +3,8 @@ into a cell-agnostic stack, the dense family and one file per cell (issue 31): t
 initialisation (the order the parameter keys are drawn in), the dropout masks between layers,
 variable lengths, both directions, the final state and the hand-written backward all enter
 the losses below. The expected values were computed by this file's `training_losses` on main
-at 00bc604, before the split (`python tests/nn/test_nn_fixed_seed.py` prints them)."""
+at 00bc604, before the split, and again at 31571d6, the split's base, with the same digits
+(`python tests/nn/test_nn_fixed_seed.py` prints them)."""
 
 from __future__ import annotations
 
