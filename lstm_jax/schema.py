@@ -2,11 +2,12 @@
 
 The trainer group is checked against the trainer's own `TrainerConfig`, the optim and model
 groups against pydantic models here, each with ranges (lr > 0, sizes >= 1, probabilities in
-[0, 1), ...). The task and model groups are also checked against the
-constructor of their `_target_` (a task class; a cell's layer, lstm_jax.nn.LSTM for
-configs/model/lstm.yaml): the keys it accepts, the type of each from its annotations, and the
-ranges of `TASK_RANGES` for the parameter names that follow the project's conventions, so a
-new task or cell is checked without a table of its own. Nested `_target_` nodes (a task's
+[0, 1), ...). The task and model groups are also checked against the constructor of
+their class (a task's `_target_`; the layer the model's `cell` names in
+lstm_jax.nn.registry, lstm_jax.nn.LSTM for configs/model/lstm.yaml): the keys it accepts,
+the type of each from its annotations, and the ranges of `TASK_RANGES` for the parameter
+names that follow the project's conventions, so a new task or cell is checked without a
+table of its own. Nested `_target_` nodes (a task's
 `head: {_target_: ..., _partial_: true}`) are checked the same way. A key that another cell
 has (`model=gru model.forget_bias=1`) is refused with the cell that takes it. A parameter
 typed as a dataclass is a nested group (`task.features`, `task.augment`): its keys are
@@ -160,8 +161,8 @@ def _target_class(node: dict[str, Any], key: str) -> Any:
         raise ConfigError(f"{key}._target_={target!r} cannot be imported ({error}).") from None
 
 
-# Keys of a config node that are not constructor arguments: Hydra's, and the model's `cell`
-# (it names the cell for run metadata; lstm_jax.models.core checks it matches _target_).
+# Keys of a config node that are not constructor arguments: Hydra's (the model's `cell`,
+# which names its layer, is skipped by _validate_model).
 _NOT_ARGUMENTS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 # Constructor arguments the code supplies, never a config: the core's input width.
 _SUPPLIED = ("in_features", "rngs")
@@ -290,7 +291,9 @@ def _validate_model(model_cfg: dict[str, Any], cfg: DictConfig) -> None:
 def check_model_overrides(overrides: list[str]) -> None:
     """Refuses, before Hydra composes anything, a command-line `model.KEY=V` that the chosen
     cell (`model=NAME`, default lstm) does not have: Hydra's own error would suggest
-    `+model.KEY=V`, which only moves the failure to the schema."""
+    `+model.KEY=V`, which only moves the failure to the schema. `model.cell=NAME` is refused
+    too: the cell is chosen with its group, `model=NAME`, which brings the cell's own keys."""
+    from lstm_jax.models.core import core_class
     from lstm_jax.nn.registry import CELLS
 
     cell = "lstm"
@@ -301,7 +304,17 @@ def check_model_overrides(overrides: list[str]) -> None:
         return  # Hydra names the unknown choice and lists the options
     params = constructor_parameters(CELLS[cell])
     for item in overrides:
-        key = item.partition("=")[0]
+        key, _, value = item.partition("=")
+        if key.lstrip("+~") == "model.cell":
+            for name in value.split(","):
+                try:
+                    core_class({"cell": name})
+                except ValueError as error:
+                    raise ConfigError(str(error)) from None
+            raise ConfigError(
+                f"{item}: switch the cell with model={value}, not model.cell={value} (the "
+                "group brings the cell's own settings)."
+            )
         if not key.startswith("model.") or "," in item.partition("=")[2]:
             continue
         name = key.removeprefix("model.")

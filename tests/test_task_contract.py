@@ -46,9 +46,10 @@ def data_root(tmp_path_factory) -> Path:
     return write_fake_datasets(tmp_path_factory.mktemp("data"))
 
 
-def build_task(name: str, data_root: Path, cache: Path):
+def build_task(name: str, data_root: Path, cache: Path, *extra: str):
     overrides = [
         f"task={name}",
+        *extra,
         "debug=fdr",
         f"model.hidden_size={HIDDEN}",
         "trainer.batch_size=4",

@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 
 import lstm_jax.cli  # noqa: F401  (registers the config resolvers)
 from lstm_jax.config import CONFIG_DIR
-from lstm_jax.schema import ConfigError, validate
+from lstm_jax.schema import ConfigError, check_model_overrides, validate
 
 
 def compose_train(*overrides):
@@ -30,13 +30,17 @@ def compose_train(*overrides):
         (["model.dropout=1.0"], "model.dropout=1.0: Input should be less than 1."),
         (
             ["model.cell=lstmm"],
-            "model.cell='lstmm' is not a known cell; choose model=lstm, model=gru, model=rnn.",
+            "model.cell='lstmm' is not a known cell; choose model=lstm, model=gru, model=rnn, "
+            "model=lru.",
         ),
         (
+            # The cell is named once (model.cell); set alone it keeps the LSTM's own keys.
+            # The command line refuses it earlier, with the fix (test below).
             ["model.cell=gru"],
             (
-                "model.cell=gru does not match model._target_=lstm_jax.nn.LSTM (cell 'lstm'): "
-                "switch the cell with model=gru, not model.cell=gru."
+                "model.forget_bias is not a setting of GRU (it takes bidirectional, dropout, "
+                "dtype, hidden_size, num_layers, param_dtype, use_bias); forget_bias belongs "
+                "to model=lstm: choose that cell, or drop the key."
             ),
         ),
         (
@@ -108,6 +112,16 @@ def test_bad_values_are_refused_naming_the_key_and_value(overrides, message):
     with pytest.raises(ConfigError) as error:
         validate(cfg)
     assert str(error.value) == message
+
+
+@pytest.mark.parametrize("overrides", [["model.cell=gru"], ["model=rnn", "model.cell=gru"]])
+def test_a_cell_set_by_model_cell_is_refused_with_the_group_to_use(overrides):
+    with pytest.raises(ConfigError) as error:
+        check_model_overrides(overrides)
+    assert str(error.value) == (
+        "model.cell=gru: switch the cell with model=gru, not model.cell=gru (the group brings "
+        "the cell's own settings)."
+    )
 
 
 def test_every_preset_passes_the_schema():

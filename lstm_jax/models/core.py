@@ -1,11 +1,11 @@
 """Builds the recurrent core (lstm_jax.nn) that every model wraps, from the `model` config
 group: `configs/model/<cell>.yaml`, so that `model=gru` swaps the cell in any experiment.
 
-A model config names its layer twice on purpose: `_target_` (the class, whose constructor
-the schema checks the other keys against) and `cell` (the registry name, kept so that run
-metadata, W&B columns and `lstm-jax-compare` can name the cell: `model.cell`). They must
-agree; `make_core` refuses a config where they do not, e.g. a `model.cell=gru` override
-left from the old command line, with the fix (`model=gru`).
+A model config names its layer once, by `cell`: the registry name (lstm_jax.nn.registry),
+which is also what run metadata, W&B columns and `lstm-jax-compare` read (`model.cell`).
+Run dirs written before issue 31 also carry `_target_` (the class); such a config is still
+read, and refused if the two disagree, e.g. a `model.cell=gru` override left from the old
+command line, with the fix (`model=gru`).
 """
 
 from __future__ import annotations
@@ -38,13 +38,16 @@ def import_target(target: str) -> Any:
 
 
 def core_class(model_config: Any) -> type[RecurrentLayer]:
-    """The layer class of a model config: its `_target_` and/or its `cell`, which must
-    name the same registered class when both are given."""
+    """The layer class of a model config: its `cell`, or the `_target_` of a config
+    written before cells were named once (both, in an old run dir, must agree)."""
     options = config_dict(model_config)
     target, cell = options.get("_target_"), options.get("cell")
+    if cell is not None and cell not in CELLS:
+        choices = ", ".join(f"model={name}" for name in CELLS)
+        raise ValueError(f"model.cell={cell!r} is not a known cell; choose {choices}.")
     if target is None:
         if cell is None:
-            raise ValueError("the model config names no cell: set model=lstm|gru|rnn.")
+            raise ValueError(f"the model config names no cell: set model={'|'.join(CELLS)}.")
         return cell_class(cell)
     cls = import_target(target)
     registered = {c: name for name, c in CELLS.items()}
@@ -53,9 +56,6 @@ def core_class(model_config: Any) -> type[RecurrentLayer]:
             f"model._target_={target} is not a registered cell (lstm_jax.nn.registry.CELLS: "
             f"{sorted(CELLS)})."
         )
-    if cell is not None and cell not in CELLS:
-        choices = ", ".join(f"model={name}" for name in CELLS)
-        raise ValueError(f"model.cell={cell!r} is not a known cell; choose {choices}.")
     if cell is not None and cell != registered[cls]:
         raise ValueError(
             f"model.cell={cell} does not match model._target_={target} (cell "

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lstm_jax.models.core import make_core
-from lstm_jax.nn.layers import Gates
+from lstm_jax.nn.stack import Gates
 
 Pooling = Literal["last", "mean", "none"]
 POOLINGS = ("last", "mean", "none")

@@ -23,7 +23,7 @@ from typing import Any
 from flax import nnx
 
 from lstm_jax.nn import cudnn
-from lstm_jax.nn.layers import LSTM
+from lstm_jax.nn.lstm import LSTM
 from lstm_jax.nn.registry import RecurrentLayer
 
 

@@ -1,20 +1,23 @@
 """The registry of recurrent cells: the one place that maps a cell's name to its layer.
 
-Everything else reads what a layer declares (`CELL`, `GATE_ACTIVATIONS`, `RETAIN_GATE`,
+Everything else reads what a layer declares (`CELL`, `GATE_ACTIVATIONS`, `RETAIN`,
 `output_width`, `zero_state`, `hidden_of`, `run`) instead of testing which cell it is.
-Adding a cell: its scan kernel (lstm_jax.nn.scan), its layer (a `_Recurrent` subclass in
-lstm_jax.nn.layers), one line in `CELLS`, one `configs/model/<cell>.yaml` and tests.
+Adding a cell: its file under lstm_jax/nn/ (a `RecurrentLayer` subclass; lstm_jax.nn.stack
+says what it declares and implements), its entry in `CELLS` below, and one
+`configs/model/<cell>.yaml` naming it as `cell: <name>`.
 """
 
 from __future__ import annotations
 
 from flax import nnx
 
-from lstm_jax.nn.layers import GRU, LSTM, SimpleRNN, _Recurrent
+from lstm_jax.nn.gru import GRU
+from lstm_jax.nn.lru import LRU
+from lstm_jax.nn.lstm import LSTM
+from lstm_jax.nn.rnn import SimpleRNN
+from lstm_jax.nn.stack import RecurrentLayer, Retention
 
-RecurrentLayer = _Recurrent
-
-CELLS: dict[str, type[RecurrentLayer]] = {cls.CELL: cls for cls in (LSTM, GRU, SimpleRNN)}
+CELLS: dict[str, type[RecurrentLayer]] = {cls.CELL: cls for cls in (LSTM, GRU, SimpleRNN, LRU)}
 
 
 def cell_class(name: str) -> type[RecurrentLayer]:
@@ -38,7 +41,13 @@ def gate_activations(module: nnx.Module) -> dict[str, str]:
     }
 
 
+def retentions(module: nnx.Module) -> dict[str, Retention]:
+    """Gate name -> how that gate sets the fraction of state kept each step (`Retention`:
+    LSTM forget, GRU update, ...), for the recurrent layers of `module` that declare one:
+    diagnostics report their memory time constants."""
+    return {layer.RETAIN.gate: layer.RETAIN for layer in _recurrent_layers(module) if layer.RETAIN}
+
+
 def retain_gates(module: nnx.Module) -> set[str]:
-    """Names of the gates that keep a fraction of the state each step (LSTM forget, GRU
-    update) in the recurrent layers of `module`: diagnostics report their time constants."""
-    return {layer.RETAIN_GATE for layer in _recurrent_layers(module) if layer.RETAIN_GATE}
+    """The names of the gates `retentions` covers."""
+    return set(retentions(module))

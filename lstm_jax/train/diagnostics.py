@@ -21,11 +21,12 @@ device, so only small arrays come back to the host. Names (docs/DESIGN.md contra
   an error, never a guess);
 - `gates/<layer>/<gate>_saturation`: fraction of values < 0.05 or > 0.95 (sigmoid), or
   with |v| > 0.95 (tanh);
-- for the gate that keeps a fraction f of the state each step (the layer's `RETAIN_GATE`:
-  LSTM `forget`, GRU `update`; the tanh-RNN has none): `gates/<layer>/<gate>_mean_per_t`
-  (T,) (NaN where every sequence is padded), the memory time constants tau = -1/ln(f) as a
-  histogram over log-spaced bins `gates/<layer>/<gate>_tau`, and
-  `gates/<layer>/<gate>_tau_median`.
+- for the gate that sets the fraction f of the state kept each step (the layer's `RETAIN`,
+  a lstm_jax.nn.Retention: f is the gate itself for the LSTM's `forget` and PyTorch's GRU
+  `update`, 1 - gate or |gate| for cells that declare so; the tanh-RNN has none):
+  `gates/<layer>/<gate>_mean_per_t` (T,) (the gate's mean; NaN where every sequence is
+  padded), the memory time constants tau = -1/ln(f) as a histogram over log-spaced bins
+  `gates/<layer>/<gate>_tau`, and `gates/<layer>/<gate>_tau_median`.
 
 Padded positions (t >= seq_lengths[b]; from `aux["seq_lengths"]` when the task reports
 the core's lengths there, else `batch["seq_lengths"]`) are left out of every gate statistic.
@@ -34,7 +35,7 @@ the core's lengths there, else `batch["seq_lengths"]`) are left out of every gat
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -43,7 +44,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lstm_jax.nn import gate_activations, retain_gates
+from lstm_jax.nn import Retention, gate_activations, retentions
 
 # Bounds of the histogram of each activation.
 ACTIVATION_RANGE = {"sigmoid": (0.0, 1.0), "tanh": (-1.0, 1.0)}
@@ -150,14 +151,16 @@ def gate_stats(
     mask: jax.Array,
     *,
     activations: dict[str, str],
-    retain: Collection[str] = (),
+    retain: Mapping[str, Retention] | None = None,
     bins: int = 20,
     tau_bins: int = 25,
     tau_range: tuple[float, float] = (0.1, 1e4),
 ) -> dict[str, Any]:
     """Histograms and saturation of a core's gate dict, and the memory time constants of
-    its `retain` gates (lstm_jax.nn.retain_gates: LSTM forget, GRU update); `activations`
-    maps each gate name to "sigmoid" or "tanh" (what the cells declare)."""
+    the gates in `retain` (lstm_jax.nn.retentions: gate name -> how it sets the kept
+    fraction); `activations` maps each gate name to "sigmoid" or "tanh" (what the cells
+    declare)."""
+    retain = retain or {}
     out: dict[str, Any] = {}
     for layer, layer_gates in gates.items():
         for name, g in layer_gates.items():
@@ -183,7 +186,8 @@ def gate_stats(
                     per_t > 0, jnp.sum(v * m, axis=(0, 2)) / jnp.maximum(per_t, 1.0), jnp.nan
                 )
                 tiny = jnp.finfo(jnp.float32).tiny
-                f = jnp.clip(v, tiny, 1.0 - jnp.finfo(jnp.float32).epsneg)
+                kept = retain[name].kept_fraction(v)
+                f = jnp.clip(kept, tiny, 1.0 - jnp.finfo(jnp.float32).epsneg)
                 log10_tau = -jnp.log10(-jnp.log(f))  # tau = -1 / ln f
                 lo_t, hi_t = np.log10(tau_range[0]), np.log10(tau_range[1])
                 hist = histogram(log10_tau, m.astype(jnp.int32), lo_t, hi_t, tau_bins)
@@ -220,7 +224,7 @@ def make_diagnostics_step(
         # The model is merged outside the differentiated function: NNX lets a module's
         # RNG state (dropout) advance only in the trace that built the module.
         model = nnx.merge(graphdef, params, rest)
-        activations, retain = gate_activations(model), retain_gates(model)
+        activations, retain = gate_activations(model), retentions(model)
 
         def loss_fn(model, perturbation):
             return task.loss(

@@ -4,8 +4,8 @@ at the sequence's own length), the reverse direction made by reversing its valid
 a slice, so none of the layer's projection,
 reversal, masking or perturbation helpers is shared with what is checked.
 
-Covers what the kernel-level tests (test_nn_scan.py) leave out: one direction for every
-cell, the training case (variable lengths, no gates), unroll > 1, the reverse direction of
+Covers what the kernel-level tests (test_nn_dense_kernels.py) leave out: one direction for
+every cell, the training case (variable lengths, no gates), unroll > 1, the reverse direction of
 a padded batch, and the bfloat16 backward against the float32 one."""
 
 from __future__ import annotations

@@ -10,7 +10,14 @@ import pytest
 from flax import nnx
 
 from lstm_jax.models.core import core_class, make_core, model_config
-from lstm_jax.nn import CELLS, SimpleRNN, gate_activations, retain_gates
+from lstm_jax.nn import (
+    CELLS,
+    Retention,
+    SimpleRNN,
+    gate_activations,
+    retain_gates,
+    retentions,
+)
 from lstm_jax.nn.registry import cell_class
 from lstm_jax.train.diagnostics import gate_stats
 
@@ -57,19 +64,23 @@ def test_every_cell_keeps_the_core_contract(cell, bidirectional):
 
 
 def test_the_registry_names_each_layer_once():
-    assert set(CELLS) == {"lstm", "gru", "rnn"}
+    assert set(CELLS) == {"lstm", "gru", "rnn", "lru"}
     assert all(cls.CELL == name for name, cls in CELLS.items())
     assert cell_class("gru") is CELLS["gru"]
     with pytest.raises(ValueError, match="not a known cell"):
         cell_class("lstmm")
 
 
-def test_a_model_config_names_the_same_cell_twice_or_is_refused():
+def test_a_model_config_names_its_cell_once_and_an_old_one_twice_must_agree():
     cfg = model_config("gru")
+    assert "_target_" not in cfg  # the cell's registry name is the one source
     assert core_class(cfg) is CELLS["gru"]
-    cfg.cell = "lstm"
+    # A run dir written before issue 31 stored both names; they are still read together.
+    old = {"_target_": "lstm_jax.nn.GRU", **cfg}
+    assert core_class(old) is CELLS["gru"]
+    old["cell"] = "lstm"
     with pytest.raises(ValueError, match="switch the cell with model=lstm"):
-        core_class(cfg)
+        core_class(old)
 
 
 class SigmoidRNN(SimpleRNN):
@@ -106,9 +117,52 @@ def test_a_new_cell_is_picked_up_by_diagnostics_from_what_it_declares(monkeypatc
 
 
 @pytest.mark.parametrize(
-    ("cell", "retain"), [("lstm", {"forget"}), ("gru", {"update"}), ("rnn", set())]
+    ("cell", "retain"),
+    [("lstm", {"forget"}), ("gru", {"update"}), ("rnn", set()), ("lru", {"decay"})],
 )
 def test_each_cell_names_the_gate_that_keeps_its_state(cell, retain):
     core = make_core(model_config(cell, hidden_size=H), D, rngs=nnx.Rngs(0))
     assert retain_gates(core) == retain
     assert retain <= set(gate_activations(core))
+
+
+class ComplementRNN(SimpleRNN):
+    """A stand-in for a cell that keeps 1 - z of its state (as minGRU does): it declares so,
+    and nothing else tells the diagnostics."""
+
+    CELL = "complement_rnn"
+    GATE_ACTIVATIONS = {"novel": "sigmoid"}
+    GATES = tuple(GATE_ACTIVATIONS)
+    RETAIN = Retention("novel", kept="complement")
+
+
+def test_retention_declared_as_a_complement_gives_time_constants_of_one_minus_the_gate():
+    core = ComplementRNN(D, H, rngs=nnx.Rngs(0))
+
+    class Wrapper(nnx.Module):
+        def __init__(self):
+            self.core = core
+
+    assert retentions(Wrapper()) == {"novel": Retention("novel", "complement")}
+    assert retain_gates(Wrapper()) == {"novel"}
+    z = jax.random.uniform(jax.random.key(4), (B, T, H), minval=0.05, maxval=0.95)
+    stats = gate_stats(
+        {"layer_0": {"novel": z}},
+        jnp.ones((B, T)),
+        activations=gate_activations(Wrapper()),
+        retain=retentions(Wrapper()),
+    )
+    kept = 1.0 - np.asarray(z, np.float64)
+    np.testing.assert_allclose(
+        stats["gates/layer_0/novel_tau_median"], np.median(-1.0 / np.log(kept)), rtol=1e-5
+    )
+
+
+@pytest.mark.parametrize(
+    ("kept", "fraction"),
+    [("gate", [0.2, 0.9]), ("complement", [0.8, 0.1]), ("modulus", [0.2, 0.9])],
+)
+def test_each_retention_kind_maps_gate_values_to_the_kept_fraction(kept, fraction):
+    # modulus: the sign (a complex phase's real shadow) does not change what is kept
+    values = jnp.array([0.2, -0.9]) if kept == "modulus" else jnp.array([0.2, 0.9])
+    np.testing.assert_allclose(Retention("g", kept).kept_fraction(values), fraction, rtol=1e-6)

@@ -1,6 +1,6 @@
-"""The hand-written backward (custom_vjp kernels) against autodiff of the plain reference
-scans, at kernel level (every optional input) and through whole layers (bidirectional,
-variable lengths, stacked)."""
+"""The cell-agnostic masked linear recurrence h_t = a_t * h_{t-1} + b_t
+(lstm_jax.nn.scan.linear_recurrence): by lax.scan and by lax.associative_scan, real and
+complex, against a per-step Python loop, with variable lengths."""
 
 from __future__ import annotations
 
@@ -8,103 +8,93 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
-from lstm_jax.nn import GRU, LSTM, SimpleRNN, scan
+from lstm_jax.nn.scan import LINEAR_SCAN_METHODS, linear_recurrence
 
-T, N, B, H = 6, 2, 3, 4
-LENGTHS = jnp.array([6, 2, 4])
-
-
-def _kernel_loss(cell, impl, return_gates):
-    """A loss touching every output of a kernel, as a function of every float input."""
-
-    def loss(xw, w_hh, h0, c0, b_hn, mask, pert):
-        if cell == "lstm":
-            fn = scan.lstm_scan if impl == "custom" else scan.lstm_scan_reference
-            y, h_t, c_t, g = fn(xw, w_hh, h0, c0, mask, pert, return_gates=return_gates)
-            extra = jnp.sum(jnp.cos(c_t))
-        elif cell == "gru":
-            fn = scan.gru_scan if impl == "custom" else scan.gru_scan_reference
-            y, h_t, g = fn(xw, w_hh, b_hn, h0, mask, pert, return_gates=return_gates)
-            extra = 0.0
-        else:
-            fn = scan.rnn_scan if impl == "custom" else scan.rnn_scan_reference
-            y, h_t, g = fn(xw, w_hh, h0, mask, pert, return_gates=return_gates)
-            extra = 0.0
-        out = jnp.sum(jnp.sin(3.0 * y)) + jnp.sum(h_t**2) + extra
-        if return_gates:
-            out = out + jnp.sum(jnp.cos(2.0 * g))
-        return out
-
-    return loss
+T, N, B, H = 7, 2, 3, 4
+LENGTHS = np.array([7, 2, 0])
 
 
-@pytest.mark.parametrize("cell,gates", [("lstm", 4), ("gru", 3), ("rnn", 1)])
-def test_custom_backward_matches_reference_autodiff(cell, gates):
-    keys = jax.random.split(jax.random.PRNGKey(0), 6)
-    xw = jax.random.normal(keys[0], (T, N, B, gates * H))
-    w_hh = 0.5 * jax.random.normal(keys[1], (N, H, gates * H))
-    h0 = jax.random.normal(keys[2], (N, B, H))
-    c0 = jax.random.normal(keys[3], (N, B, H))
-    b_hn = jax.random.normal(keys[4], (N, H))
-    pert = 0.3 * jax.random.normal(keys[5], (T, N, B, H))
+def _inputs(dtype):
+    keys = jax.random.split(jax.random.key(0), 6)
+
+    def draw(key, shape):
+        if dtype == jnp.complex64:
+            k1, k2 = jax.random.split(key)
+            return jax.random.normal(k1, shape) + 1j * jax.random.normal(k2, shape)
+        return jax.random.normal(key, shape)
+
+    # |a| < 1 as in a stable recurrence; a varies over time, b over everything
+    a = 0.9 * jnp.tanh(draw(keys[0], (T, N, B, H)))
+    b = draw(keys[1], (T, N, B, H))
+    h0 = draw(keys[2], (N, B, H))
+    return a.astype(dtype), b.astype(dtype), h0.astype(dtype)
+
+
+def _loop(a, b, h0, lengths):
+    """The recurrence one step at a time, each sequence stopped at its own length."""
+    a, b, h = np.asarray(a), np.asarray(b), np.array(h0)
+    hs = np.zeros_like(b)
+    for t in range(a.shape[0]):
+        valid = (t < lengths)[None, :, None]
+        h = np.where(valid, a[t] * h + b[t], h)
+        hs[t] = h
+    return hs, h
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.complex64], ids=["real", "complex"])
+@pytest.mark.parametrize("method", LINEAR_SCAN_METHODS)
+def test_linear_recurrence_matches_the_step_by_step_loop(method, dtype):
+    a, b, h0 = _inputs(dtype)
     mask = (jnp.arange(T)[:, None] < LENGTHS[None, :]).astype(jnp.float32)
-    args = (xw, w_hh, h0, c0, b_hn)
-    # The optional inputs/outputs each switch code in the backward: none of them, and all.
-    for m, p, rg in ((None, None, False), (mask, pert, True)):
-        grads = {}
-        for impl in ("custom", "reference"):
-            loss = _kernel_loss(cell, impl, rg)
-            f = jax.jit(
-                jax.value_and_grad(
-                    lambda *a, loss=loss, m=m: loss(*a[:5], m, a[5]),
-                    argnums=tuple(range(6 if p is not None else 5)),
-                )
-            )
-            grads[impl] = f(*args, p)
-        (v_c, g_c), (v_r, g_r) = grads["custom"], grads["reference"]
-        np.testing.assert_allclose(v_c, v_r, rtol=1e-6)
-        for a, b in zip(g_c, g_r, strict=True):
-            np.testing.assert_allclose(
-                np.asarray(a),
-                np.asarray(b),
-                atol=2e-5,
-                err_msg=f"{cell} mask={m is not None} pert={p is not None} gates={rg}",
-            )
+    hs, h_last = linear_recurrence(a, b, h0, mask, method=method)
+    want_hs, want_last = _loop(a, b, h0, LENGTHS)
+    np.testing.assert_allclose(hs, want_hs, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(h_last, want_last, rtol=1e-5, atol=1e-5)
+    # Past its length a sequence's state stays at its true-length state (a = 1, b = 0):
+    # the length-2 row holds h_1 from t = 1 on, the empty row holds h0 throughout.
+    for t in range(1, T):
+        np.testing.assert_allclose(hs[t, :, 1], hs[1, :, 1], rtol=1e-6)
+        np.testing.assert_allclose(hs[t, :, 2], h0[:, 2], rtol=1e-6)
+    # without a mask every step counts
+    full, _ = linear_recurrence(a, b, h0, method=method)
+    np.testing.assert_allclose(full, _loop(a, b, h0, np.full(B, T))[0], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("cls", [LSTM, GRU, SimpleRNN])
-def test_layer_custom_backward_matches_reference(cls):
-    """Whole stacked bidirectional layer with variable lengths, gates and perturbation."""
-    layer = cls(3, H, num_layers=2, bidirectional=True, rngs=nnx.Rngs(1))
-    x = jax.random.normal(jax.random.PRNGKey(2), (B, T, 3))
-    pert = 0.1 * jax.random.normal(jax.random.PRNGKey(3), (B, T, 2 * H))
-    graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.complex64], ids=["real", "complex"])
+def test_scan_and_associative_scan_give_the_same_gradients(dtype):
+    a, b, h0 = _inputs(dtype)
+    mask = (jnp.arange(T)[:, None] < LENGTHS[None, :]).astype(jnp.float32)
+    weights = jax.random.normal(jax.random.key(3), (T, N, B, H))
 
-    def loss(params, x, pert, impl):
-        m = nnx.merge(graphdef, params, rest)
-        m.scan_impl = impl
-        y, state, gates = m(x, LENGTHS, return_gates=True, hidden_perturbation=pert)
-        g = sum(jnp.sum(v**2) for v in jax.tree.leaves(gates))
-        return jnp.sum(jnp.sin(y)) + sum(jnp.sum(s**2) for s in jax.tree.leaves(state)) + g
+    def loss(a, b, h0, method):
+        hs, h_last = linear_recurrence(a, b, h0, mask, method=method)
+        return jnp.sum(weights * jnp.abs(hs) ** 2) + jnp.sum(jnp.abs(h_last))
 
-    grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2)), static_argnums=3)
-    g_c, g_r = grad(params, x, pert, "custom"), grad(params, x, pert, "reference")
-    for a, b in zip(jax.tree.leaves(g_c), jax.tree.leaves(g_r), strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
+    grads = {
+        m: jax.jit(jax.grad(loss, argnums=(0, 1, 2)), static_argnums=3)(a, b, h0, m)
+        for m in LINEAR_SCAN_METHODS
+    }
+    for g_scan, g_assoc in zip(grads["scan"], grads["associative"], strict=True):
+        assert bool(jnp.any(g_scan != 0))
+        np.testing.assert_allclose(g_assoc, g_scan, rtol=1e-4, atol=1e-5)
+    # padded steps are a = 1, b = 0 whatever their values: no gradient reaches them
+    padded = ~(np.arange(T)[:, None] < LENGTHS[None, :])
+    for method in LINEAR_SCAN_METHODS:
+        for g in grads[method][:2]:
+            assert not np.any(np.where(padded[:, None, :, None], np.asarray(g), 0))
 
 
-@pytest.mark.parametrize(
-    "num_blocks,tanh_block", [(4, 2), (2, None)], ids=["lstm i,f,g,o", "gru r,z"]
-)
-def test_gate_activations_are_sigmoid_and_tanh_block_by_block(num_blocks, tanh_block):
-    """The one-pass activation (one tanh over the whole gate vector) equals jax.nn.sigmoid
-    on every sigmoid block and tanh on the tanh block, tails included."""
-    hs = 5
-    z = jnp.linspace(-30.0, 30.0, 3 * num_blocks * hs).reshape(3, num_blocks * hs)
-    got = np.asarray(scan._gate_activations(z, num_blocks, tanh_block))
-    for k in range(num_blocks):
-        block = z[:, k * hs : (k + 1) * hs]
-        want = jnp.tanh(block) if k == tanh_block else jax.nn.sigmoid(block)
-        np.testing.assert_allclose(got[:, k * hs : (k + 1) * hs], want, rtol=1e-6, atol=1e-7)
+def test_a_time_invariant_diagonal_broadcasts_over_time_and_batch():
+    _, b, h0 = _inputs(jnp.complex64)
+    lam = 0.8 * jnp.exp(1j * jnp.linspace(0.0, 3.0, N * H)).reshape(N, 1, H)
+    for method in LINEAR_SCAN_METHODS:
+        hs, _ = linear_recurrence(lam, b, h0, method=method)
+        want, _ = _loop(jnp.broadcast_to(lam, b.shape), b, h0, np.full(B, T))
+        np.testing.assert_allclose(hs, want, rtol=1e-5, atol=1e-5)
+
+
+def test_an_unknown_method_is_refused_naming_the_choices():
+    a, b, h0 = _inputs(jnp.float32)
+    with pytest.raises(ValueError, match="method='parallel' is unknown; choose one of scan, "):
+        linear_recurrence(a, b, h0, method="parallel")

@@ -1,0 +1,170 @@
+"""The LRU cell (lstm_jax/nn/lru.py) against a per-step reference written from the paper's
+equations (Orvieto et al. 2023), one sequence, layer and direction at a time: outputs,
+final states and gradients, with variable lengths, stacked and bidirectional, by both
+linear-scan methods; its ring initialisation and its declared retention."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from lstm_jax.nn import Retention, retentions
+from lstm_jax.nn.lru import LRU
+from lstm_jax.train.diagnostics import gate_stats
+
+B, T, D, H = 3, 7, 4, 5
+LENGTHS = jnp.array([7, 3, 1])
+
+
+def _reference_direction(p, d, u):
+    """One direction d of one layer over one sequence u (t, D_in), step by step:
+    x_t = lambda x_{t-1} + gamma B u_t, y_t = Re(C x_t) + D u_t. Returns y (t, H), x_t."""
+    lam = jnp.exp(-jnp.exp(p["nu_log"][d]) + 1j * jnp.exp(p["theta_log"][d]))
+    gamma = jnp.exp(p["gamma_log"][d])
+    b_mat = p["B_re"][:, d] + 1j * p["B_im"][:, d]  # (D_in, H)
+    c_mat = p["C_re"][d] + 1j * p["C_im"][d]  # (H, H): x @ C
+    x = jnp.zeros(H, jnp.complex64)
+    ys = []
+    for t in range(u.shape[0]):
+        x = lam * x + gamma * (u[t] @ b_mat)
+        ys.append(jnp.real(x @ c_mat) + u[t] @ p["D"][:, d])
+    return (jnp.stack(ys) if ys else jnp.zeros((0, H))), x
+
+
+def reference(params, x, lengths, num_layers, bidirectional):
+    """y (B, T, N*H) zero past each length, and the state (y_T, Re x_T, Im x_T) each
+    (num_layers * N, B, H), from `_reference_direction` on each sequence's valid steps."""
+    n = 2 if bidirectional else 1
+    ys, finals = [], []
+    for b in range(x.shape[0]):
+        length = int(lengths[b])
+        u = x[b, :length]
+        per_layer = []
+        for k in range(num_layers):
+            p = params[f"layer_{k}"]
+            outs, states = [], []
+            for d in range(n):
+                seq = u if d == 0 else u[::-1]
+                y_d, x_d = _reference_direction(p, d, seq)
+                outs.append(y_d if d == 0 else y_d[::-1])
+                y_last = y_d[-1] if length else jnp.zeros(H)
+                states.append((y_last, x_d.real, x_d.imag))
+            u = jnp.concatenate(outs, axis=-1)
+            per_layer += states
+        ys.append(jnp.pad(u, ((0, x.shape[1] - length), (0, 0))))
+        finals.append(per_layer)
+    state = tuple(
+        jnp.stack([jnp.stack([f[j][part] for f in finals]) for j in range(num_layers * n)])
+        for part in range(3)
+    )
+    return jnp.stack(ys), state
+
+
+def _layer_and_params(num_layers, bidirectional, scan_method="associative"):
+    layer = LRU(
+        D,
+        H,
+        num_layers=num_layers,
+        bidirectional=bidirectional,
+        scan_method=scan_method,
+        r_min=0.5,
+        max_phase=3.0,
+        rngs=nnx.Rngs(0),
+    )
+    params = {
+        f"layer_{k}": {
+            name: v[...]
+            for name, v in vars(getattr(layer, f"layer_{k}")).items()
+            if isinstance(v, nnx.Param)
+        }
+        for k in range(num_layers)
+    }
+    return layer, params
+
+
+def _x():
+    return jax.random.normal(jax.random.key(1), (B, T, D))
+
+
+@pytest.mark.parametrize("scan_method", ["associative", "scan"])
+@pytest.mark.parametrize(("num_layers", "bidirectional"), [(1, False), (2, True)])
+def test_lru_matches_the_per_step_reference(num_layers, bidirectional, scan_method):
+    layer, params = _layer_and_params(num_layers, bidirectional, scan_method)
+    x = _x()
+    y, state = layer(x, LENGTHS)
+    y_ref, state_ref = reference(params, x, LENGTHS, num_layers, bidirectional)
+    np.testing.assert_allclose(y, y_ref, atol=2e-5)
+    for part, (got, want) in enumerate(zip(state, state_ref, strict=True)):
+        np.testing.assert_allclose(got, want, atol=2e-5, err_msg=f"state part {part}")
+    # the last output at each true length is what a "last" pooling head reads
+    top_forward = layer.hidden_of(state)[-layer.num_directions]
+    np.testing.assert_allclose(top_forward[1], y[1, 2, :H], atol=1e-6)
+
+
+def test_lru_gradients_match_the_reference_by_both_scan_methods():
+    x = _x()
+    w = jax.random.normal(jax.random.key(2), (B, T, 2 * H))
+    grads = {}
+    for method in ("associative", "scan"):
+        layer, params = _layer_and_params(2, True, method)
+        graphdef, _, rest = nnx.split(layer, nnx.Param, ...)
+        state = nnx.state(layer, nnx.Param)
+
+        def loss(state, x, graphdef=graphdef, rest=rest):
+            y, s = nnx.merge(graphdef, state, rest)(x, LENGTHS)
+            return jnp.sum(w * jnp.sin(y)) + sum(jnp.sum(part**2) for part in s)
+
+        grads[method] = jax.jit(jax.grad(loss, argnums=(0, 1)))(state, x)
+
+    def ref_loss(params, x):
+        y, s = reference(params, x, LENGTHS, 2, True)
+        return jnp.sum(w * jnp.sin(y)) + sum(jnp.sum(part**2) for part in s)
+
+    g_params, g_x = jax.grad(ref_loss, argnums=(0, 1))(params, x)
+    for method, (g_state, g_x_layer) in grads.items():
+        np.testing.assert_allclose(g_x_layer, g_x, atol=5e-5, err_msg=method)
+        for k, layer_grads in g_params.items():
+            for name, want in layer_grads.items():
+                got = g_state[k][name][...]
+                assert np.any(np.asarray(want) != 0), name
+                np.testing.assert_allclose(got, want, atol=5e-5, err_msg=f"{method} {k}.{name}")
+
+
+def test_ring_initialisation_and_gamma_normalisation():
+    layer = LRU(D, 4000, r_min=0.4, r_max=0.8, max_phase=0.5, rngs=nnx.Rngs(3))
+    p = layer.layer_0
+    lam = jnp.exp(-jnp.exp(p.nu_log[...]) + 1j * jnp.exp(p.theta_log[...]))
+    modulus, phase = np.asarray(jnp.abs(lam)), np.asarray(jnp.angle(lam))
+    assert modulus.min() >= 0.4 - 1e-6 and modulus.max() <= 0.8 + 1e-6
+    assert phase.min() >= 0.0 and phase.max() <= 0.5 + 1e-6
+    # uniform in area on the ring: half the units inside the radius that halves its area
+    np.testing.assert_allclose(np.mean(modulus**2 < (0.4**2 + 0.8**2) / 2), 0.5, atol=0.03)
+    np.testing.assert_allclose(np.exp(p.gamma_log[...]), np.sqrt(1 - modulus**2), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"r_min": 0.9, "r_max": 0.5}, "LRU needs 0 <= r_min < r_max <= 1"),
+        ({"scan_method": "parallel"}, "scan_method='parallel' is unknown"),
+    ],
+)
+def test_bad_options_are_refused_before_any_work(options, message):
+    with pytest.raises(ValueError, match=message):
+        LRU(D, H, rngs=nnx.Rngs(0), **options)
+
+
+def test_lru_declares_the_modulus_of_lambda_as_its_retention():
+    layer = LRU(D, H, bidirectional=True, rngs=nnx.Rngs(0))
+    assert retentions(layer) == {"decay": Retention("decay", "modulus")}
+    _, _, gates = layer.run(_x(), LENGTHS, return_gates=True)
+    mask = (jnp.arange(T)[None, :] < LENGTHS[:, None]).astype(jnp.float32)
+    stats = gate_stats(gates, mask, activations=layer.GATE_ACTIVATIONS, retain=retentions(layer))
+    p = layer.layer_0
+    modulus = np.exp(-np.exp(np.asarray(p.nu_log[...], np.float64))).reshape(-1)
+    np.testing.assert_allclose(
+        stats["gates/layer_0/decay_tau_median"], np.median(-1.0 / np.log(modulus)), rtol=1e-4
+    )
