@@ -31,7 +31,8 @@ def jax_functions(b, t, d, h):
     from flax import nnx
 
     from lstm_jax.nn import LSTM
-    from lstm_jax.nn.scan import _lstm_step, input_projection, lstm_scan
+    from lstm_jax.nn.lstm import _lstm_step, lstm_scan
+    from lstm_jax.nn.scan import input_projection
 
     model = LSTM(d, h, backend="scan", rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from interleaved import print_medians, time_interleaved
 
-from lstm_jax.nn.scan import _gate_activations
+from lstm_jax.nn.dense import gate_activations as _gate_activations
 
 F32 = jnp.float32
 

@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 
 import lstm_jax.cli  # noqa: F401  (registers the config resolvers)
 from lstm_jax.config import CONFIG_DIR
+from lstm_jax.nn.registry import CELLS
 from lstm_jax.schema import constructor_parameters
 
 EXPERIMENTS = sorted(p.stem for p in (Path(CONFIG_DIR) / "experiment").glob("*.yaml"))
@@ -41,7 +42,7 @@ def test_preset_keys_are_read_by_the_code(experiment):
         assert not extra, f"experiment={experiment}: {group} has no keys {sorted(extra)}"
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", sorted(CELLS))
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_cell_runs_on_every_experiment(experiment, cell):
     """`model=<cell>` composes and validates on every preset (issue 30): the LSTM's
