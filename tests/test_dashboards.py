@@ -15,6 +15,10 @@ from browser import free_port, get_json, rendered_dom, screenshot, serving
 from cli_runner import run_cli
 from PIL import Image
 
+# Slow (TensorBoard and optuna-dashboard in headless Chromium, about a minute): .ci/run's
+# -m slow step runs it, after the 10-minute default suite.
+pytestmark = pytest.mark.slow
+
 TINY = [
     "task.seq_len=6",
     "task.val_size=16",

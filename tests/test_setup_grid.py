@@ -86,6 +86,7 @@ def test_chrono_without_a_T_max_is_refused_in_one_line(tmp_path):
     assert not list(tmp_path.glob("outputs/*/*/metrics.jsonl"))
 
 
+@pytest.mark.slow  # four real runs of the sweep; .ci/run's -m slow step
 def test_a_narrowed_grid_runs_named_dirs_and_the_same_command_resumes_them(tmp_path):
     """One seed, one optimiser, no clipping: the two inits, each in a dir named by its setup;
     the same command with trainer.resume=true continues those dirs and makes no new one."""

@@ -8,8 +8,13 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from cli_runner import TINY_RUN, start_cli
+
+# Slow (several real lstm-jax processes started at once): .ci/run's -m slow step runs it,
+# after the 10-minute default suite.
+pytestmark = pytest.mark.slow
 
 TINY = (*TINY_RUN, "trainer.max_steps=4")
 

@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 from cli_runner import TINY_RUN, run_cli, slow_adding, start_cli
 
+# Slow (real runs filling a tmpfs, a read-only remount, a refused allocation): .ci/run's
+# -m slow step runs it, after the 10-minute default suite.
+pytestmark = pytest.mark.slow
+
 
 def mount(*args: str) -> None:
     result = subprocess.run(["mount", *args], capture_output=True, text=True)
