@@ -15,6 +15,10 @@ from lstm_jax.nn import Retention, retentions
 from lstm_jax.nn.lru import LRU
 from lstm_jax.train.diagnostics import gate_stats
 
+# Slow (the LRU against its per-step reference, gradients by both scan methods): .ci/run's
+# -m slow step runs it, after the 10-minute default suite.
+pytestmark = pytest.mark.slow
+
 B, T, D, H = 3, 7, 4, 5
 LENGTHS = jnp.array([7, 3, 1])
 

@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 from cli_runner import TINY_RUN, run_cli, tree_hashes
 
+# Slow (real lstm-jax runs, several per test): .ci/run's -m slow step runs it, after the
+# 10-minute default suite.
+pytestmark = pytest.mark.slow
+
 TINY = TINY_RUN
 
 

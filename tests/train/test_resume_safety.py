@@ -14,6 +14,10 @@ from cli_runner import TINY_RUN, run_cli, tree_hashes
 
 from lstm_jax.train.checkpoint import Checkpointer
 
+# Slow (real lstm-jax runs, several per test): .ci/run's -m slow step runs it, after the
+# 10-minute default suite.
+pytestmark = pytest.mark.slow
+
 TINY = (*TINY_RUN, "trainer.max_steps=4")
 
 

@@ -3,7 +3,12 @@ failed before its first step does not claim its dir."""
 
 from __future__ import annotations
 
+import pytest
 from cli_runner import TINY_RUN, run_cli
+
+# Slow (real lstm-jax runs, several per test): .ci/run's -m slow step runs it, after the
+# 10-minute default suite.
+pytestmark = pytest.mark.slow
 
 
 def test_a_finite_divergence_is_warned(tmp_path):
