@@ -194,6 +194,7 @@ def optuna_study_names(db: Path) -> list[str]:
     return optuna.get_all_study_names(f"sqlite:///{db}")
 
 
+@pytest.mark.slow  # three Optuna sweeps of real runs; .ci/run's -m slow step
 def test_optuna_preset_runs_trials_into_a_sqlite_study_that_continues(tmp_path: Path):
     import optuna
 

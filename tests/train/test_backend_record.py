@@ -18,6 +18,7 @@ from lstm_jax.train.run import build_trainer
 DROPOUT_WHY = "dropout between layers is active (cuDNN draws its own masks)"
 
 
+@pytest.mark.slow  # a 2-layer run on the stand-in GPU; .ci/run's -m slow step
 def test_a_run_records_each_step_kinds_kernel_and_warns_once_about_auto(tmp_path, monkeypatch):
     cudnn_calls = install(monkeypatch)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
