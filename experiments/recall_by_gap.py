@@ -32,8 +32,8 @@ import optax
 from flax import nnx
 
 from lstm_jax.data.synthetic import variable_copy
+from lstm_jax.run import load_run
 from lstm_jax.tasks.synthetic import VariableCopyTask, one_hot
-from lstm_jax.train.run import load_run
 
 DEFAULT_GAPS = (1, 10, 25, 50, 100, 200, 300, 400, 500)
 

@@ -257,6 +257,7 @@ def _run(cfg: DictConfig) -> float | FailedJob:
 
 
 def _train(cfg: DictConfig, run_dir: Path) -> float:
+    from lstm_jax.run import build_trainer, monitor_value
     from lstm_jax.train.faults import (
         DropDiskFaultRecords,
         NonFiniteLossError,
@@ -264,7 +265,6 @@ def _train(cfg: DictConfig, run_dir: Path) -> float:
         check_memory,
         disk_fault,
     )
-    from lstm_jax.train.run import build_trainer, monitor_value
 
     # Own W&B service per run: one inherited from a parent Python process that uses W&B
     # (WANDB_SERVICE) would keep a SIGKILLed run's id registered, and its resume would then

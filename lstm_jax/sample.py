@@ -86,7 +86,7 @@ def parse_args(argv: list[str]) -> tuple[str, dict]:
 
 def sample(run_dir: str, **opts) -> str:
     """The text generated from the run in `run_dir` (see the module doc for the options)."""
-    from lstm_jax.train.run import load_run
+    from lstm_jax.run import load_run
 
     which = opts.pop("which", "best")
     _, task, model = load_run(run_dir, which=which)

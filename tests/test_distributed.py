@@ -201,7 +201,7 @@ import lstm_jax.cli  # registers the config resolvers
 from lstm_jax.config import CONFIG_DIR
 from lstm_jax.distributed import (is_main_process, make_data_mesh, maybe_initialize_distributed,
                                   shard_batch)
-from lstm_jax.train.run import build_trainer
+from lstm_jax.run import build_trainer
 
 assert maybe_initialize_distributed() is False
 assert jax.device_count() == 8, jax.devices()

@@ -45,7 +45,7 @@ def final_params(run_dir: Path) -> list[np.ndarray]:
     """The parameters of the run's last checkpoint, restored in this (1-device) process."""
     from flax import nnx
 
-    from lstm_jax.train.run import load_run
+    from lstm_jax.run import load_run
 
     assert (run_dir / "checkpoints" / "last" / str(STEPS)).is_dir()
     _, _, model = load_run(run_dir, "last")

@@ -130,7 +130,7 @@ class Trainer:
                           run_dir="runs/x")
         summary = trainer.fit()
 
-    `lstm_jax.train.run.build_trainer` builds these from a Hydra config (what `lstm-jax`
+    `lstm_jax.run.build_trainer` builds these from a Hydra config (what `lstm-jax`
     does). `model` is the freshly initialised model (its parameters are the run's initial
     state); `learning_rate` is only reported (train/lr); `loggers(resume_step)` returns the
     run's loggers (default: metrics.jsonl only); `mesh` is the data-parallel mesh (default:

@@ -20,7 +20,7 @@ from hydra import compose, initialize_config_dir
 
 import lstm_jax.cli  # noqa: F401  (registers the config resolvers)
 from lstm_jax.config import CONFIG_DIR
-from lstm_jax.train.run import train
+from lstm_jax.run import train
 
 pytestmark = pytest.mark.slow
 

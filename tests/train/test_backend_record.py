@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 import lstm_jax.cli  # noqa: F401  (registers the config resolvers)
 from lstm_jax.config import CONFIG_DIR
 from lstm_jax.loggers import read_wandb_run
-from lstm_jax.train.run import build_trainer
+from lstm_jax.run import build_trainer
 
 DROPOUT_WHY = "dropout between layers is active (cuDNN draws its own masks)"
 

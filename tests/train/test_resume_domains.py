@@ -18,8 +18,8 @@ from hydra import compose, initialize_config_dir
 
 import lstm_jax.cli  # noqa: F401  (registers the config resolvers)
 from lstm_jax.config import CONFIG_DIR
+from lstm_jax.run import build_trainer
 from lstm_jax.train.checkpoint import Checkpointer
-from lstm_jax.train.run import build_trainer
 
 # Slow (four trainers per test on generated FSDD and ETTh1 data): .ci/run's -m slow step.
 pytestmark = pytest.mark.slow

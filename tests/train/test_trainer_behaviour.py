@@ -19,9 +19,9 @@ from omegaconf import OmegaConf
 
 import lstm_jax.cli  # noqa: F401  (registers the config resolvers)
 from lstm_jax.config import CONFIG_DIR
+from lstm_jax.run import build_trainer, load_run
 from lstm_jax.train.checkpoint import Checkpointer
 from lstm_jax.train.optim import make_optimizer, make_schedule
-from lstm_jax.train.run import build_trainer, load_run
 from lstm_jax.train.trainer import Trainer, TrainerConfig
 
 COMMON = [
