@@ -28,11 +28,22 @@ mesh of lstm_jax.distributed, the parameters replicated.
     python experiments/bench_lstm.py --shapes S2 --impls lstm_jax,pytorch \
         --variant onednn=xla:--xla_cpu_use_onednn=true --variant unroll2=unroll:2
     python experiments/bench_lstm.py --variant dp2=xla:--xla_force_host_platform_device_count=2
+
+Every registered cell (lstm_jax.nn.registry.CELLS, each with its model config's defaults) is
+an implementation `cell:<name>`, and `--impls cells` names them all. At the memory-task shape
+(batch 50, hidden 128, a 10-wide one-hot input, one layer) and T = 100, 1,000, 4,000 (M100,
+M1000, M4000), a second table gives each implementation's step time against T and the
+log-log slope of that growth: 1 where the cost is linear in T (a sequential scan, or an
+associative one whose work dominates), below 1 where a parallel scan's log T depth and
+per-step overheads still matter.
+
+    python experiments/bench_lstm.py --shapes M100,M1000,M4000 --impls cells
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -53,6 +64,10 @@ SHAPES = {
     "S3": (64, 256, 512, 512, 1, False, False),
     "S4": (16, 1024, 128, 128, 1, False, False),
     "S5": (32, 200, 80, 256, 2, True, True),
+    # the memory tasks' shape (copy's one-hot input, the presets' hidden size) at three T
+    "M100": (50, 100, 10, 128, 1, False, False),
+    "M1000": (50, 1000, 10, 128, 1, False, False),
+    "M4000": (50, 4000, 10, 128, 1, False, False),
 }
 JAX_PEERS = ("flax.linen", "haiku", "equinox")
 S5_IMPLEMENTATIONS = ("lstm_jax", "lstm_jax.cudnn", "pytorch")
@@ -81,6 +96,29 @@ def make_lstm_jax(
         mesh = distributed.make_data_mesh()
         params = distributed.replicate(params, mesh)
         x, lengths = distributed.shard_batch((x, lengths), mesh)
+
+    @jax.jit
+    def step(params, x, lengths):
+        def loss(p):
+            y, _ = nnx.merge(graphdef, p)(x, lengths)
+            return jnp.mean(y**2)
+
+        return jax.value_and_grad(loss)(params)
+
+    return lambda: _block(step(params, x, lengths))
+
+
+def make_cell(cell, b, t, d, h, layers, x_np, lengths=None, bidirectional=False):
+    """A registered cell with its model config's defaults (configs/model/<cell>.yaml): the
+    layer the trainer builds for `model=<cell>`."""
+    from flax import nnx
+
+    from lstm_jax.models.core import make_core, model_config
+
+    config = model_config(cell, hidden_size=h, num_layers=layers, bidirectional=bidirectional)
+    model = make_core(config, d, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model, nnx.Param)
+    x, lengths = jnp.asarray(x_np), None if lengths is None else jnp.asarray(lengths)
 
     @jax.jit
     def step(params, x, lengths):
@@ -199,6 +237,34 @@ MAKERS: dict[str, Callable] = {
     "haiku": make_haiku,
     "equinox": make_equinox,
 }
+CELL_PREFIX = "cell:"  # cell:<name>, one implementation per registered cell (make_cell)
+
+
+def maker(name: str) -> Callable:
+    if name.startswith(CELL_PREFIX):
+        return functools.partial(make_cell, name.removeprefix(CELL_PREFIX))
+    return MAKERS[name]
+
+
+def expand_impls(text: str) -> list[str]:
+    """The --impls list, `cells` standing for every registered cell; an unknown name is
+    refused in one line."""
+    from lstm_jax.nn.registry import CELLS
+
+    names = []
+    for name in filter(None, text.split(",")):
+        if name == "cells":
+            names += [CELL_PREFIX + cell for cell in CELLS]
+        elif name in MAKERS or (
+            name.startswith(CELL_PREFIX) and name.removeprefix(CELL_PREFIX) in CELLS
+        ):
+            names.append(name)
+        else:
+            raise SystemExit(
+                f"bench_lstm.py: error: --impls {name!r} is unknown; choose from "
+                f"{', '.join(MAKERS)}, cells, or cell:<name> of {', '.join(CELLS)}"
+            )
+    return names
 
 
 def _available(name):
@@ -314,7 +380,7 @@ def worker(name: str, key: str, warmup: int, unroll: int = 1) -> None:
     )
     if unroll != 1:
         kwargs["unroll"] = unroll
-    step = MAKERS[name](b, t, d, h, layers, x_np, **kwargs)
+    step = maker(name)(b, t, d, h, layers, x_np, **kwargs)
     for _ in range(warmup):
         step()
     print("ready", flush=True)
@@ -376,6 +442,29 @@ def bench_shape(
     return times
 
 
+def growth_with_t(results: dict) -> dict:
+    """For shapes that differ only in T (the M shapes), each implementation's median step
+    (ms) per T and the least-squares slope of log(step) against log(T)."""
+    groups: dict[tuple, dict[str, dict]] = {}
+    for entry in results.values():
+        b, t, d, h, layers, bidirectional, ragged = entry["shape"]
+        if bidirectional or ragged:
+            continue
+        for name, row in entry["results"].items():
+            table = groups.setdefault((b, d, h, layers), {})
+            table.setdefault(name, {"median_ms": {}})["median_ms"][t] = row["median_s"] * 1e3
+    out = {}
+    for same, table in groups.items():
+        table = {n: row for n, row in table.items() if len(row["median_ms"]) >= 2}
+        for row in table.values():
+            log_t = np.log(list(row["median_ms"]))
+            log_ms = np.log(list(row["median_ms"].values()))
+            row["loglog_slope"] = float(np.polyfit(log_t, log_ms, 1)[0])
+        if table:
+            out[same] = table
+    return out
+
+
 def _spread(ts: list[float]) -> float:
     q = statistics.quantiles(ts, n=4) if len(ts) >= 4 else [min(ts), 0, max(ts)]
     return q[2] - q[0]
@@ -416,7 +505,7 @@ def main(argv=None):
         **library_versions(),
     }
     machine["gemm_peak_gflops"] = gemm_peak_gflops()
-    names = [n for n in args.impls.split(",") if _available(n)]
+    names = [n for n in expand_impls(args.impls) if _available(n)]
     print(
         f"# machine: {machine['cpu']} ({machine['isa']}, {machine['cores']} cores), "
         f"{machine['backend']} {machine['device']}, JAX GEMM peak "
@@ -453,8 +542,9 @@ def main(argv=None):
                 "iqr_s": _spread(raw[name]),
                 "times_s": raw[name],
                 "ms_per_timestep": sec * 1e3 / shape[1],
-                "fraction_of_gemm_peak": step_gflop(shape) / sec / machine["gemm_peak_gflops"],
             }
+            if not name.startswith(CELL_PREFIX):  # step_gflop counts the LSTM's matmuls
+                row["fraction_of_gemm_peak"] = step_gflop(shape) / sec / machine["gemm_peak_gflops"]
             if "pytorch" in medians:
                 row["speedup_vs_pytorch"] = medians["pytorch"] / sec
             if best_peer:
@@ -464,16 +554,41 @@ def main(argv=None):
                 f"{row[k]:.2f}x" if k in row else "-"  # S5: no JAX peer has the layer
                 for k in ("speedup_vs_pytorch", "speedup_vs_best_jax_peer")
             )
+            peak = (
+                f"{100 * row['fraction_of_gemm_peak']:.1f}%"
+                if "fraction_of_gemm_peak" in row
+                else "-"
+            )
             print(
                 f"{key:<5} {name:<20} {sec * 1e3:>10.1f} {row['iqr_s'] * 1e3:>8.1f} "
-                f"{row['ms_per_timestep']:>9.3f} {100 * row['fraction_of_gemm_peak']:>6.1f}% "
+                f"{row['ms_per_timestep']:>9.3f} {peak:>7} "
                 f"{vs_t:>9} {vs_j:>17}",
                 flush=True,
             )
         results[key] = {"shape": shape, "best_jax_peer": best_peer, "results": rows}
+    growth = growth_with_t(results)
+    for same, table in growth.items():
+        b, d, h, layers = same
+        ts = sorted({t for row in table.values() for t in row["median_ms"]})
+        print(f"\n# step time against T at B={b}, input {d}, H={h}, {layers} layer(s): median ms")
+        print(f"{'impl':<20} " + " ".join(f"{'T=' + str(t):>10}" for t in ts) + f" {'slope':>6}")
+        for name, row in table.items():
+            cols = " ".join(f"{row['median_ms'].get(t, float('nan')):>10.1f}" for t in ts)
+            print(f"{name:<20} {cols} {row['loglog_slope']:>6.2f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine, "variants": variants, "shapes": results}, f, indent=2)
+            json.dump(
+                {
+                    "machine": machine,
+                    "variants": variants,
+                    "shapes": results,
+                    "growth": {
+                        f"B{b}_D{d}_H{h}_L{n}": table for (b, d, h, n), table in growth.items()
+                    },
+                },
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":
