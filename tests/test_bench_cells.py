@@ -30,6 +30,7 @@ def test_cells_stand_for_every_registered_cell_and_a_typo_is_refused():
         bench.expand_impls("cell:gruu")
 
 
+@pytest.mark.slow  # a compile per cell: .ci/run's -m slow step
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_a_cell_step_runs_at_its_model_configs_defaults(cell):
     bench = _bench()
