@@ -77,20 +77,14 @@ def _block(tree):
     jax.block_until_ready(tree)
 
 
-def make_lstm_jax(
-    b, t, d, h, layers, x_np, lengths=None, bidirectional=False, backend="scan", unroll=1
-):
+def _nnx_step(model, x_np, lengths):
+    """One jitted training step of an lstm_jax layer; with several devices the batch is
+    split over them and the parameters replicated, as the trainer does."""
     from flax import nnx
 
-    from lstm_jax.nn import LSTM
-
-    model = LSTM(
-        d, h, num_layers=layers, bidirectional=bidirectional, backend=backend, rngs=nnx.Rngs(0)
-    )
-    model.unroll = unroll
     graphdef, params = nnx.split(model, nnx.Param)
     x, lengths = jnp.asarray(x_np), None if lengths is None else jnp.asarray(lengths)
-    if jax.device_count() > 1:  # as the trainer does: the batch split over the devices
+    if jax.device_count() > 1:
         from lstm_jax import distributed
 
         mesh = distributed.make_data_mesh()
@@ -108,6 +102,20 @@ def make_lstm_jax(
     return lambda: _block(step(params, x, lengths))
 
 
+def make_lstm_jax(
+    b, t, d, h, layers, x_np, lengths=None, bidirectional=False, backend="scan", unroll=1
+):
+    from flax import nnx
+
+    from lstm_jax.nn import LSTM
+
+    model = LSTM(
+        d, h, num_layers=layers, bidirectional=bidirectional, backend=backend, rngs=nnx.Rngs(0)
+    )
+    model.unroll = unroll
+    return _nnx_step(model, x_np, lengths)
+
+
 def make_cell(cell, b, t, d, h, layers, x_np, lengths=None, bidirectional=False):
     """A registered cell with its model config's defaults (configs/model/<cell>.yaml): the
     layer the trainer builds for `model=<cell>`."""
@@ -116,19 +124,7 @@ def make_cell(cell, b, t, d, h, layers, x_np, lengths=None, bidirectional=False)
     from lstm_jax.models.core import make_core, model_config
 
     config = model_config(cell, hidden_size=h, num_layers=layers, bidirectional=bidirectional)
-    model = make_core(config, d, rngs=nnx.Rngs(0))
-    graphdef, params = nnx.split(model, nnx.Param)
-    x, lengths = jnp.asarray(x_np), None if lengths is None else jnp.asarray(lengths)
-
-    @jax.jit
-    def step(params, x, lengths):
-        def loss(p):
-            y, _ = nnx.merge(graphdef, p)(x, lengths)
-            return jnp.mean(y**2)
-
-        return jax.value_and_grad(loss)(params)
-
-    return lambda: _block(step(params, x, lengths))
+    return _nnx_step(make_core(config, d, rngs=nnx.Rngs(0)), x_np, lengths)
 
 
 def make_lstm_jax_cudnn(*args, **kwargs):
