@@ -183,6 +183,30 @@ def reference_operands(xw, w_hh, mask, input_bias, compute_dtype):
     return cdt, bias_operand(input_bias, xw), w_hh.astype(cdt), mb
 
 
+def with_backward(fwd, bwd):
+    """The kernel `fwd(*operands)[0]` with the hand-written backward `bwd` (jax.custom_vjp):
+    every dense cell's kernel is its forward and backward joined this way."""
+
+    @jax.custom_vjp
+    def kernel(*operands):
+        return fwd(*operands)[0]
+
+    kernel.defvjp(fwd, bwd)
+    return kernel
+
+
+def call_kernel(kernel, xw, input_bias, operands, mask, pert):
+    """kernel(xw, bias, *operands, mask, pert), the operands (T, N, ...) / (N, ...) as the
+    public `*_scan` entries take them; one direction runs without its size-1 axis
+    (`squeeze_directions`) and its outputs get it back."""
+    b = bias_operand(input_bias, xw)
+    if xw.shape[1] == 1:
+        return unsqueeze_directions(
+            kernel(*squeeze_directions(xw, b, *operands), mask, squeeze_directions(pert)[0])
+        )
+    return kernel(xw, b, *operands, mask, pert)
+
+
 def zeros_or_none(x):
     return None if x is None else jnp.zeros_like(x)
 

@@ -129,12 +129,7 @@ def _gru_kernel(return_gates, has_pert, cdt, unroll):
         db = dense.bias_grad(dxw, b)
         return (dxw, db, dw, db_hn, dh0.astype(h0.dtype), dense.zeros_or_none(mask), dpert)
 
-    @jax.custom_vjp
-    def kernel(xw, b, w_hh, b_hn, h0, mask, pert):
-        return fwd(xw, b, w_hh, b_hn, h0, mask, pert)[0]
-
-    kernel.defvjp(fwd, bwd)
-    return kernel
+    return dense.with_backward(fwd, bwd)
 
 
 def gru_scan(
@@ -156,16 +151,7 @@ def gru_scan(
     k = _gru_kernel(
         bool(return_gates), pert is not None, scan.matmul_dtype(compute_dtype), int(unroll)
     )
-    b = dense.bias_operand(input_bias, xw)
-    if xw.shape[1] == 1:
-        return dense.unsqueeze_directions(
-            k(
-                *dense.squeeze_directions(xw, b, w_hh, b_hn, h0),
-                mask,
-                dense.squeeze_directions(pert)[0],
-            )
-        )
-    return k(xw, b, w_hh, b_hn, h0, mask, pert)
+    return dense.call_kernel(k, xw, input_bias, (w_hh, b_hn, h0), mask, pert)
 
 
 class GRU(dense.DenseRecurrent):

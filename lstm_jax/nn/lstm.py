@@ -154,12 +154,7 @@ def _lstm_kernel(return_gates, has_pert, cdt, unroll):
         db = dense.bias_grad(dz, b)
         return (dz, db, dw, dh0.astype(h0.dtype), dc0, dense.zeros_or_none(mask), dpert)
 
-    @jax.custom_vjp
-    def kernel(xw, b, w_hh, h0, c0, mask, pert):
-        return fwd(xw, b, w_hh, h0, c0, mask, pert)[0]
-
-    kernel.defvjp(fwd, bwd)
-    return kernel
+    return dense.with_backward(fwd, bwd)
 
 
 def lstm_scan(
@@ -181,16 +176,7 @@ def lstm_scan(
     k = _lstm_kernel(
         bool(return_gates), pert is not None, scan.matmul_dtype(compute_dtype), int(unroll)
     )
-    b = dense.bias_operand(input_bias, xw)
-    if xw.shape[1] == 1:
-        return dense.unsqueeze_directions(
-            k(
-                *dense.squeeze_directions(xw, b, w_hh, h0, c0),
-                mask,
-                dense.squeeze_directions(pert)[0],
-            )
-        )
-    return k(xw, b, w_hh, h0, c0, mask, pert)
+    return dense.call_kernel(k, xw, input_bias, (w_hh, h0, c0), mask, pert)
 
 
 class LSTM(dense.DenseRecurrent):

@@ -97,12 +97,7 @@ def _rnn_kernel(return_gates, has_pert, cdt, unroll):
             dpert,
         )
 
-    @jax.custom_vjp
-    def kernel(xw, b, w_hh, h0, mask, pert):
-        return fwd(xw, b, w_hh, h0, mask, pert)[0]
-
-    kernel.defvjp(fwd, bwd)
-    return kernel
+    return dense.with_backward(fwd, bwd)
 
 
 def rnn_scan(
@@ -122,12 +117,7 @@ def rnn_scan(
     k = _rnn_kernel(
         bool(return_gates), pert is not None, scan.matmul_dtype(compute_dtype), int(unroll)
     )
-    b = dense.bias_operand(input_bias, xw)
-    if xw.shape[1] == 1:
-        return dense.unsqueeze_directions(
-            k(*dense.squeeze_directions(xw, b, w_hh, h0), mask, dense.squeeze_directions(pert)[0])
-        )
-    return k(xw, b, w_hh, h0, mask, pert)
+    return dense.call_kernel(k, xw, input_bias, (w_hh, h0), mask, pert)
 
 
 class SimpleRNN(dense.DenseRecurrent):
