@@ -31,7 +31,7 @@ def compose_train(*overrides):
         (
             ["model.cell=lstmm"],
             "model.cell='lstmm' is not a known cell; choose model=lstm, model=gru, model=rnn, "
-            "model=lru.",
+            "model=lru, model=mingru, model=minlstm.",
         ),
         (
             # The cell is named once (model.cell); set alone it keeps the LSTM's own keys.

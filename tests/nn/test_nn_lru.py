@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from stacked_reference import stacked_reference
 
 from lstm_jax.nn import Retention, retentions
 from lstm_jax.nn.lru import LRU
@@ -41,30 +42,13 @@ def _reference_direction(p, d, u):
 def reference(params, x, lengths, num_layers, bidirectional):
     """y (B, T, N*H) zero past each length, and the state (y_T, Re x_T, Im x_T) each
     (num_layers * N, B, H), from `_reference_direction` on each sequence's valid steps."""
-    n = 2 if bidirectional else 1
-    ys, finals = [], []
-    for b in range(x.shape[0]):
-        length = int(lengths[b])
-        u = x[b, :length]
-        per_layer = []
-        for k in range(num_layers):
-            p = params[f"layer_{k}"]
-            outs, states = [], []
-            for d in range(n):
-                seq = u if d == 0 else u[::-1]
-                y_d, x_d = _reference_direction(p, d, seq)
-                outs.append(y_d if d == 0 else y_d[::-1])
-                y_last = y_d[-1] if length else jnp.zeros(H)
-                states.append((y_last, x_d.real, x_d.imag))
-            u = jnp.concatenate(outs, axis=-1)
-            per_layer += states
-        ys.append(jnp.pad(u, ((0, x.shape[1] - length), (0, 0))))
-        finals.append(per_layer)
-    state = tuple(
-        jnp.stack([jnp.stack([f[j][part] for f in finals]) for j in range(num_layers * n)])
-        for part in range(3)
-    )
-    return jnp.stack(ys), state
+
+    def run_direction(k, d, seq, b):
+        y_d, x_d = _reference_direction(params[f"layer_{k}"], d, seq)
+        y_last = y_d[-1] if len(seq) else jnp.zeros(H)
+        return y_d, (y_last, x_d.real, x_d.imag)
+
+    return stacked_reference(run_direction, x, lengths, num_layers, 2 if bidirectional else 1)
 
 
 def _layer_and_params(num_layers, bidirectional, scan_method="associative"):
