@@ -15,9 +15,12 @@ from lstm_jax.nn.gru import GRU
 from lstm_jax.nn.lru import LRU
 from lstm_jax.nn.lstm import LSTM
 from lstm_jax.nn.rnn import SimpleRNN
+from lstm_jax.nn.selective_ssm import SelectiveSSM
 from lstm_jax.nn.stack import RecurrentLayer, Retention
 
-CELLS: dict[str, type[RecurrentLayer]] = {cls.CELL: cls for cls in (LSTM, GRU, SimpleRNN, LRU)}
+CELLS: dict[str, type[RecurrentLayer]] = {
+    cls.CELL: cls for cls in (LSTM, GRU, SimpleRNN, LRU, SelectiveSSM)
+}
 
 
 def cell_class(name: str) -> type[RecurrentLayer]:

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cell_reference import assert_gradients_match_the_reference, layer_params, reference_stack
 from flax import nnx
 
 from lstm_jax.nn import Retention, retentions
@@ -25,7 +26,8 @@ LENGTHS = jnp.array([7, 3, 1])
 
 def _reference_direction(p, d, u):
     """One direction d of one layer over one sequence u (t, D_in), step by step:
-    x_t = lambda x_{t-1} + gamma B u_t, y_t = Re(C x_t) + D u_t. Returns y (t, H), x_t."""
+    x_t = lambda x_{t-1} + gamma B u_t, y_t = Re(C x_t) + D u_t. Returns y (t, H), the final
+    state's parts after y_T (Re x_T, Im x_T) and the decay gate |lambda| (t, H)."""
     lam = jnp.exp(-jnp.exp(p["nu_log"][d]) + 1j * jnp.exp(p["theta_log"][d]))
     gamma = jnp.exp(p["gamma_log"][d])
     b_mat = p["B_re"][:, d] + 1j * p["B_im"][:, d]  # (D_in, H)
@@ -35,36 +37,17 @@ def _reference_direction(p, d, u):
     for t in range(u.shape[0]):
         x = lam * x + gamma * (u[t] @ b_mat)
         ys.append(jnp.real(x @ c_mat) + u[t] @ p["D"][:, d])
-    return (jnp.stack(ys) if ys else jnp.zeros((0, H))), x
+    y = jnp.stack(ys) if ys else jnp.zeros((0, H))
+    return y, (x.real, x.imag), jnp.broadcast_to(jnp.abs(lam), y.shape)
 
 
 def reference(params, x, lengths, num_layers, bidirectional):
-    """y (B, T, N*H) zero past each length, and the state (y_T, Re x_T, Im x_T) each
+    """y (B, T, N*H) zero past each length and the state (y_T, Re x_T, Im x_T) each
     (num_layers * N, B, H), from `_reference_direction` on each sequence's valid steps."""
-    n = 2 if bidirectional else 1
-    ys, finals = [], []
-    for b in range(x.shape[0]):
-        length = int(lengths[b])
-        u = x[b, :length]
-        per_layer = []
-        for k in range(num_layers):
-            p = params[f"layer_{k}"]
-            outs, states = [], []
-            for d in range(n):
-                seq = u if d == 0 else u[::-1]
-                y_d, x_d = _reference_direction(p, d, seq)
-                outs.append(y_d if d == 0 else y_d[::-1])
-                y_last = y_d[-1] if length else jnp.zeros(H)
-                states.append((y_last, x_d.real, x_d.imag))
-            u = jnp.concatenate(outs, axis=-1)
-            per_layer += states
-        ys.append(jnp.pad(u, ((0, x.shape[1] - length), (0, 0))))
-        finals.append(per_layer)
-    state = tuple(
-        jnp.stack([jnp.stack([f[j][part] for f in finals]) for j in range(num_layers * n)])
-        for part in range(3)
+    y, state, _ = reference_stack(
+        _reference_direction, params, x, lengths, num_layers, bidirectional
     )
-    return jnp.stack(ys), state
+    return y, state
 
 
 def _layer_and_params(num_layers, bidirectional, scan_method="associative"):
@@ -78,14 +61,7 @@ def _layer_and_params(num_layers, bidirectional, scan_method="associative"):
         max_phase=3.0,
         rngs=nnx.Rngs(0),
     )
-    params = {
-        f"layer_{k}": {
-            name: v[...]
-            for name, v in vars(getattr(layer, f"layer_{k}")).items()
-            if isinstance(v, nnx.Param)
-        }
-        for k in range(num_layers)
-    }
+    params = layer_params(layer)
     return layer, params
 
 
@@ -109,32 +85,14 @@ def test_lru_matches_the_per_step_reference(num_layers, bidirectional, scan_meth
 
 
 def test_lru_gradients_match_the_reference_by_both_scan_methods():
-    x = _x()
     w = jax.random.normal(jax.random.key(2), (B, T, 2 * H))
-    grads = {}
-    for method in ("associative", "scan"):
-        layer, params = _layer_and_params(2, True, method)
-        graphdef, _, rest = nnx.split(layer, nnx.Param, ...)
-        state = nnx.state(layer, nnx.Param)
-
-        def loss(state, x, graphdef=graphdef, rest=rest):
-            y, s = nnx.merge(graphdef, state, rest)(x, LENGTHS)
-            return jnp.sum(w * jnp.sin(y)) + sum(jnp.sum(part**2) for part in s)
-
-        grads[method] = jax.jit(jax.grad(loss, argnums=(0, 1)))(state, x)
-
-    def ref_loss(params, x):
-        y, s = reference(params, x, LENGTHS, 2, True)
-        return jnp.sum(w * jnp.sin(y)) + sum(jnp.sum(part**2) for part in s)
-
-    g_params, g_x = jax.grad(ref_loss, argnums=(0, 1))(params, x)
-    for method, (g_state, g_x_layer) in grads.items():
-        np.testing.assert_allclose(g_x_layer, g_x, atol=5e-5, err_msg=method)
-        for k, layer_grads in g_params.items():
-            for name, want in layer_grads.items():
-                got = g_state[k][name][...]
-                assert np.any(np.asarray(want) != 0), name
-                np.testing.assert_allclose(got, want, atol=5e-5, err_msg=f"{method} {k}.{name}")
+    assert_gradients_match_the_reference(
+        lambda method: _layer_and_params(2, True, method)[0],
+        lambda params, x: reference(params, x, LENGTHS, 2, True),
+        _x(),
+        w,
+        LENGTHS,
+    )
 
 
 def test_ring_initialisation_and_gamma_normalisation():
