@@ -35,19 +35,22 @@ B, T, D, H, S, R = 3, 7, 4, 5, 3, 2
 LENGTHS = jnp.array([7, 3, 0])
 
 
-def _reference_direction(p, d, seq):
+def _reference_direction(p, d, seq, pert=None):
     """Direction d of one layer over one sequence seq (t, D_in), step by step from the
-    equations. Returns y (t, H), the final state's parts after y_T (h_T[:, n] for each state
+    equations; pert (t, H), if given, is added to each of a channel's state dimensions at
+    each step. Returns y (t, H), the final state's parts after y_T (h_T[:, n] for each state
     dimension n) and the decay gate (t, H)."""
     a = -jnp.exp(p["A_log"][d])  # (H, S)
     h = jnp.zeros((H, S))
     ys, decays = [], []
-    for x_t in seq:
+    for t, x_t in enumerate(seq):
         u = x_t @ p["in_proj"][:, d]
         dbc = u @ p["x_proj"][d]
         delta = jax.nn.softplus(dbc[:R] @ p["dt_proj"][d] + p["dt_bias"][d])
         b_t, c_t = dbc[R : R + S], dbc[R + S :]
         h = jnp.exp(delta[:, None] * a) * h + (delta * u)[:, None] * b_t[None, :]
+        if pert is not None:
+            h = h + pert[t][:, None]
         ys.append(h @ c_t + p["D"][d] * u)
         decays.append(jnp.exp(delta * jnp.max(a, axis=1)))
     if not ys:
@@ -118,6 +121,29 @@ def test_selective_ssm_gradients_match_the_reference_by_both_scan_methods():
         w,
         LENGTHS,
     )
+
+
+@pytest.mark.slow
+def test_the_hidden_perturbations_gradient_reaches_every_state_dimension_through_later_steps():
+    """The diagnostics' dL/dh_t: the perturbation is added to each of a channel's N state
+    dimensions inside the recurrence, so its gradient sums dL/dh_t[:, n] over them."""
+    layer, params = _layer_and_params(1, False)
+    x = _x()
+    # step 0's output left out of the loss: its perturbation counts only through later steps
+    w = jax.random.normal(jax.random.key(4), (B, T, H)).at[:, 0].set(0.0)
+
+    def loss(pert):
+        y, _, _ = layer.run(x, hidden_perturbation=pert)
+        return jnp.sum(w * jnp.sin(y))
+
+    def reference_loss(pert):
+        ys = [_reference_direction(params["layer_0"], 0, x[b], pert[b])[0] for b in range(B)]
+        return jnp.sum(w * jnp.sin(jnp.stack(ys)))
+
+    zero = jnp.zeros((B, T, H))
+    got, want = jax.grad(loss)(zero), jax.grad(reference_loss)(zero)
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    assert np.all(np.abs(np.asarray(got[:, 0])) > 1e-4)
 
 
 @pytest.mark.slow
