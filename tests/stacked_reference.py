@@ -4,7 +4,8 @@ the layout lstm_jax.nn.stack gives every cell. Each sequence is cut at its lengt
 reverse direction runs on the reversed sequence and its outputs are reversed back, layer
 k + 1 reads layer k's outputs of both directions, and the final states are stacked in
 PyTorch's order (layer-major, forward direction first). The cells' reference and parity
-tests (tests/nn/test_nn_lru.py, test_nn_mingru.py, test_nn_cell_parity.py) use it."""
+tests (tests/nn/test_nn_mingru.py, test_nn_cell_parity.py, and through tests/cell_reference.py
+test_nn_lru.py and test_nn_selective_ssm.py) use it."""
 
 from __future__ import annotations
 

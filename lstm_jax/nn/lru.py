@@ -86,11 +86,7 @@ class LRU(RecurrentLayer):
             )
         if max_phase <= 0.0:
             raise ValueError(f"LRU needs max_phase > 0, got {max_phase}.")
-        if scan_method not in scan.LINEAR_SCAN_METHODS:
-            raise ValueError(
-                f"scan_method={scan_method!r} is unknown; choose one of "
-                f"{', '.join(scan.LINEAR_SCAN_METHODS)}."
-            )
+        scan.require_scan_method(scan_method)
         # read by _layer_params, which the base constructor calls once per layer
         self.r_min, self.r_max, self.max_phase = r_min, r_max, max_phase
         self.scan_method = scan_method
@@ -136,21 +132,10 @@ class LRU(RecurrentLayer):
             "tnbk,nkh->tnbh", states.imag, p.C_im[...]
         )
         y = scan.zero_pad(scan.masks(mask, 4)[0], y + xw[..., 2 * h :])
-        y_last = self._last_output(y, y0, mask)
+        y_last = scan.last_valid(y, y0, mask)
         gates = None
         if return_gates:
             gates = scan.zero_pad(
                 scan.masks(mask, 4)[0], jnp.broadcast_to(jnp.abs(lam)[:, None, :], y.shape)
             )
         return y, (y_last, x_last.real, x_last.imag), gates
-
-    @staticmethod
-    def _last_output(y, y0, mask):
-        """y (T, N, B, H) at each sequence's last valid step (valid steps are a prefix in both
-        directions); the carried y0 for an empty sequence."""
-        if mask is None:
-            return y[-1]
-        lengths = jnp.sum(mask, axis=0).astype(jnp.int32)  # (B,)
-        idx = jnp.maximum(lengths - 1, 0)[None, None, :, None]
-        last = jnp.take_along_axis(y, jnp.broadcast_to(idx, (1, *y.shape[1:])), axis=0)[0]
-        return jnp.where((lengths > 0)[None, :, None], last, y0)

@@ -16,10 +16,11 @@ from lstm_jax.nn.lru import LRU
 from lstm_jax.nn.lstm import LSTM
 from lstm_jax.nn.mingru import MinGRU, MinLSTM
 from lstm_jax.nn.rnn import SimpleRNN
+from lstm_jax.nn.selective_ssm import SelectiveSSM
 from lstm_jax.nn.stack import RecurrentLayer, Retention
 
 CELLS: dict[str, type[RecurrentLayer]] = {
-    cls.CELL: cls for cls in (LSTM, GRU, SimpleRNN, LRU, MinGRU, MinLSTM)
+    cls.CELL: cls for cls in (LSTM, GRU, SimpleRNN, LRU, MinGRU, MinLSTM, SelectiveSSM)
 }
 
 

@@ -14,7 +14,7 @@ Conventions shared by every cell's kernel (lstm_jax/nn/<cell>.py), time-major:
 A masked step leaves the state as it was (`freeze`), so the final state is the one at each
 sequence's true length, and its output is zero (`zero_pad`). Valid steps form a prefix of
 each sequence, which is what lets the kernels shift an output sequence by one step to get
-the previous state (`shift`).
+the previous state (`shift`) and read each sequence's last output (`last_valid`).
 """
 
 from __future__ import annotations
@@ -65,6 +65,18 @@ def add_perturbation(h_new: Array, p_t: Array | None) -> Array:
 def shift(first: Array, seq: Array) -> Array:
     """[first, seq[0], ..., seq[T-2]]: the value before each step, (T, ...)."""
     return jnp.concatenate([first[None].astype(seq.dtype), seq[:-1]], axis=0)
+
+
+def last_valid(y: Array, y0: Array, mask: Array | None) -> Array:
+    """y (T, N, B, H) at each sequence's last valid step (valid steps are a prefix in both
+    directions), the output a diagonal cell carries as its state's first part (what
+    `hidden_of` and pooling "last" read); the carried y0 (N, B, H) for an empty sequence."""
+    if mask is None:
+        return y[-1]
+    lengths = jnp.sum(mask, axis=0).astype(jnp.int32)  # (B,)
+    idx = jnp.maximum(lengths - 1, 0)[None, None, :, None]
+    last = jnp.take_along_axis(y, jnp.broadcast_to(idx, (1, *y.shape[1:])), axis=0)[0]
+    return jnp.where((lengths > 0)[None, :, None], last, y0)
 
 
 def contract_time_and_batch(a: Array, b: Array) -> Array:
@@ -130,6 +142,15 @@ def _combine(earlier, later):
     return a2 * a1, a2 * b1 + b2
 
 
+def require_scan_method(method: str, key: str = "scan_method") -> None:
+    """Refuses, before any work, a `method` not in LINEAR_SCAN_METHODS, naming the choices
+    (`key` is the setting as the user writes it)."""
+    if method not in LINEAR_SCAN_METHODS:
+        raise ValueError(
+            f"{key}={method!r} is unknown; choose one of {', '.join(LINEAR_SCAN_METHODS)}."
+        )
+
+
 def linear_recurrence(
     a: Array,
     b: Array,
@@ -147,11 +168,7 @@ def linear_recurrence(
     (holding that frozen state), and the final state. `method` picks `lax.scan` or
     `lax.associative_scan` (LINEAR_SCAN_METHODS); both give the same values and gradients
     (tests/nn/test_nn_scan.py)."""
-    if method not in LINEAR_SCAN_METHODS:
-        raise ValueError(
-            f"linear scan method={method!r} is unknown; choose one of "
-            f"{', '.join(LINEAR_SCAN_METHODS)}."
-        )
+    require_scan_method(method, "linear scan method")
     dtype = jnp.result_type(a, b, h0)
     a = jnp.broadcast_to(a, b.shape).astype(dtype)
     b = b.astype(dtype)

@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from cell_reference import assert_gradients_match_the_reference, layer_params, reference_stack
 from flax import nnx
-from stacked_reference import stacked_reference
 
 from lstm_jax.nn import Retention, retentions
 from lstm_jax.nn.lru import LRU
@@ -26,7 +26,8 @@ LENGTHS = jnp.array([7, 3, 1])
 
 def _reference_direction(p, d, u):
     """One direction d of one layer over one sequence u (t, D_in), step by step:
-    x_t = lambda x_{t-1} + gamma B u_t, y_t = Re(C x_t) + D u_t. Returns y (t, H), x_t."""
+    x_t = lambda x_{t-1} + gamma B u_t, y_t = Re(C x_t) + D u_t. Returns y (t, H), the final
+    state's parts after y_T (Re x_T, Im x_T) and the decay gate |lambda| (t, H)."""
     lam = jnp.exp(-jnp.exp(p["nu_log"][d]) + 1j * jnp.exp(p["theta_log"][d]))
     gamma = jnp.exp(p["gamma_log"][d])
     b_mat = p["B_re"][:, d] + 1j * p["B_im"][:, d]  # (D_in, H)
@@ -36,19 +37,17 @@ def _reference_direction(p, d, u):
     for t in range(u.shape[0]):
         x = lam * x + gamma * (u[t] @ b_mat)
         ys.append(jnp.real(x @ c_mat) + u[t] @ p["D"][:, d])
-    return (jnp.stack(ys) if ys else jnp.zeros((0, H))), x
+    y = jnp.stack(ys) if ys else jnp.zeros((0, H))
+    return y, (x.real, x.imag), jnp.broadcast_to(jnp.abs(lam), y.shape)
 
 
 def reference(params, x, lengths, num_layers, bidirectional):
-    """y (B, T, N*H) zero past each length, and the state (y_T, Re x_T, Im x_T) each
+    """y (B, T, N*H) zero past each length and the state (y_T, Re x_T, Im x_T) each
     (num_layers * N, B, H), from `_reference_direction` on each sequence's valid steps."""
-
-    def run_direction(k, d, seq, b):
-        y_d, x_d = _reference_direction(params[f"layer_{k}"], d, seq)
-        y_last = y_d[-1] if len(seq) else jnp.zeros(H)
-        return y_d, (y_last, x_d.real, x_d.imag)
-
-    return stacked_reference(run_direction, x, lengths, num_layers, 2 if bidirectional else 1)
+    y, state, _ = reference_stack(
+        _reference_direction, params, x, lengths, num_layers, bidirectional
+    )
+    return y, state
 
 
 def _layer_and_params(num_layers, bidirectional, scan_method="associative"):
@@ -62,14 +61,7 @@ def _layer_and_params(num_layers, bidirectional, scan_method="associative"):
         max_phase=3.0,
         rngs=nnx.Rngs(0),
     )
-    params = {
-        f"layer_{k}": {
-            name: v[...]
-            for name, v in vars(getattr(layer, f"layer_{k}")).items()
-            if isinstance(v, nnx.Param)
-        }
-        for k in range(num_layers)
-    }
+    params = layer_params(layer)
     return layer, params
 
 
@@ -93,32 +85,14 @@ def test_lru_matches_the_per_step_reference(num_layers, bidirectional, scan_meth
 
 
 def test_lru_gradients_match_the_reference_by_both_scan_methods():
-    x = _x()
     w = jax.random.normal(jax.random.key(2), (B, T, 2 * H))
-    grads = {}
-    for method in ("associative", "scan"):
-        layer, params = _layer_and_params(2, True, method)
-        graphdef, _, rest = nnx.split(layer, nnx.Param, ...)
-        state = nnx.state(layer, nnx.Param)
-
-        def loss(state, x, graphdef=graphdef, rest=rest):
-            y, s = nnx.merge(graphdef, state, rest)(x, LENGTHS)
-            return jnp.sum(w * jnp.sin(y)) + sum(jnp.sum(part**2) for part in s)
-
-        grads[method] = jax.jit(jax.grad(loss, argnums=(0, 1)))(state, x)
-
-    def ref_loss(params, x):
-        y, s = reference(params, x, LENGTHS, 2, True)
-        return jnp.sum(w * jnp.sin(y)) + sum(jnp.sum(part**2) for part in s)
-
-    g_params, g_x = jax.grad(ref_loss, argnums=(0, 1))(params, x)
-    for method, (g_state, g_x_layer) in grads.items():
-        np.testing.assert_allclose(g_x_layer, g_x, atol=5e-5, err_msg=method)
-        for k, layer_grads in g_params.items():
-            for name, want in layer_grads.items():
-                got = g_state[k][name][...]
-                assert np.any(np.asarray(want) != 0), name
-                np.testing.assert_allclose(got, want, atol=5e-5, err_msg=f"{method} {k}.{name}")
+    assert_gradients_match_the_reference(
+        lambda method: _layer_and_params(2, True, method)[0],
+        lambda params, x: reference(params, x, LENGTHS, 2, True),
+        _x(),
+        w,
+        LENGTHS,
+    )
 
 
 def test_ring_initialisation_and_gamma_normalisation():

@@ -64,7 +64,7 @@ def test_every_cell_keeps_the_core_contract(cell, bidirectional):
 
 
 def test_the_registry_names_each_layer_once():
-    assert set(CELLS) == {"lstm", "gru", "rnn", "lru", "mingru", "minlstm"}
+    assert set(CELLS) == {"lstm", "gru", "rnn", "lru", "mingru", "minlstm", "selective_ssm"}
     assert all(cls.CELL == name for name, cls in CELLS.items())
     assert cell_class("gru") is CELLS["gru"]
     with pytest.raises(ValueError, match="not a known cell"):
@@ -125,6 +125,7 @@ def test_a_new_cell_is_picked_up_by_diagnostics_from_what_it_declares(monkeypatc
         ("lru", {"decay"}),
         ("mingru", {"update"}),
         ("minlstm", {"forget"}),
+        ("selective_ssm", {"decay"}),
     ],
 )
 def test_each_cell_names_the_gate_that_keeps_its_state(cell, retain):
