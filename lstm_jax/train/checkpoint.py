@@ -97,7 +97,7 @@ class Checkpointer:
     - `CheckpointManager.best_step()` follows `options.best_fn`, not a preservation
       policy, so the best step would have to be recomputed here from saved metrics.
     The "best" manager keeps `LatestN(1)`: the trainer saves to it only on an improvement
-    (Trainer decides what improves), so its newest checkpoint is the best one.
+    (lstm_jax.metrics.direction.improves), so its newest checkpoint is the best one.
     """
 
     def __init__(self, directory: Path, *, keep: int, read_only: bool = False):

@@ -17,7 +17,6 @@ import dataclasses
 import difflib
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,7 @@ from pydantic import Field
 
 from lstm_jax import distributed
 from lstm_jax.loggers import MultiLogger, make_loggers
+from lstm_jax.metrics.direction import improves
 from lstm_jax.nn.backend_record import step_backends
 from lstm_jax.tasks.base import Task, step_key
 from lstm_jax.train import run_files
@@ -46,22 +46,6 @@ from lstm_jax.train.faults import (
 from lstm_jax.train.progress import Progress, log_test_table
 
 log = logging.getLogger(__name__)
-
-
-def _better(
-    value: float,
-    best: float | None,
-    mode: str,
-    tiebreak: float | None = None,
-    best_tiebreak: float | None = None,
-) -> bool:
-    """Whether `value` improves on `best`; on a tie, whether `tiebreak` (lower is better)
-    improves on `best_tiebreak`."""
-    if best is None:
-        return math.isfinite(value)
-    if value == best and tiebreak is not None and best_tiebreak is not None:
-        return tiebreak < best_tiebreak
-    return value < best if mode == "min" else value > best
 
 
 def _stop_condition_met(val: dict[str, float], metric: str) -> bool:
@@ -408,7 +392,7 @@ class Trainer:
                                 f"is {self.monitor!r}."
                             )
                         tiebreak = val.get(self.monitor_tiebreak) if self.monitor_tiebreak else None
-                        if _better(value, best_value, self.monitor_mode, tiebreak, best_tiebreak):
+                        if improves(value, best_value, self.monitor_mode, tiebreak, best_tiebreak):
                             best_value, best_step, evals_without_improvement = value, step, 0
                             best_tiebreak = tiebreak
                             checkpointer.save("best", step, self.state, checkpoint_meta(step))
