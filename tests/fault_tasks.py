@@ -44,7 +44,6 @@ class TiedAccuracyAddingTask(AddingTask):
     evaluation ties and only the tie-break (val/mse) can pick the best checkpoint."""
 
     monitor = "val/acc"
-    monitor_mode = "max"
     monitor_tiebreak = "val/mse"
 
     def evaluate(self, model, split):
@@ -64,7 +63,6 @@ class ScriptedMonitorTask(AddingTask):
     value per evaluation, so a test knows which evaluation is the best."""
 
     monitor = "val/acc"
-    monitor_mode = "max"
 
     def __init__(self, *, script: tuple[float, ...] = (0.1, 0.5, 0.4, 0.3, 0.2), **kwargs):
         super().__init__(**kwargs)

@@ -288,7 +288,8 @@ def test_optuna_preset_composes():
     assert sweeper._target_ == (
         "hydra_plugins.lstm_jax_optuna_sweeper.optuna_sweeper.OptunaSweeper"
     )
-    assert sweeper.direction == "minimize" and sweeper.n_trials == 20
+    # no direction: the sweeper takes the task monitor's (lstm_jax.metrics.direction)
+    assert sweeper.direction is None and sweeper.n_trials == 20
     assert sweeper.sampler._target_ == "optuna.samplers.TPESampler"
     assert sweeper.sampler.seed == cfg.seed
     assert sweeper.storage.startswith("sqlite:///") and sweeper.storage.endswith("/../optuna.db")

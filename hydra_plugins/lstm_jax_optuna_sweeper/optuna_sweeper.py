@@ -11,8 +11,9 @@ returned. Configured by configs/hydra/sweeper/optuna.yaml (`hparams_search=...` 
                              `range(1, 5)`, `glob(*)` (options of a config group);
                              a sweep given on the command line joins the space, a fixed
                              value given there takes the key out of it
-    direction, n_trials, n_jobs (trials launched at once), storage, sampler (an Optuna
-    sampler, `_target_` + its settings: seed, n_startup_trials ...), study_name
+    direction (left out: the task monitor's), n_trials, n_jobs (trials launched at once),
+    storage, sampler (an Optuna sampler, `_target_` + its settings: seed,
+    n_startup_trials ...), study_name
 
 The study's name is `study_name` plus a hash of the search space, the direction and the
 config the trials share (the composed config without the searched keys, `hydra`, `logger`,
@@ -33,6 +34,7 @@ import json
 import logging
 import math
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -116,21 +118,48 @@ def trial_failure(ret: JobReturn) -> tuple[float | None, str | None]:
     return number, None
 
 
+def study_direction(task_target: str | None, given: str | None) -> str:
+    """The direction of the task's monitor (lstm_jax.metrics.direction, the rule the
+    trainer's best checkpoint and early stop use); a `given` direction that contradicts it
+    is refused before any trial runs. Without a known task (one picked per trial), the
+    given direction."""
+    from hydra.utils import get_class
+
+    from lstm_jax.metrics.direction import OPTUNA_DIRECTIONS, mode_of
+
+    monitor = getattr(get_class(task_target), "monitor", None) if task_target else None
+    if not isinstance(monitor, str):
+        if given is None:
+            raise ValueError(
+                "hydra.sweeper.direction is not given and the task's monitor is not known "
+                "before the trials run: give minimize or maximize."
+            )
+        return given
+    wanted = OPTUNA_DIRECTIONS[mode_of(monitor)]
+    if given not in (None, wanted):
+        raise ValueError(
+            f"hydra.sweeper.direction={given} but the task's monitor {monitor} is better "
+            f"{'smaller' if wanted == 'minimize' else 'larger'}: use {wanted}, or leave "
+            "direction out."
+        )
+    return wanted
+
+
 class OptunaSweeper(Sweeper):
     def __init__(
         self,
         sampler: Any,
-        direction: str,
+        direction: str | None,
         study_name: str,
         storage: str | None,
         n_trials: int,
         n_jobs: int,
         params: DictConfig | None,
     ) -> None:
-        if direction not in DIRECTIONS:
+        if direction is not None and direction not in DIRECTIONS:
             raise ValueError(
-                f"hydra.sweeper.direction={direction}: use minimize or maximize "
-                "(maximize for a monitor such as val/acc)."
+                f"hydra.sweeper.direction={direction}: use minimize or maximize, or leave it "
+                "out to follow the task's monitor (maximize for val/acc)."
             )
         for name, value in (("n_trials", n_trials), ("n_jobs", n_jobs)):
             if not isinstance(value, int) or value < 1:
@@ -172,6 +201,11 @@ class OptunaSweeper(Sweeper):
         }
         fixed = [o.input_line for o in by_key.values() if not o.is_sweep_override()]
         return space, fixed
+
+    def monitor_direction(self, fixed: list[str]) -> str:
+        """The study's direction for the task the trials share (study_direction)."""
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(fixed))
+        return study_direction(OmegaConf.select(cfg, "task._target_"), self.direction)
 
     def study_key(self, space: dict[str, Any], fixed: list[str]) -> str:
         """A hash of the search space, the direction and the config the trials share."""
@@ -246,6 +280,11 @@ class OptunaSweeper(Sweeper):
                 "the Optuna sweeper has nothing to search: give hydra.sweeper.params (an "
                 "hparams_search preset) or a sweep such as optim.lr='interval(1e-4, 1e-2)'."
             )
+        try:
+            self.direction = self.monitor_direction(fixed)
+        except ValueError as error:  # bad input: one line, as lstm-jax reports its own
+            print(f"lstm-jax: error: {error}", file=sys.stderr)
+            raise SystemExit(1) from None
         name = f"{self.study_name}-{self.study_key(space, fixed)}"
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import yaml
 from omegaconf import OmegaConf
 
 import lstm_jax.config  # noqa: F401  (the resolvers a stored config may use)
+from lstm_jax.metrics.direction import best_of, goal
 
 RUN_MARKERS = ("metrics.jsonl", "summary.json")
 DEFAULT_METRICS = ("val/*", "test/*")
@@ -85,22 +85,11 @@ class Run:
         ):
             step = best.get("step")
             return float(best[metric]), int(step) if _is_number(step) else None
-        values = [(s, v) for s, v in self.series.get(metric, []) if math.isfinite(v)]
-        if not values:
+        found = best_of(self.series.get(metric, []), mode or goal(metric) or "min")
+        if found is None:
             return None, None
-        mode = mode or goal(metric) or "min"
-        step, value = (min if mode == "min" else max)(values, key=lambda sv: sv[1])
+        step, value = found
         return value, step
-
-
-def goal(metric: str) -> str | None:
-    """ "min" or "max" for a metric name (the W&B logger's rule), None if unknown."""
-    from lstm_jax.loggers.wandb_logger import metric_goal
-
-    last = metric.rsplit("/", 1)[-1].lower()
-    if last in ("solved", "seq_acc"):
-        return "max"
-    return metric_goal(metric)
 
 
 def _is_number(value: Any) -> bool:

@@ -34,6 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lstm_jax.loggers import values as V
 from lstm_jax.loggers.run_names import default_run_name, override_tags
+from lstm_jax.metrics.direction import goal
 
 log = logging.getLogger(__name__)
 
@@ -41,40 +42,6 @@ RUN_ID_FILE = "wandb_run_id.txt"
 DEFAULT_HOST = "https://api.wandb.ai"
 MAX_HIST_BINS = 512  # W&B's limit for a histogram
 MAX_LINE_POINTS = 256
-
-MIN_NAMES = {
-    "loss",
-    "nll",
-    "ppl",
-    "perplexity",
-    "bpc",
-    "bpd",
-    "mse",
-    "mae",
-    "rmse",
-    "mape",
-    "der",
-    "wer",
-    "cer",
-    "error",
-    "err",
-    "ce",
-}
-MAX_NAMES = {
-    "acc",
-    "accuracy",
-    "top1",
-    "top5",
-    "f1",
-    "auc",
-    "auroc",
-    "r2",
-    "precision",
-    "recall",
-    "bleu",
-    "correlation",
-    "corr",
-}
 
 
 def api_key_configured() -> bool:
@@ -170,16 +137,6 @@ def link_into_sweep(run: Any, run_id: str) -> Path | None:
     link = sweep / (f"offline-run-{name[:150]}-{run_id}" if name else target.name)
     link.symlink_to(os.path.relpath(target, sweep), target_is_directory=True)
     return link
-
-
-def metric_goal(key: str) -> str | None:
-    """ "min" or "max" for a val/test metric name judged by its last part, else None."""
-    last = key.rsplit("/", 1)[-1].lower()
-    if last in MIN_NAMES or last.endswith("loss"):
-        return "min"
-    if last in MAX_NAMES or last.endswith("acc"):
-        return "max"
-    return None
 
 
 def _config_dict(cfg: Any) -> dict:
@@ -290,7 +247,7 @@ class WandbLogger:
         elif self._monitor and key == self._monitor[0]:
             self._define(key, self._monitor[1])
         elif key.startswith(("val/", "test/")):
-            self._define(key, metric_goal(key))
+            self._define(key, goal(key))
         else:
             self._define(key, None)
 

@@ -44,6 +44,7 @@ import numpy as np
 from flax import nnx
 
 from lstm_jax.data.batching import padded_batches, sum_batches
+from lstm_jax.metrics.direction import mode_of
 from lstm_jax.models import SequenceHead
 
 Batch = dict[str, np.ndarray]
@@ -59,17 +60,22 @@ class Task(abc.ABC):
     """A domain: data, model, loss and metrics.
 
     Subclasses set `monitor` (the validation metric the trainer early-stops on, checkpoints
-    the best of, and returns to a sweeper, e.g. "val/acc") and `monitor_mode` ("min" or
-    "max"). A task whose monitor ties often (accuracy on a few hundred examples) names a
-    validation metric to minimise among tied evaluations in `monitor_tiebreak`.
+    the best of, and returns to a sweeper, e.g. "val/acc"); whether it is better smaller or
+    larger (`monitor_mode`) follows from its name (lstm_jax/metrics/direction.py). A task
+    whose monitor ties often (accuracy on a few hundred examples) names a validation metric
+    to minimise among tied evaluations in `monitor_tiebreak`.
     """
 
     monitor: str = "val/loss"
-    monitor_mode: str = "min"
     monitor_tiebreak: str | None = None
     # The names `evaluate` returns (without the split prefix), so that a run can check
     # `trainer.stop_when` before it trains; () leaves the check to the first evaluation.
     metric_names: tuple[str, ...] = ()
+
+    @property
+    def monitor_mode(self) -> str:
+        """ "min" or "max": the direction of `monitor`, by the one table of them."""
+        return mode_of(self.monitor)
 
     def __init__(self, *, batch_size: int, seed: int = 0, data_dir: str | None = None):
         self.batch_size = batch_size

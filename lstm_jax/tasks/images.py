@@ -44,7 +44,6 @@ class SequentialImageTask(ArrayTask):
 
     monitor = "val/acc"
     metric_names = ("loss", "acc")
-    monitor_mode = "max"
     monitor_tiebreak = "val/loss"
     pooling = "last"
     out_features = NUM_CLASSES

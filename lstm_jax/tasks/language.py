@@ -98,7 +98,6 @@ class LanguageModelTask(Task):
     """Shared by `CharLM` and `WordLM`: stream batching, model, loss, evaluation, sampling."""
 
     monitor = "val/loss"
-    monitor_mode = "min"
     level = "word"
 
     def __init__(

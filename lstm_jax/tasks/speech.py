@@ -367,7 +367,6 @@ class FSDDTask(_SpeechTask):
 
     monitor = "val/acc"
     metric_names = ("loss", "acc")
-    monitor_mode = "max"
     monitor_tiebreak = "val/loss"  # 300 validation clips: accuracy ties often near the top
     num_outputs = NUM_DIGITS
 
@@ -447,7 +446,6 @@ class ConnectedDigitsTask(_SpeechTask):
 
     monitor = "val/der"
     metric_names = ("loss", "der", "ser")
-    monitor_mode = "min"
     monitor_tiebreak = "val/loss"
     num_outputs = NUM_DIGITS + 1
     pooling = "none"

@@ -216,7 +216,6 @@ class AddingTask(_GeneratedTask):
     """
 
     monitor = "val/mse"
-    monitor_mode = "min"
     metric_names = ("loss", "mse", "baseline_mse", "acc", "solved")
     in_features = 2
     out_features = 1
@@ -334,7 +333,6 @@ class CopyTask(_RecallTask):
     """
 
     monitor = "val/loss"
-    monitor_mode = "min"
 
     def __init__(
         self, *, seq_len: int = 100, num_symbols: int = 10, num_categories: int = 8, **kwargs
@@ -387,7 +385,6 @@ class SelectiveCopyTask(_RecallTask):
     """
 
     monitor = "val/loss"
-    monitor_mode = "min"
 
     def __init__(
         self, *, seq_len: int = 100, num_tokens: int = 10, num_categories: int = 8, **kwargs

@@ -65,7 +65,6 @@ class TimeSeriesForecast(Task):
 
     monitor = "val/mse"
     metric_names = ("mse", "mae", "loss")
-    monitor_mode = "min"
 
     def __init__(
         self,

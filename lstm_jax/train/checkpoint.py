@@ -21,6 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import LatestN
 
 log = logging.getLogger(__name__)
 
@@ -78,26 +79,41 @@ def _from_saved(leaves: list[Any], template: Any) -> Any:
 
 
 class Checkpointer:
-    """The last `keep` checkpoints and the best one of a run dir."""
+    """The last `keep` checkpoints and the best one of a run dir.
+
+    Two orbax managers, "last" and "best", each pruned by orbax's own preservation policy
+    (`LatestN`; `max_to_keep` is deprecated in orbax 0.12). One manager under
+    `AnyPreservationPolicy([LatestN(keep), BestN(n=1)])` (issue 30 item 6) cannot keep
+    this behaviour, so it is not used:
+    - it writes every step to one `checkpoints/<step>/`, not the `last/<step>` and
+      `best/<step>` that docs/DESIGN.md, experiments/long_dependency.sh --snapshot and the
+      recorded runs under experiments/ rely on; a step both best and periodic is one dir;
+    - `LatestN` counts every checkpoint of its manager, so the best saves made at
+      evaluations between `checkpoint_every` steps would push periodic resume points out
+      of the latest `keep`;
+    - `BestN` sorts with `sorted()` and keeps the last n, so of equal values the newest
+      wins, where the trainer keeps the first one that improved (and its tiebreak); and it
+      keeps every periodic save (no metrics) unless `keep_checkpoints_without_metrics=False`;
+    - `CheckpointManager.best_step()` follows `options.best_fn`, not a preservation
+      policy, so the best step would have to be recomputed here from saved metrics.
+    The "best" manager keeps `LatestN(1)`: the trainer saves to it only on an improvement
+    (lstm_jax.metrics.direction.improves), so its newest checkpoint is the best one.
+    """
 
     def __init__(self, directory: Path, *, keep: int, read_only: bool = False):
         # read_only: for commands that only read a run (lstm-jax-sample): no dir is made.
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep,
-            create=not read_only,
-            read_only=read_only,
-            enable_async_checkpointing=False,
-        )
-        best_options = ocp.CheckpointManagerOptions(
-            max_to_keep=1,
-            create=not read_only,
-            read_only=read_only,
-            enable_async_checkpointing=False,
-        )
+        def options(keep_latest: int) -> ocp.CheckpointManagerOptions:
+            return ocp.CheckpointManagerOptions(
+                preservation_policy=LatestN(n=keep_latest),
+                create=not read_only,
+                read_only=read_only,
+                enable_async_checkpointing=False,
+            )
+
         # orbax refuses relative paths; a user's `lstm-jax-sample outputs/run` is one.
         self.directory = Path(directory).absolute()
-        self._last = ocp.CheckpointManager(self.directory / "last", options=options)
-        self._best = ocp.CheckpointManager(self.directory / "best", options=best_options)
+        self._last = ocp.CheckpointManager(self.directory / "last", options=options(keep))
+        self._best = ocp.CheckpointManager(self.directory / "best", options=options(1))
 
     def _manager(self, which: str) -> ocp.CheckpointManager:
         if which not in ("last", "best"):

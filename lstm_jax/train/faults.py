@@ -38,7 +38,15 @@ class RunInterrupted(Exception):
 class StopSignals:
     """While active, SIGINT and SIGTERM (what SLURM sends before preemption) set
     `received` instead of raising, so the loop can save a checkpoint at the step it is on
-    and stop; a second signal stops at once."""
+    and stop; a second signal stops at once.
+
+    Orbax's preemption support does not replace this (issue 30 item 6; orbax 0.12.8,
+    jax 0.10.2): `CheckpointManager.reached_preemption(step)` calls
+    `jax.experimental.multihost_utils.reached_preemption_sync_point`, which returns False
+    whenever `jax.distributed` has no client, i.e. in every single-process run (CPU, one
+    GPU, a laptop); a SIGTERM there still kills the process (rc 143) with no save. It
+    needs `jax.distributed.initialize()` with the preemption service, handles SIGTERM
+    only (not SIGINT, Ctrl-C), and must be polled at every step by every process."""
 
     def __init__(self):
         self.received: int | None = None

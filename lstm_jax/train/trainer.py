@@ -8,6 +8,12 @@ or with the batch sharded over a mesh, and its state saves and restores as array
 A step counter `step` counts completed updates: checkpoint k holds the state after k
 updates, and the batch of update k+1 is `task.train_batch(k)`, so a resumed run replays
 exactly the batches an uninterrupted run would have seen.
+
+`Trainer.fit` is `_restore_or_init` (step 0, or a checkpoint's state), then, in turn,
+`_train_until_eval` (train steps with their log lines and diagnostics) and
+`_evaluate_and_checkpoint` (validation, the best and last checkpoints, the stop rules),
+then `_finish` (test metrics of the best checkpoint, summary.json), all over one
+`LoopState`.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ import dataclasses
 import difflib
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +37,7 @@ from pydantic import Field
 
 from lstm_jax import distributed
 from lstm_jax.loggers import MultiLogger, make_loggers
+from lstm_jax.metrics.direction import improves
 from lstm_jax.nn.backend_record import step_backends
 from lstm_jax.tasks.base import Task, step_key
 from lstm_jax.train import run_files
@@ -46,22 +52,6 @@ from lstm_jax.train.faults import (
 from lstm_jax.train.progress import Progress, log_test_table
 
 log = logging.getLogger(__name__)
-
-
-def _better(
-    value: float,
-    best: float | None,
-    mode: str,
-    tiebreak: float | None = None,
-    best_tiebreak: float | None = None,
-) -> bool:
-    """Whether `value` improves on `best`; on a tie, whether `tiebreak` (lower is better)
-    improves on `best_tiebreak`."""
-    if best is None:
-        return math.isfinite(value)
-    if value == best and tiebreak is not None and best_tiebreak is not None:
-        return tiebreak < best_tiebreak
-    return value < best if mode == "min" else value > best
 
 
 def _stop_condition_met(val: dict[str, float], metric: str) -> bool:
@@ -116,6 +106,90 @@ class TrainerConfig:
     stop_when: str | None = None
     evaluate_test: bool = True
     progress_bar: bool = True
+
+
+@dataclasses.dataclass
+class LoopState:
+    """What the training loop carries from step to step (the arrays it trains are
+    Trainer.state): the step, the best monitor value and the patience count, which a
+    checkpoint's meta saves and a resume restores (`meta`, `from_meta`), and this
+    process's own bookkeeping: the train metrics since the last log line and its timing,
+    the wall time, the stop flags."""
+
+    step: int = 0
+    best_value: float | None = None
+    best_step: int | None = None
+    best_tiebreak: float | None = None
+    evals_without_improvement: int = 0
+    # Train metrics of the steps since the last log line (their mean is logged); a
+    # checkpoint carries them so that a resumed run logs the same means.
+    window_metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    elapsed_before: float = 0.0  # wall time of the attempts before a resume
+    last_saved: int = 0  # the step of the newest 'last' checkpoint this loop knows
+    start_time: float = 0.0
+    window_start: float = 0.0
+    window_tokens: int = 0
+    window_steps_timed: int = 0
+    first_step_of_run: bool = True
+    diagnostics_time: float = 0.0
+    stopped_early: bool = False
+    stopped_when: bool = False
+    loss_growth: LossGrowthWatch = dataclasses.field(default_factory=LossGrowthWatch)
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> LoopState:
+        return cls(
+            step=meta["step"],
+            best_value=meta["best_value"],
+            best_step=meta["best_step"],
+            best_tiebreak=meta.get("best_tiebreak"),
+            evals_without_improvement=meta["evals_without_improvement"],
+            window_metrics=meta.get("pending_train_metrics", []),
+            elapsed_before=meta["wall_time_s"],
+            last_saved=meta["step"],
+        )
+
+    def meta(self, monitor: str) -> dict[str, Any]:
+        """The JSON a checkpoint of this step saves beside the arrays."""
+        return {
+            "step": self.step,
+            "best_value": self.best_value,
+            "best_step": self.best_step,
+            "best_tiebreak": self.best_tiebreak,
+            "evals_without_improvement": self.evals_without_improvement,
+            "monitor": monitor,
+            "wall_time_s": self.elapsed(),
+            "pending_train_metrics": [
+                {k: float(v) for k, v in m.items()} for m in jax.device_get(self.window_metrics)
+            ],
+        }
+
+    def elapsed(self) -> float:
+        """Training wall time over every attempt of the run."""
+        return self.elapsed_before + time.perf_counter() - self.start_time
+
+    def due(self, every: int, max_steps: int) -> bool:
+        """Whether this step is one of every `every` steps, or the last."""
+        return self.step % every == 0 or self.step == max_steps
+
+
+class _Prefetch:
+    """The next train batch, made in a thread while the current step runs."""
+
+    def __init__(self, make: Callable[[int], Any], first: int, end: int):
+        self._make, self._end = make, end
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        self._next = self._pool.submit(make, first)
+
+    def get(self, step: int) -> Any:
+        """The batch of update step + 1 (`make(step)`); starts making the next one."""
+        batch = self._next.result()
+        if step + 1 < self._end:
+            self._next = self._pool.submit(self._make, step + 1)
+        return batch
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 # Loggers are made once the loop knows the step it resumes from (metrics.jsonl drops the
@@ -256,191 +330,28 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
-        tc = self.config
-        is_main = distributed.is_main_process()
-        checkpointer = Checkpointer(self.run_dir / "checkpoints", keep=tc.keep_checkpoints)
-        step, best_value, best_step, evals_without_improvement = 0, None, None, 0
-        best_tiebreak = None
-        elapsed_before = 0.0
-        # Train metrics of the steps since the last log line (their mean is logged); a
-        # checkpoint carries them so that a resumed run logs the same means.
-        window_metrics: list[dict[str, Any]] = []
-        if tc.resume and checkpointer.latest_step("last") is not None:
-            # A checkpoint whose records metrics.jsonl lost is passed over (run_files).
-            self.state, meta = checkpointer.restore(
-                "last",
-                self.state,
-                accept=functools.partial(run_files.missing_records, self.run_dir),
-            )
-            self.state = distributed.replicate(self.state, self.mesh)
-            step = meta["step"]
-            best_value, best_step = meta["best_value"], meta["best_step"]
-            best_tiebreak = meta.get("best_tiebreak")
-            evals_without_improvement = meta["evals_without_improvement"]
-            elapsed_before = meta["wall_time_s"]
-            window_metrics = meta.get("pending_train_metrics", [])
-            # Checkpoints after the resumed step belong to the discarded part of the run
-            # (a resume from an older one, when the newest was unreadable or diverged).
-            for which in ("last", "best"):
-                for newer in [s for s in checkpointer.steps(which) if s > step]:
-                    log.warning(
-                        "Removing %s: it is newer than the resumed step",
-                        checkpointer.directory / which / str(newer),
-                    )
-                    checkpointer.delete(which, newer)
-            finished = run_files.finished_summary(self.run_dir, step)
-            if step >= tc.max_steps and finished is not None:
-                log.warning(
-                    "The run in %s finished at step %d: nothing to resume (raise "
-                    "trainer.max_steps to train it further)",
-                    self.run_dir,
-                    step,
-                )
-                checkpointer.close()
-                return finished
-            if is_main:
-                run_files.drop_final_records(self.run_dir)  # its new end writes them again
-            log.info("Resuming from step %d (%s)", step, checkpointer.path("last"))
-        elif tc.resume:
-            log.info(
-                "trainer.resume=true but no checkpoint in %s: starting at step 0",
-                self.run_dir / "checkpoints",
-            )
-        loggers = self._make_loggers(step)
-        diagnostics_every = self.diagnostics_every
-        start_time = time.perf_counter()
-        diagnostics_time = 0.0
-        stopped_early = stopped_when = False
-
-        def checkpoint_meta(at_step: int) -> dict[str, Any]:
-            return {
-                "step": at_step,
-                "best_value": best_value,
-                "best_step": best_step,
-                "best_tiebreak": best_tiebreak,
-                "evals_without_improvement": evals_without_improvement,
-                "monitor": self.monitor,
-                "wall_time_s": elapsed_before + time.perf_counter() - start_time,
-                "pending_train_metrics": [
-                    {k: float(v) for k, v in m.items()} for m in jax.device_get(window_metrics)
-                ],
-            }
-
-        window_tokens, window_start = 0, time.perf_counter()
-        first_step_of_run = True
+        """Trains to `max_steps` (or an early stop, `stop_when`, a signal); the summary."""
+        checkpointer = Checkpointer(self.run_dir / "checkpoints", keep=self.config.keep_checkpoints)
+        loop, finished = self._restore_or_init(checkpointer)
+        if finished is not None:
+            checkpointer.close()
+            return finished
+        loggers = self._make_loggers(loop.step)
+        loop.start_time = loop.window_start = time.perf_counter()
         progress = Progress(
-            tc.max_steps, step, self.name, bar=tc.progress_bar, main_process=is_main
+            self.config.max_steps,
+            loop.step,
+            self.name,
+            bar=self.config.progress_bar,
+            main_process=distributed.is_main_process(),
         )
-        prefetch = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        next_batch = prefetch.submit(self.task.train_batch, step)
-        last_saved = step
+        batches = _Prefetch(self.task.train_batch, loop.step, self.config.max_steps)
         signals = StopSignals()
-        loss_growth = LossGrowthWatch()
         try:
             with signals:
-                while step < tc.max_steps:
-                    batch = next_batch.result()
-                    if step + 1 < tc.max_steps:
-                        next_batch = prefetch.submit(self.task.train_batch, step + 1)
-                    if self.task.reset_carry(step):
-                        self.state["carry"] = distributed.replicate(
-                            self.task.initial_carry(self.eval_model()), self.mesh
-                        )
-                    window_tokens += self.task.tokens_in(batch)
-                    device_batch = distributed.shard_batch(batch, self.mesh)
-                    self.state, self.bad_step, metrics = self._train_step(
-                        self.state, self.bad_step, np.int32(step + 1), device_batch
-                    )
-                    step += 1
-                    window_metrics.append(metrics)
-                    if first_step_of_run:
-                        # Keep compilation out of the step-time measurement.
-                        jax.block_until_ready(metrics)
-                        first_step_of_run = False
-                        window_start, window_tokens = time.perf_counter(), 0
-                        window_steps_timed = 0
-                    else:
-                        window_steps_timed += 1
-                    progress.update(1)
-
-                    is_log = step % tc.log_every == 0 or step == tc.max_steps
-                    is_eval = step % tc.eval_every == 0 or step == tc.max_steps
-                    is_checkpoint = step % tc.checkpoint_every == 0 or step == tc.max_steps
-                    if is_log or is_eval or is_checkpoint or signals.received:
-                        # One read of a device scalar, where the loop syncs anyway.
-                        raise_if_diverged(int(self.bad_step), window_metrics, step, checkpointer)
-
-                    if is_log:
-                        host = jax.device_get(window_metrics)
-                        now = time.perf_counter()
-                        record = {k: float(np.mean([float(m[k]) for m in host])) for k in host[0]}
-                        if self.learning_rate is not None:
-                            record["train/lr"] = float(self.learning_rate(step))
-                        if window_steps_timed:
-                            step_time = (now - window_start) / window_steps_timed
-                            record["perf/step_time_s"] = step_time
-                            record["perf/tokens_per_s"] = window_tokens / (now - window_start)
-                        loggers.log(record, step)
-                        loss_growth.check([float(m["train/loss"]) for m in host], step)
-                        progress.train_loss(record["train/loss"])
-                        window_metrics, window_tokens, window_steps_timed = [], 0, 0
-                        window_start = time.perf_counter()
-
-                    if diagnostics_every and step % diagnostics_every == 0:
-                        t0 = time.perf_counter()
-                        diag = self._diagnostics_step(
-                            self.state["params"],
-                            self.state["rest"],
-                            device_batch,
-                            self.state["carry"],
-                        )
-                        loggers.log(to_host(diag), step)
-                        loggers.log(self.task.memory_diagnostics(self.eval_model()), step)
-                        diagnostics_time += time.perf_counter() - t0
-
-                    if is_eval:
-                        val = self._evaluate("val")
-                        loggers.log(val, step)
-                        value = val.get(self.monitor)
-                        if value is None:
-                            raise KeyError(
-                                f"the task's evaluate() returned {sorted(val)} but its monitor "
-                                f"is {self.monitor!r}."
-                            )
-                        tiebreak = val.get(self.monitor_tiebreak) if self.monitor_tiebreak else None
-                        if _better(value, best_value, self.monitor_mode, tiebreak, best_tiebreak):
-                            best_value, best_step, evals_without_improvement = value, step, 0
-                            best_tiebreak = tiebreak
-                            checkpointer.save("best", step, self.state, checkpoint_meta(step))
-                        else:
-                            evals_without_improvement += 1
-                        progress.evaluation(step, val, self.monitor)
-                        patience = tc.early_stopping_patience
-                        if patience is not None and evals_without_improvement >= patience:
-                            log.info(
-                                "Early stop at step %d: %s has not improved for %d evaluations",
-                                step,
-                                self.monitor,
-                                patience,
-                            )
-                            stopped_early = True
-                        if self.stop_when is not None and _stop_condition_met(val, self.stop_when):
-                            log.info(
-                                "Stop at step %d: %s = %s",
-                                step,
-                                self.stop_when,
-                                val[self.stop_when],
-                            )
-                            stopped_early = stopped_when = True
-
-                    wants_save = is_checkpoint or stopped_early or signals.received
-                    if wants_save and step != last_saved:
-                        checkpointer.save("last", step, self.state, checkpoint_meta(step))
-                        last_saved = step
-                    if signals.received:
-                        raise RunInterrupted(signals.received, step, checkpointer.path("last"))
-                    if stopped_early:
-                        break
+                while loop.step < self.config.max_steps and not loop.stopped_early:
+                    self._train_until_eval(loop, batches, checkpointer, loggers, progress, signals)
+                    self._evaluate_and_checkpoint(loop, checkpointer, loggers, progress, signals)
         except BaseException as error:
             # A failed run still closes its W&B run and metrics.jsonl cleanly, and W&B
             # records it as failed (or interrupted: 128 + the signal, as a shell reports).
@@ -449,25 +360,204 @@ class Trainer:
             raise
         finally:
             progress.close()
-            prefetch.shutdown(wait=False, cancel_futures=True)
+            batches.close()
+        return self._finish(loop, checkpointer, loggers)
 
-        train_time = elapsed_before + time.perf_counter() - start_time
-        best = {self.monitor: best_value, "step": best_step}
-        if self.monitor_tiebreak is not None:
-            best[self.monitor_tiebreak] = best_tiebreak
-        summary = self._summarize(
-            checkpointer, loggers, step, best, train_time, diagnostics_time, stopped_early
+    def _restore_or_init(self, checkpointer: Checkpointer) -> tuple[LoopState, dict | None]:
+        """The loop state to start from: step 0, or with `trainer.resume` the newest 'last'
+        checkpoint's (restoring self.state); and the summary of a run that already
+        finished there (nothing to train), else None."""
+        tc = self.config
+        loop = LoopState()
+        if tc.resume and checkpointer.latest_step("last") is not None:
+            # A checkpoint whose records metrics.jsonl lost is passed over (run_files).
+            self.state, meta = checkpointer.restore(
+                "last",
+                self.state,
+                accept=functools.partial(run_files.missing_records, self.run_dir),
+            )
+            self.state = distributed.replicate(self.state, self.mesh)
+            loop = LoopState.from_meta(meta)
+            # Checkpoints after the resumed step belong to the discarded part of the run
+            # (a resume from an older one, when the newest was unreadable or diverged).
+            for which in ("last", "best"):
+                for newer in [s for s in checkpointer.steps(which) if s > loop.step]:
+                    log.warning(
+                        "Removing %s: it is newer than the resumed step",
+                        checkpointer.directory / which / str(newer),
+                    )
+                    checkpointer.delete(which, newer)
+            finished = run_files.finished_summary(self.run_dir, loop.step)
+            if loop.step >= tc.max_steps and finished is not None:
+                log.warning(
+                    "The run in %s finished at step %d: nothing to resume (raise "
+                    "trainer.max_steps to train it further)",
+                    self.run_dir,
+                    loop.step,
+                )
+                return loop, finished
+            if distributed.is_main_process():
+                run_files.drop_final_records(self.run_dir)  # its new end writes them again
+            log.info("Resuming from step %d (%s)", loop.step, checkpointer.path("last"))
+        elif tc.resume:
+            log.info(
+                "trainer.resume=true but no checkpoint in %s: starting at step 0",
+                self.run_dir / "checkpoints",
+            )
+        return loop, None
+
+    def _train_until_eval(
+        self,
+        loop: LoopState,
+        batches: _Prefetch,
+        checkpointer: Checkpointer,
+        loggers: MultiLogger,
+        progress: Progress,
+        signals: StopSignals,
+    ) -> None:
+        """Train steps, each with its log line and diagnostics when due, up to the next
+        step that evaluates or checkpoints (or at which a signal arrived)."""
+        tc = self.config
+        while True:
+            batch = batches.get(loop.step)
+            if self.task.reset_carry(loop.step):
+                self.state["carry"] = distributed.replicate(
+                    self.task.initial_carry(self.eval_model()), self.mesh
+                )
+            loop.window_tokens += self.task.tokens_in(batch)
+            device_batch = distributed.shard_batch(batch, self.mesh)
+            self.state, self.bad_step, metrics = self._train_step(
+                self.state, self.bad_step, np.int32(loop.step + 1), device_batch
+            )
+            loop.step += 1
+            loop.window_metrics.append(metrics)
+            if loop.first_step_of_run:
+                # Keep compilation out of the step-time measurement.
+                jax.block_until_ready(metrics)
+                loop.first_step_of_run = False
+                loop.window_start, loop.window_tokens = time.perf_counter(), 0
+                loop.window_steps_timed = 0
+            else:
+                loop.window_steps_timed += 1
+            progress.update(1)
+
+            is_log = loop.due(tc.log_every, tc.max_steps)
+            stop_here = (
+                loop.due(tc.eval_every, tc.max_steps)
+                or loop.due(tc.checkpoint_every, tc.max_steps)
+                or signals.received
+            )
+            if is_log or stop_here:
+                # One read of a device scalar, where the loop syncs anyway.
+                raise_if_diverged(int(self.bad_step), loop.window_metrics, loop.step, checkpointer)
+            if is_log:
+                self._log_train_window(loop, loggers, progress)
+            if self.diagnostics_every and loop.step % self.diagnostics_every == 0:
+                self._log_diagnostics(loop, loggers, device_batch)
+            if stop_here or signals.received:  # a signal during the log or diagnostics
+                return
+
+    def _log_train_window(self, loop: LoopState, loggers: MultiLogger, progress: Progress) -> None:
+        """Logs the mean train metrics of the steps since the last log line, the learning
+        rate and the step time, and starts a new window."""
+        host = jax.device_get(loop.window_metrics)
+        now = time.perf_counter()
+        record = {k: float(np.mean([float(m[k]) for m in host])) for k in host[0]}
+        if self.learning_rate is not None:
+            record["train/lr"] = float(self.learning_rate(loop.step))
+        if loop.window_steps_timed:
+            record["perf/step_time_s"] = (now - loop.window_start) / loop.window_steps_timed
+            record["perf/tokens_per_s"] = loop.window_tokens / (now - loop.window_start)
+        loggers.log(record, loop.step)
+        loop.loss_growth.check([float(m["train/loss"]) for m in host], loop.step)
+        progress.train_loss(record["train/loss"])
+        loop.window_metrics, loop.window_tokens, loop.window_steps_timed = [], 0, 0
+        loop.window_start = time.perf_counter()
+
+    def _log_diagnostics(self, loop: LoopState, loggers: MultiLogger, device_batch: Any) -> None:
+        t0 = time.perf_counter()
+        diag = self._diagnostics_step(
+            self.state["params"], self.state["rest"], device_batch, self.state["carry"]
         )
-        summary["stopped_when"] = self.stop_when if stopped_when else None
-        if is_main:
-            log_test_table(summary["test"], best_step)
+        loggers.log(to_host(diag), loop.step)
+        loggers.log(self.task.memory_diagnostics(self.eval_model()), loop.step)
+        loop.diagnostics_time += time.perf_counter() - t0
+
+    def _evaluate_and_checkpoint(
+        self,
+        loop: LoopState,
+        checkpointer: Checkpointer,
+        loggers: MultiLogger,
+        progress: Progress,
+        signals: StopSignals,
+    ) -> None:
+        """At the step _train_until_eval stopped at: the validation metrics, the best
+        checkpoint when they improve, early stop and stop_when, the 'last' checkpoint,
+        and RunInterrupted when a signal arrived."""
+        tc = self.config
+        if loop.due(tc.eval_every, tc.max_steps):
+            val = self._evaluate("val")
+            loggers.log(val, loop.step)
+            value = val.get(self.monitor)
+            if value is None:
+                raise KeyError(
+                    f"the task's evaluate() returned {sorted(val)} but its monitor "
+                    f"is {self.monitor!r}."
+                )
+            tiebreak = val.get(self.monitor_tiebreak) if self.monitor_tiebreak else None
+            if improves(value, loop.best_value, self.monitor_mode, tiebreak, loop.best_tiebreak):
+                loop.best_value, loop.best_step, loop.evals_without_improvement = (
+                    value,
+                    loop.step,
+                    0,
+                )
+                loop.best_tiebreak = tiebreak
+                checkpointer.save("best", loop.step, self.state, loop.meta(self.monitor))
+            else:
+                loop.evals_without_improvement += 1
+            progress.evaluation(loop.step, val, self.monitor)
+            patience = tc.early_stopping_patience
+            if patience is not None and loop.evals_without_improvement >= patience:
+                log.info(
+                    "Early stop at step %d: %s has not improved for %d evaluations",
+                    loop.step,
+                    self.monitor,
+                    patience,
+                )
+                loop.stopped_early = True
+            if self.stop_when is not None and _stop_condition_met(val, self.stop_when):
+                log.info("Stop at step %d: %s = %s", loop.step, self.stop_when, val[self.stop_when])
+                loop.stopped_early = loop.stopped_when = True
+
+        wants_save = (
+            loop.due(tc.checkpoint_every, tc.max_steps) or loop.stopped_early or signals.received
+        )
+        if wants_save and loop.step != loop.last_saved:
+            checkpointer.save("last", loop.step, self.state, loop.meta(self.monitor))
+            loop.last_saved = loop.step
+        if signals.received:
+            raise RunInterrupted(signals.received, loop.step, checkpointer.path("last"))
+
+    def _finish(
+        self, loop: LoopState, checkpointer: Checkpointer, loggers: MultiLogger
+    ) -> dict[str, Any]:
+        """The test metrics of the best checkpoint, the summary (summary.json), and the
+        loggers closed."""
+        train_time = loop.elapsed()
+        best = {self.monitor: loop.best_value, "step": loop.best_step}
+        if self.monitor_tiebreak is not None:
+            best[self.monitor_tiebreak] = loop.best_tiebreak
+        summary = self._summarize(checkpointer, loggers, loop, best, train_time)
+        summary["stopped_when"] = self.stop_when if loop.stopped_when else None
+        if distributed.is_main_process():
+            log_test_table(summary["test"], loop.best_step)
         checkpointer.close()
         loggers.log_summary(summary)  # writes summary.json beside metrics.jsonl
         loggers.finish()
         return summary
 
     def _summarize(
-        self, checkpointer, loggers, step, best, train_time, diagnostics_time, stopped_early
+        self, checkpointer, loggers, loop: LoopState, best, train_time: float
     ) -> dict[str, Any]:
         # The test metrics and figures are those of the best checkpoint, the one a user
         # keeps; without a best (no evaluation improved) the final parameters.
@@ -480,20 +570,20 @@ class Trainer:
         test = {}
         if self.config.evaluate_test:
             test = self._evaluate("test", params)
-            loggers.log(test, step)
+            loggers.log(test, loop.step)
         # Figures go to W&B and, through metrics.jsonl's logger, to run_dir/media/.
         media = self.task.media(self.eval_model(params), "test")
-        loggers.log({f"media/{name}": figure for name, figure in media.items()}, step)
+        loggers.log({f"media/{name}": figure for name, figure in media.items()}, loop.step)
         return {
             "status": "finished",  # replaces "failed" of an earlier, diverged attempt
             "monitor": self.monitor,
             "monitor_mode": self.monitor_mode,
             "best": best,
             "test": test,
-            "steps": step,
-            "stopped_early": stopped_early,
+            "steps": loop.step,
+            "stopped_early": loop.stopped_early,
             "wall_time_s": train_time,
-            "diagnostics_time_s": diagnostics_time,
+            "diagnostics_time_s": loop.diagnostics_time,
             "num_params": self.num_params,
             "data": self.task.run_info(),
             "device_kind": jax.devices()[0].device_kind,
