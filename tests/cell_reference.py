@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.test_util import check_grads
+from stacked_reference import stacked_reference
 
 
 def layer_params(layer: nnx.Module) -> dict:
@@ -24,6 +25,20 @@ def layer_params(layer: nnx.Module) -> dict:
         }
         for k in range(layer.num_layers)
     }
+
+
+def single_state_reference(direction, params, x, lengths, layer):
+    """`stacked_reference` of a cell whose state is h alone, from direction(layer k's
+    parameters, direction d, one sequence) -> (outputs (t, H), h_t): (y, h (L*N, B, H))."""
+
+    def run_direction(k, d, u, b):
+        y_d, h_d = direction(params[f"layer_{k}"], d, u)
+        return y_d, (h_d,)
+
+    y, (state,) = stacked_reference(
+        run_direction, x, lengths, layer.num_layers, layer.num_directions
+    )
+    return y, state
 
 
 def step_loop(step: Callable[[jax.Array, jax.Array], jax.Array], u, hidden: int):

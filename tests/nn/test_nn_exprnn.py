@@ -25,11 +25,11 @@ from cell_reference import (
     check_layer_grads,
     grads_against_reference,
     layer_params,
+    single_state_reference,
     step_loop,
 )
 from flax import nnx
 from jax.scipy.linalg import expm
-from stacked_reference import stacked_reference
 
 from lstm_jax.nn import retentions
 from lstm_jax.nn.exprnn import ExpRNN
@@ -70,14 +70,7 @@ def _reference(layer, params, x, lengths):
 
         return step_loop(step, u, H)
 
-    def run_direction(k, d, u, b):
-        y_d, h_d = direction(params[f"layer_{k}"], d, u)
-        return y_d, (h_d,)
-
-    y, (state,) = stacked_reference(
-        run_direction, x, lengths, layer.num_layers, layer.num_directions
-    )
-    return y, state
+    return single_state_reference(direction, params, x, lengths, layer)
 
 
 @pytest.mark.slow

@@ -23,10 +23,10 @@ from cell_reference import (
     check_layer_grads,
     grads_against_reference,
     layer_params,
+    single_state_reference,
     step_loop,
 )
 from flax import nnx
-from stacked_reference import stacked_reference
 
 from lstm_jax.nn import Retention, retentions
 from lstm_jax.nn.indrnn import IndRNN
@@ -55,14 +55,7 @@ def _reference(layer, params, x, lengths):
             lambda h, x_t: sigma(x_t @ p["w_in"][:, d] + u_clipped * h + p["bias"][d]), u, H
         )
 
-    def run_direction(k, d, u, b):
-        y_d, h_d = direction(params[f"layer_{k}"], d, u)
-        return y_d, (h_d,)
-
-    y, (state,) = stacked_reference(
-        run_direction, x, lengths, layer.num_layers, layer.num_directions
-    )
-    return y, state
+    return single_state_reference(direction, params, x, lengths, layer)
 
 
 def _with_u_beyond_the_bound(layer):
