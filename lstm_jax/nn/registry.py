@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from flax import nnx
 
+from lstm_jax.nn.exprnn import ExpRNN
 from lstm_jax.nn.gru import GRU
+from lstm_jax.nn.indrnn import IndRNN
 from lstm_jax.nn.lru import LRU
 from lstm_jax.nn.lstm import LSTM
 from lstm_jax.nn.mingru import MinGRU, MinLSTM
@@ -20,7 +22,8 @@ from lstm_jax.nn.selective_ssm import SelectiveSSM
 from lstm_jax.nn.stack import RecurrentLayer, Retention
 
 CELLS: dict[str, type[RecurrentLayer]] = {
-    cls.CELL: cls for cls in (LSTM, GRU, SimpleRNN, LRU, MinGRU, MinLSTM, SelectiveSSM)
+    cls.CELL: cls
+    for cls in (LSTM, GRU, SimpleRNN, LRU, MinGRU, MinLSTM, SelectiveSSM, IndRNN, ExpRNN)
 }
 
 

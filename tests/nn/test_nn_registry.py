@@ -64,7 +64,17 @@ def test_every_cell_keeps_the_core_contract(cell, bidirectional):
 
 
 def test_the_registry_names_each_layer_once():
-    assert set(CELLS) == {"lstm", "gru", "rnn", "lru", "mingru", "minlstm", "selective_ssm"}
+    assert set(CELLS) == {
+        "lstm",
+        "gru",
+        "rnn",
+        "lru",
+        "mingru",
+        "minlstm",
+        "selective_ssm",
+        "indrnn",
+        "exprnn",
+    }
     assert all(cls.CELL == name for name, cls in CELLS.items())
     assert cell_class("gru") is CELLS["gru"]
     with pytest.raises(ValueError, match="not a known cell"):
