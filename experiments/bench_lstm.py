@@ -461,6 +461,26 @@ def growth_with_t(results: dict) -> dict:
     return out
 
 
+def print_growth(growth: dict) -> None:
+    """The growth_with_t tables: median ms per T and the log-log slope, per implementation."""
+    for (b, d, h, layers), table in growth.items():
+        ts = sorted({t for row in table.values() for t in row["median_ms"]})
+        print(f"\n# step time against T at B={b}, input {d}, H={h}, {layers} layer(s): median ms")
+        print(f"{'impl':<20} " + " ".join(f"{'T=' + str(t):>10}" for t in ts) + f" {'slope':>6}")
+        for name, row in table.items():
+            cols = " ".join(f"{row['median_ms'].get(t, float('nan')):>10.1f}" for t in ts)
+            print(f"{name:<20} {cols} {row['loglog_slope']:>6.2f}")
+
+
+def report(path: str) -> None:
+    """Prints the growth tables of a --json record again, with the machine it ran on."""
+    with open(path) as f:
+        record = json.load(f)
+    m = record["machine"]
+    print(f"# {path}: {m['cpu']} ({m['isa']}, {m['cores']} cores), jax {m.get('jax')}")
+    print_growth(growth_with_t(record["shapes"]))
+
+
 def _spread(ts: list[float]) -> float:
     q = statistics.quantiles(ts, n=4) if len(ts) >= 4 else [min(ts), 0, max(ts)]
     return q[2] - q[0]
@@ -485,11 +505,14 @@ def main(argv=None):
         default=[],
         help="NAME=xla:FLAGS or NAME=unroll:N, an lstm_jax variant timed beside the others",
     )
+    ap.add_argument("--report", help="print the growth tables of a --json record and exit")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--unroll", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     # Before JAX starts its backend here (the GEMM peak below): see worker_env.
     os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    if args.report:
+        return report(args.report)
     if args.worker:
         return worker(args.worker, args.shapes, args.warmup, args.unroll)
     variants = {name: (kind, value) for name, kind, value in map(parse_variant, args.variant)}
@@ -563,14 +586,7 @@ def main(argv=None):
             )
         results[key] = {"shape": shape, "best_jax_peer": best_peer, "results": rows}
     growth = growth_with_t(results)
-    for same, table in growth.items():
-        b, d, h, layers = same
-        ts = sorted({t for row in table.values() for t in row["median_ms"]})
-        print(f"\n# step time against T at B={b}, input {d}, H={h}, {layers} layer(s): median ms")
-        print(f"{'impl':<20} " + " ".join(f"{'T=' + str(t):>10}" for t in ts) + f" {'slope':>6}")
-        for name, row in table.items():
-            cols = " ".join(f"{row['median_ms'].get(t, float('nan')):>10.1f}" for t in ts)
-            print(f"{name:<20} {cols} {row['loglog_slope']:>6.2f}")
+    print_growth(growth)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(

@@ -5,6 +5,7 @@ fitted from the medians it printed."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 
 import numpy as np
@@ -53,3 +54,22 @@ def test_growth_slope_is_the_loglog_fit_of_the_medians():
     assert math.isclose(table["linear"]["loglog_slope"], 1.0)
     assert math.isclose(table["sqrt"]["loglog_slope"], 0.5)
     assert table["linear"]["median_ms"] == {100: 100.0, 1000: 1000.0, 4000: 4000.0}
+
+
+def test_a_json_record_prints_its_growth_table_again(tmp_path, capsys):
+    bench = _bench()
+    shapes = {
+        f"M{t}": {
+            "shape": [50, t, 10, 128, 1, False, False],
+            "results": {"cell:x": {"median_s": t}},
+        }
+        for t in (100, 1000)
+    }
+    machine = {"cpu": "Some CPU", "isa": "AVX2", "cores": 2, "jax": "0.0"}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"machine": machine, "shapes": shapes}))
+    bench.main(["--report", str(path)])
+    out = capsys.readouterr().out
+    assert "Some CPU (AVX2, 2 cores)" in out
+    assert "B=50, input 10, H=128, 1 layer(s)" in out
+    assert out.rstrip().endswith("cell:x                 100000.0  1000000.0   1.00")

@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 
 import lstm_jax.cli  # noqa: F401  (registers the config resolvers)
 from lstm_jax.config import CONFIG_DIR
+from lstm_jax.nn.registry import CELLS
 from lstm_jax.schema import ConfigError, check_model_overrides, validate
 
 
@@ -30,8 +31,9 @@ def compose_train(*overrides):
         (["model.dropout=1.0"], "model.dropout=1.0: Input should be less than 1."),
         (
             ["model.cell=lstmm"],
-            "model.cell='lstmm' is not a known cell; choose model=lstm, model=gru, model=rnn, "
-            "model=lru, model=mingru, model=minlstm.",
+            "model.cell='lstmm' is not a known cell; choose "
+            + ", ".join(f"model={cell}" for cell in CELLS)
+            + ".",
         ),
         (
             # The cell is named once (model.cell); set alone it keeps the LSTM's own keys.
