@@ -74,6 +74,7 @@ def test_parity_refuses_in_one_line_without_a_gpu(gpu_parity, capsys):
     assert capsys.readouterr().out == "gpu_parity: no CUDA GPU (JAX's default backend is 'cpu')\n"
 
 
+@pytest.mark.slow  # 14 s on CPU: .ci/run's slow step
 def test_parity_reports_both_precisions_relative_to_scale(gpu_parity, monkeypatch, capsys):
     install(monkeypatch)
     for name, value in {"B": 4, "T": 6, "D": 3, "H": 5}.items():

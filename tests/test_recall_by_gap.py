@@ -58,6 +58,7 @@ def tiny_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.mark.slow  # 17 s; trains a run: .ci/run's slow step
 def test_a_row_per_gap_of_a_trained_run(recall_by_gap, tiny_run, capsys):
     assert recall_by_gap.main([str(tiny_run), "--gaps", "1,6,12", "--sequences", "64"]) == 0
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()]

@@ -69,7 +69,15 @@ def assert_same_batch(a: dict, b: dict) -> None:
         np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
 
 
-@pytest.mark.parametrize("name", TASKS)
+# One task per domain in the default suite; the second of a domain (CTC, the CSV forecaster,
+# the word LM: 30 s together) in .ci/run's slow step.
+SECOND_OF_A_DOMAIN = {"fsdd_ctc", "csv_forecast", "word_lm"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(t, marks=pytest.mark.slow) if t in SECOND_OF_A_DOMAIN else t for t in TASKS],
+)
 def test_task_honours_the_trainer_contract(name, data_root, tmp_path_factory):
     cache = tmp_path_factory.mktemp(f"cache_{name}")
     cfg, task = build_task(name, data_root, cache)

@@ -26,6 +26,12 @@ BLOCKED = ["bfloat16", "default", "F32_F32_F32", "BF16_BF16_F32", "TF32_TF32_F32
 BLOCKED_XLA_CPU_RUNS = BLOCKED[:4]  # XLA:CPU has no TF32 dot
 
 
+def _first_in_default_suite(values):
+    """The first value runs in the default suite, the others (a compile each, about 9 s on 2
+    cores) in .ci/run's slow step: the default suite stays under its 10 minutes."""
+    return [values[0]] + [pytest.param(v, marks=pytest.mark.slow) for v in values[1:]]
+
+
 @pytest.fixture
 def fake_cuda(monkeypatch):
     install(monkeypatch)
@@ -39,7 +45,7 @@ def _scan_result(**kw):
     return _lstm(backend="scan", **kw)(X, LENGTHS)[0]
 
 
-@pytest.mark.parametrize("precision", BLOCKED_XLA_CPU_RUNS)
+@pytest.mark.parametrize("precision", _first_in_default_suite(BLOCKED_XLA_CPU_RUNS))
 def test_a_precision_cudnn_cannot_take_runs_auto_on_the_scan_kernel(fake_cuda, precision):
     layer = _lstm()
     with jax.default_matmul_precision(precision):
@@ -49,7 +55,7 @@ def test_a_precision_cudnn_cannot_take_runs_auto_on_the_scan_kernel(fake_cuda, p
     np.testing.assert_array_equal(y, expected)
 
 
-@pytest.mark.parametrize("precision", ACCEPTED)
+@pytest.mark.parametrize("precision", _first_in_default_suite(ACCEPTED))
 def test_precisions_cudnn_takes_run_on_cudnn(fake_cuda, precision):
     with jax.default_matmul_precision(precision):
         layer = _lstm(backend="cudnn")

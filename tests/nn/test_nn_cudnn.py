@@ -104,6 +104,7 @@ def test_explicit_cudnn_falls_back_with_a_warning_naming_why(fake_cuda):
         assert layer.uses_cudnn()
 
 
+@pytest.mark.slow  # 29 s; the stand-in kernel's paths: test_nn_backends.py. .ci/run's slow step
 def test_cudnn_path_matches_the_scan_kernel_with_zero_lengths_and_gradients(fake_cuda):
     scan_layer = _layer()
     cudnn_layer = _layer()

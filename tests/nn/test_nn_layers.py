@@ -91,6 +91,7 @@ def test_initialisation_forget_bias_chrono_and_orthogonal_blocks():
     assert np.all(b[:, 2:] == 0.0)
 
 
+@pytest.mark.slow  # 12 s; every cell's gates and padding: test_nn_registry.py: .ci/run's slow step
 def test_gates_are_consistent_with_outputs_and_zero_when_padded():
     layer = LSTM(D, H, num_layers=2, bidirectional=True, rngs=nnx.Rngs(3))
     x = _x(3)
@@ -154,6 +155,7 @@ def test_hidden_perturbation_gradient_is_dl_dh_t():
     np.testing.assert_allclose(layer(x, hidden_perturbation=zero)[0], layer(x)[0], atol=0)
 
 
+@pytest.mark.slow  # 16 s; the one-direction case stays: .ci/run's slow step
 def test_hidden_perturbation_bidirectional_variable_length_matches_reference():
     layer = GRU(D, H, num_layers=2, bidirectional=True, rngs=nnx.Rngs(6))
     x = _x(6)

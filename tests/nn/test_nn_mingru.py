@@ -77,6 +77,7 @@ def _h0(num_layers, n):
     return jax.random.normal(jax.random.key(4), (num_layers * n, B, H))
 
 
+@pytest.mark.slow  # the slow reference tests check both forms too: .ci/run's slow step
 @pytest.mark.parametrize("cell", sorted(CELLS))
 def test_the_parallel_and_sequential_forms_agree(cell):
     """Cheap default check of the two forms on one layer (the slow tests below check both

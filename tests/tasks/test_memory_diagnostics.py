@@ -67,6 +67,7 @@ def zero_recurrence(model):
     return model
 
 
+@pytest.mark.slow  # 22 s of training: .ci/run's slow step
 def test_recall_gradient_is_the_recalls_alone_not_the_blank_outputs():
     """With no recurrence in h (w_hh = 0, tanh-RNN: h_t = tanh(W x_t + b)), nothing before
     the recalled outputs reaches the recall, so its gradient there is exactly 0, while the
