@@ -14,7 +14,7 @@
 # (experiments/long_dependency_figures.py), and a recorded run is skipped on any machine.
 #
 # A run the session's end would cut is kept too: `--snapshot` copies each unfinished run's
-# newest checkpoints (last and best, ~1 MB each) with its metrics and config into its
+# newest and best checkpoints (~1 MB each) with its metrics and config into its
 # $RECORDS dir, and on the next machine the script restores that dir and resumes it from the
 # checkpoint's step. The finished run's record replaces the snapshot.
 #
@@ -131,35 +131,40 @@ keep_record() {  # RUN_DIR RECORD_DIR: what the tables and figures read, and its
   cp "$1/summary.json" "$2/"
 }
 
-newest_step() {  # CHECKPOINT_DIR: its newest finished step (orbax names a step's dir by its number)
-  find "$1" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' -printf '%f\n' 2>/dev/null \
-    | sort -n | tail -n 1
+newest_step() {  # CHECKPOINT_DIR [FILE]: its newest finished step (orbax names a step's dir by
+  # its number), or the newest that holds FILE. A snapshot kept before one checkpoint manager
+  # has its steps under last/ and best/ (the trainer moves them into one layout on resume).
+  local dir
+  for dir in "$1"/[0-9]* "$1"/last/[0-9]* "$1"/best/[0-9]*; do
+    [[ -d $dir && ${dir##*/} =~ ^[0-9]+$ ]] || continue
+    [ -z "${2:-}" ] || [ -e "$dir/$2" ] || continue
+    echo "${dir##*/}"
+  done | sort -n | tail -n 1
 }
 
 keep_snapshot() {  # RUN_DIR RECORD_DIR: what resuming the unfinished run on another machine needs
-  local step kind
+  local step best
   [ -f "$2/summary.json" ] && { echo "recorded $2 (finished): no snapshot of $1"; return 0; }
-  step=$(newest_step "$1/checkpoints/last")
+  step=$(newest_step "$1/checkpoints")
   [ -n "$step" ] || { echo "no checkpoint yet in $1: nothing to keep"; return 0; }
   rm -rf "$2/checkpoints"
-  for kind in last best; do
-    local newest
-    newest=$(newest_step "$1/checkpoints/$kind")
-    [ -n "$newest" ] || continue
-    mkdir -p "$2/checkpoints/$kind"
-    cp -r "$1/checkpoints/$kind/$newest" "$2/checkpoints/$kind/"
-  done
+  mkdir -p "$2/checkpoints"
+  # The newest checkpoint (to resume from) and the best: the newest with metrics, as only
+  # the trainer's improvements carry them (lstm_jax/train/checkpoint.py).
+  cp -r "$1/checkpoints/$step" "$2/checkpoints/"
+  best=$(newest_step "$1/checkpoints" metrics/metrics)
+  [ -z "$best" ] || [ "$best" = "$step" ] || cp -r "$1/checkpoints/$best" "$2/checkpoints/"
   copy_run_files "$1" "$2"
   [ -f "$1/wandb_run_id.txt" ] && cp "$1/wandb_run_id.txt" "$2/"
   echo "snapshot $2 at step $step"
 }
 
 restore_snapshot() {  # RECORD_DIR RUN_DIR: an unfinished run kept by --snapshot, ready to resume
-  [ -d "$1/checkpoints/last" ] && [ ! -f "$1/summary.json" ] && [ ! -d "$2/checkpoints" ] || return 0
+  [ -d "$1/checkpoints" ] && [ ! -f "$1/summary.json" ] && [ ! -d "$2/checkpoints" ] || return 0
   mkdir -p "$2"
   cp -r "$1"/{checkpoints,.hydra,metrics.jsonl,cli.log} "$2/"
   [ -f "$1/wandb_run_id.txt" ] && cp "$1/wandb_run_id.txt" "$2/"
-  echo "restore $2: from $1 (step $(newest_step "$2/checkpoints/last"))" | tee -a "$OUT/commands.log"
+  echo "restore $2: from $1 (step $(newest_step "$2/checkpoints"))" | tee -a "$OUT/commands.log"
 }
 
 run_one() {  # NAME|OVERRIDES|SEED CORE

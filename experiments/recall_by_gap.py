@@ -99,8 +99,8 @@ def main(argv=None) -> int:
     ap.add_argument("--sequences", type=int, default=500)
     args = ap.parse_args(argv)
     for run_dir in args.runs:
-        if not (run_dir / "checkpoints" / args.which).is_dir():
-            ap.error(f"{run_dir} has no checkpoints/{args.which}: pass a run dir that kept them")
+        if not any(p.name.isdigit() for p in (run_dir / "checkpoints").glob("*")):
+            ap.error(f"{run_dir} has no checkpoints: pass a run dir that kept them")
     for run_dir in args.runs:
         _, task, model = load_run(run_dir, args.which)
         if not isinstance(task, VariableCopyTask):

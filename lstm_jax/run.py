@@ -107,25 +107,27 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[DictConfig, Task
     # The freshly built trainer's state is the template the checkpoint is restored into.
     trainer = build_trainer(cfg, run_dir)
     # Reading a run changes nothing in it: a damaged checkpoint is passed over, not moved,
-    # and when no `which` checkpoint is intact the newest intact one of the other kind is
-    # used, saying so.
+    # and when no best checkpoint is intact the newest intact one is
+    # used, saying so (every checkpoint holds a full state: "last" is all of them).
     checkpointer = Checkpointer(
-        run_dir / "checkpoints", keep=cfg.trainer.keep_checkpoints, read_only=True
+        run_dir / "checkpoints",
+        keep=cfg.trainer.keep_checkpoints,
+        monitor=trainer.monitor,
+        mode=trainer.monitor_mode,
+        tiebreak=trainer.monitor_tiebreak,
+        read_only=True,
     )
-    other = "last" if which == "best" else "best"
     try:
         try:
             state, meta = checkpointer.restore(which, trainer.state, move_damaged=False)
         except (CheckpointError, FileNotFoundError) as error:
-            if checkpointer.latest_step(other) is None:
+            if which == "last" or checkpointer.latest_step() is None:
                 raise
-            state, meta = checkpointer.restore(other, trainer.state, move_damaged=False)
+            state, meta = checkpointer.restore("last", trainer.state, move_damaged=False)
             log.warning(
-                "No intact '%s' checkpoint (%s); using the newest intact '%s' one, of step %d "
+                "No intact best checkpoint (%s); using the newest intact one, of step %d "
                 "(nothing in the run dir was changed)",
-                which,
                 str(error).split(": ", 1)[-1].split(". Nothing")[0],
-                other,
                 meta["step"],
             )
     finally:

@@ -12,12 +12,12 @@ SCRIPT = Path(__file__).parents[1] / "experiments" / "long_dependency.sh"
 
 # Stands in for lstm-jax: writes the files of a finished run into hydra.run.dir, or with
 # FAKE_KILLED set those of a run killed after its step-1000 checkpoint (orbax's layout: a dir
-# per step, an unfinished save in a tmp dir). A start in a dir with a checkpoint is logged as
-# a resume from its steps.
+# per step, the best one, 500, with its metrics, an unfinished save in a tmp dir). A start in
+# a dir with a checkpoint is logged as a resume from its steps.
 FAKE_LSTM_JAX = """#!/usr/bin/env bash
 for arg in "$@"; do case $arg in hydra.run.dir=*) dir=${arg#hydra.run.dir=};; esac; done
-if [ -d "$dir/checkpoints/last" ]; then
-  echo "resume from $(ls "$dir/checkpoints/last" | tr '\\n' ' ')" >> "$FAKE_CALLS"
+if [ -d "$dir/checkpoints" ]; then
+  echo "resume from $(ls "$dir/checkpoints" | tr '\\n' ' ')" >> "$FAKE_CALLS"
 fi
 echo "$*" >> "$FAKE_CALLS"
 mkdir -p "$dir/.hydra"
@@ -27,11 +27,14 @@ echo "seed: 0" > "$dir/.hydra/config.yaml"
 echo "- $1" > "$dir/.hydra/overrides.yaml"
 echo "run-1" > "$dir/wandb_run_id.txt"
 if [ -n "${FAKE_KILLED:-}" ]; then
-  for step in 500 1000; do
-    mkdir -p "$dir/checkpoints/last/$step/state" "$dir/checkpoints/best/$step"
-    echo "$step" > "$dir/checkpoints/last/$step/state/d"
+  for step in 250 500 750 1000; do
+    mkdir -p "$dir/checkpoints/$step/state"
+    echo "$step" > "$dir/checkpoints/$step/state/d"
   done
-  mkdir -p "$dir/checkpoints/last/1500.orbax-checkpoint-tmp-7"
+  mkdir -p "$dir/checkpoints/250/metrics" "$dir/checkpoints/500/metrics"
+  echo '{"val/loss": 0.2}' > "$dir/checkpoints/500/metrics/metrics"
+  echo '{"val/loss": 0.3}' > "$dir/checkpoints/250/metrics/metrics"
+  mkdir -p "$dir/checkpoints/1500.orbax-checkpoint-tmp-7"
   exit 137
 fi
 echo '{"test": {}}' > "$dir/summary.json"
@@ -96,10 +99,11 @@ def test_an_unfinished_run_is_kept_by_snapshot_and_resumed_on_a_fresh_machine(tm
     stdout = _run(tmp_path, "machine1", "--snapshot", "adding_T400_lstm")
     record = tmp_path / "records" / "adding_T400_lstm" / "seed0"
     assert f"snapshot {record} at step 1000" in stdout
-    # The newest finished step of each kind only: not step 500, not the unfinished save.
-    assert sorted(p.name for p in (record / "checkpoints" / "last").iterdir()) == ["1000"]
-    assert sorted(p.name for p in (record / "checkpoints" / "best").iterdir()) == ["1000"]
-    assert (record / "checkpoints" / "last" / "1000" / "state" / "d").read_text() == "1000\n"
+    # The newest finished step and the best (the newest with metrics) only: not 250 or 750,
+    # not the unfinished save.
+    assert sorted(p.name for p in (record / "checkpoints").iterdir()) == ["1000", "500"]
+    assert (record / "checkpoints" / "1000" / "state" / "d").read_text() == "1000\n"
+    assert (record / "checkpoints" / "500" / "metrics" / "metrics").exists()
     assert (record / "wandb_run_id.txt").exists() and (record / ".hydra" / "config.yaml").exists()
     assert not (record / "summary.json").exists()
 
@@ -109,7 +113,7 @@ def test_an_unfinished_run_is_kept_by_snapshot_and_resumed_on_a_fresh_machine(tm
     stdout = _run(tmp_path, "machine2", "adding_T400_lstm")
     assert "restore " in stdout
     lines = calls.read_text().splitlines()
-    assert lines[0] == "resume from 1000 " and "trainer.resume=true" in lines[1]
+    assert lines[0] == "resume from 1000 500 " and "trainer.resume=true" in lines[1]
     run = tmp_path / "machine2" / "adding_T400_lstm" / "seed0"
     # metrics.jsonl continues the snapshot's (the trainer drops rows past the checkpoint)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
@@ -166,3 +170,17 @@ def test_a_setup_outside_the_grid_is_refused_before_anything_runs(tmp_path):
     assert done.returncode == 2
     assert "SETUP=sgd_clip5 is not a setup of the grid" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_snapshot_kept_before_one_checkpoint_manager_is_restored_from_its_last_step(tmp_path):
+    # Snapshots committed before one manager hold checkpoints/last/<step> and best/<step>;
+    # the trainer moves them into one layout when it resumes (lstm_jax/train/checkpoint.py).
+    record = tmp_path / "records" / "adding_T400_lstm" / "seed0"
+    for kind, step in (("last", 9150), ("best", 2000)):
+        (record / "checkpoints" / kind / str(step) / "state").mkdir(parents=True)
+    (record / ".hydra").mkdir()
+    for name in ("metrics.jsonl", "cli.log", ".hydra/config.yaml"):
+        (record / name).write_text("")
+    stdout = _run(tmp_path, "machine2", "adding_T400_lstm")
+    assert "(step 9150)" in stdout
+    assert (tmp_path / "calls.txt").read_text().splitlines()[0] == "resume from best last "

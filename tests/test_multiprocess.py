@@ -47,7 +47,7 @@ def final_params(run_dir: Path) -> list[np.ndarray]:
 
     from lstm_jax.run import load_run
 
-    assert (run_dir / "checkpoints" / "last" / str(STEPS)).is_dir()
+    assert (run_dir / "checkpoints" / str(STEPS)).is_dir()
     _, _, model = load_run(run_dir, "last")
     return [np.asarray(x) for x in jax.tree.leaves(nnx.state(model, nnx.Param))]
 
@@ -110,7 +110,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         run_dir, [*TINY, *SLOW], num_processes=2, devices_per_process=4, cwd=root
     )
     deadline = time.monotonic() + 240
-    while not (run_dir / "checkpoints" / "last" / "4").is_dir():
+    while not (run_dir / "checkpoints" / "4").is_dir():
         assert all(p.poll() is None for p in procs), "a process exited before step 4"
         assert time.monotonic() < deadline, "no checkpoint of step 4 after 240 s"
         time.sleep(0.05)
@@ -118,9 +118,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         p.send_signal(signal.SIGKILL)
     for p in procs:
         p.wait()
-    killed_at = sorted(
-        int(p.name) for p in (run_dir / "checkpoints" / "last").iterdir() if p.name.isdigit()
-    )
+    killed_at = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
     assert killed_at[-1] < STEPS and not (run_dir / "summary.json").exists()
     procs = start_processes(
         run_dir,

@@ -77,4 +77,4 @@ def test_a_gap_outside_the_run_or_a_dir_without_checkpoints_is_refused(
     assert "--gaps [0, 13] outside [1, T=12]" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         recall_by_gap.main([str(tmp_path)])
-    assert "has no checkpoints/last: pass a run dir that kept them" in capsys.readouterr().err
+    assert "has no checkpoints: pass a run dir that kept them" in capsys.readouterr().err

@@ -109,25 +109,38 @@ def test_sample_console_script(char_run, capsys):
     assert result.returncode == 1 and "not in the vocabulary" in result.stderr
 
 
-def test_a_damaged_best_checkpoint_falls_back_to_the_newest_intact_one_and_moves_nothing(
+def test_a_damaged_best_checkpoint_falls_back_to_the_next_best_then_the_newest_intact_one(
     char_run, tmp_path
 ):
+    # char_run evaluates at steps 2 and 4 and both improved: both carry metrics, 4 ranks first.
     run_dir = tmp_path / "run"
     shutil.copytree(char_run, run_dir)
-    best = run_dir / "checkpoints" / "best"
-    (next(best.iterdir()) / "meta" / "metadata").unlink()  # the only best checkpoint
-    before = tree_hashes(run_dir)
-    result = subprocess.run(
-        [sys.executable, "-m", "lstm_jax.sample", str(run_dir), "prompt=ab", "length=5"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.startswith("ab")
-    assert "using the newest intact 'last' one, of step 4" in result.stderr
-    assert tree_hashes(run_dir) == before
-    assert not (run_dir / "checkpoints" / "corrupt").exists()
+    checkpoints = run_dir / "checkpoints"
+    assert sorted(p.parent.name for p in checkpoints.glob("*/metrics")) == ["2", "4"]
+    (checkpoints / "4" / "meta" / "metadata").unlink()
+
+    def sample() -> str:
+        before = tree_hashes(run_dir)
+        result = subprocess.run(
+            [sys.executable, "-m", "lstm_jax.sample", str(run_dir), "prompt=ab", "length=5"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stdout.startswith("ab")
+        assert tree_hashes(run_dir) == before  # a reader moves nothing
+        assert not (checkpoints / "corrupt").exists()
+        return result.stderr
+
+    # the next best intact checkpoint
+    stderr = sample()
+    assert f"Skipped unreadable checkpoint {checkpoints / '4'}" in stderr
+    assert f"restored {checkpoints / '2'}" in stderr
+    # with no best intact (2 a periodic save only), the newest intact one, saying so
+    shutil.rmtree(checkpoints / "2" / "metrics")
+    assert "No intact best checkpoint" in (stderr := sample())
+    assert "using the newest intact one, of step 2" in stderr
 
 
 _TEMPERATURE = (

@@ -148,7 +148,7 @@ def test_requeued_job_resumes_to_the_uninterrupted_result(sweep):
     )
     run_dir = sweep_dir / "0"
     try:
-        while not (run_dir / "checkpoints" / "last" / "4").is_dir():
+        while not (run_dir / "checkpoints" / "4").is_dir():
             assert launcher.poll() is None, launcher.stdout.read()[-4000:]
             assert time.monotonic() - t0 < 300, "no checkpoint of step 4 after 300 s"
             time.sleep(0.2)

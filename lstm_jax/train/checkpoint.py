@@ -1,9 +1,11 @@
 """Checkpoints of a run (orbax): parameters, optimizer state, RNG state, carry, step.
 
-Layout in the run dir: `checkpoints/last/<step>/` (the last `keep` ones) and
-`checkpoints/best/<step>/` (the best by the task's monitor). Orbax writes each checkpoint
-to a temporary directory and renames it when complete, so a run killed mid-save leaves
-the previous checkpoint intact.
+Layout in the run dir: `checkpoints/<step>/`, one orbax CheckpointManager whose
+preservation policy keeps the newest `keep` checkpoints and the best one by the task's
+monitor (`LatestN` or `BestN`). The best checkpoint's `metrics/` holds its monitor value;
+the trainer saves metrics only with a checkpoint that improved on every earlier one.
+Orbax writes each checkpoint to a temporary directory and renames it when complete, so a
+run killed mid-save leaves the previous checkpoint intact.
 
 What is saved is the training state as a pytree of arrays; it is restored into the
 structure of a freshly built state (the template), so the checkpoint holds no pickled
@@ -13,6 +15,7 @@ Python objects. PRNG keys are saved as their raw key data.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -21,7 +24,9 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from orbax.checkpoint.checkpoint_managers import LatestN
+from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
+
+from lstm_jax.metrics.direction import mode_of
 
 log = logging.getLogger(__name__)
 
@@ -79,82 +84,134 @@ def _from_saved(leaves: list[Any], template: Any) -> Any:
 
 
 class Checkpointer:
-    """The last `keep` checkpoints and the best one of a run dir.
+    """The newest `keep` checkpoints of a run dir and its best one, in one orbax manager.
 
-    Two orbax managers, "last" and "best", each pruned by orbax's own preservation policy
-    (`LatestN`; `max_to_keep` is deprecated in orbax 0.12). One manager under
-    `AnyPreservationPolicy([LatestN(keep), BestN(n=1)])` (issue 30 item 6) cannot keep
-    this behaviour, so it is not used:
-    - it writes every step to one `checkpoints/<step>/`, not the `last/<step>` and
-      `best/<step>` that docs/DESIGN.md, experiments/long_dependency.sh --snapshot and the
-      recorded runs under experiments/ rely on; a step both best and periodic is one dir;
-    - `LatestN` counts every checkpoint of its manager, so the best saves made at
-      evaluations between `checkpoint_every` steps would push periodic resume points out
-      of the latest `keep`;
-    - `BestN` sorts with `sorted()` and keeps the last n, so of equal values the newest
-      wins, where the trainer keeps the first one that improved (and its tiebreak); and it
-      keeps every periodic save (no metrics) unless `keep_checkpoints_without_metrics=False`;
-    - `CheckpointManager.best_step()` follows `options.best_fn`, not a preservation
-      policy, so the best step would have to be recomputed here from saved metrics.
-    The "best" manager keeps `LatestN(1)`: the trainer saves to it only on an improvement
-    (lstm_jax.metrics.direction.improves), so its newest checkpoint is the best one.
-    """
+    `AnyPreservationPolicy([LatestN(keep), BestN(n=1)])` decides what stays. Only a save
+    with `best=True` carries metrics (the monitor, and the tiebreak when the task has
+    one), and the trainer passes `best=True` only when the evaluation improved on every
+    earlier one (lstm_jax.metrics.direction.improves). So `BestN` ranks improvements
+    alone: its best is the newest of them, as the trainer's is, ties included (a
+    tiebreak improvement ranks above an equal monitor value).
 
-    def __init__(self, directory: Path, *, keep: int, read_only: bool = False):
-        # read_only: for commands that only read a run (lstm-jax-sample): no dir is made.
-        def options(keep_latest: int) -> ocp.CheckpointManagerOptions:
-            return ocp.CheckpointManagerOptions(
-                preservation_policy=LatestN(n=keep_latest),
+    `which` names what a reader wants: "last" is every checkpoint, newest first; "best"
+    is the checkpoints with metrics, best first. A checkpoint is a full training state
+    whichever it is, so a run resumes from the newest one, best or periodic.
+
+    A run dir written before one manager (`checkpoints/last/<step>`, `checkpoints/best/
+    <step>`) is moved into this layout when a run opens it for writing; a read-only
+    reader is told to convert it (`python -m lstm_jax.train.checkpoint RUN_DIR`)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        keep: int,
+        monitor: str | None = None,
+        mode: str | None = None,
+        tiebreak: str | None = None,
+        read_only: bool = False,
+    ):
+        # monitor, mode, tiebreak: the task's (Trainer.monitor...); mode defaults to the
+        # monitor's own direction (lstm_jax.metrics.direction).
+        # orbax refuses relative paths; a user's `lstm-jax-sample outputs/run` is one.
+        self.directory = Path(directory).absolute()
+        if _has_two_manager_layout(self.directory):
+            if read_only:
+                raise CheckpointError(
+                    f"{self.directory} holds checkpoints in the layout of lstm-jax before one "
+                    "checkpoint manager (last/<step>, best/<step>): convert it with "
+                    f"`python -m lstm_jax.train.checkpoint {self.directory}` (moves the step "
+                    "dirs, deletes nothing) or resume the run once."
+                )
+            adopt_two_manager_layout(self.directory, tiebreak)
+        self.monitor, self.tiebreak = monitor, tiebreak
+        self.mode = mode or (mode_of(monitor) if monitor is not None else None)
+        policies: list[Any] = [LatestN(n=keep)]
+        if monitor is not None:
+            policies.append(
+                BestN(get_metric_fn=self._rank, n=1, keep_checkpoints_without_metrics=False)
+            )
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                preservation_policy=AnyPreservationPolicy(policies),
+                # best_fn makes orbax write a save's metrics (and best_step() rank them).
+                best_fn=self._rank if monitor is not None else None,
+                best_mode="max",
                 create=not read_only,
                 read_only=read_only,
                 enable_async_checkpointing=False,
-            )
+            ),
+        )
 
-        # orbax refuses relative paths; a user's `lstm-jax-sample outputs/run` is one.
-        self.directory = Path(directory).absolute()
-        self._last = ocp.CheckpointManager(self.directory / "last", options=options(keep))
-        self._best = ocp.CheckpointManager(self.directory / "best", options=options(1))
+    def _rank(self, metrics: dict[str, float]) -> tuple[float, float]:
+        """Higher is better: the monitor in its direction, then the tiebreak (lower is
+        better), as direction.improves orders them."""
+        assert self.monitor is not None
+        value = float(metrics[self.monitor])
+        sign = 1.0 if self.mode == "max" else -1.0
+        tiebreak = metrics.get(self.tiebreak) if self.tiebreak else None
+        # Without a tiebreak (a task without one, or a best adopted from two managers)
+        # an equal value ranks below one with it: the later save was the improvement.
+        return sign * value, -float(tiebreak) if tiebreak is not None else -math.inf
 
-    def _manager(self, which: str) -> ocp.CheckpointManager:
-        if which not in ("last", "best"):
-            raise ValueError(f"which={which!r}: choose 'last' or 'best'.")
-        return self._last if which == "last" else self._best
-
-    def save(self, which: str, step: int, state: Any, meta: dict[str, Any]) -> None:
-        """Saves `state` (any pytree of arrays) and JSON `meta` as checkpoint `step`."""
-        manager = self._manager(which)
+    def save(self, step: int, state: Any, meta: dict[str, Any], *, best: bool = False) -> None:
+        """Saves `state` (any pytree of arrays) and JSON `meta` as checkpoint `step`; with
+        `best`, the monitor value of `meta` (and its tiebreak) as the step's metrics."""
+        metrics = None
+        if best:
+            if self.monitor is None:
+                raise ValueError("save(best=True) needs a Checkpointer made with a monitor.")
+            metrics = {self.monitor: meta["best_value"]}
+            if self.tiebreak is not None and meta.get("best_tiebreak") is not None:
+                metrics[self.tiebreak] = meta["best_tiebreak"]
         leaves = {f"{i:05d}": leaf for i, leaf in enumerate(_to_savable(state))}
-        manager.save(
+        self._manager.save(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(leaves), meta=ocp.args.JsonSave(meta)
             ),
+            metrics=metrics,
             force=True,
         )
-        manager.wait_until_finished()
+        self._manager.wait_until_finished()
 
     def steps(self, which: str = "last") -> list[int]:
-        return sorted(self._manager(which).all_steps())
+        """ "last": every step, oldest first; "best": the steps with metrics, best first."""
+        if which == "last":
+            return sorted(self._manager.all_steps())
+        if which != "best":
+            raise ValueError(f"which={which!r}: choose 'last' or 'best'.")
+        if self.monitor is None:
+            return []
+        ranked = []
+        for step in self._manager.all_steps():
+            metrics = self._manager.metrics(step)
+            if metrics is not None and self.monitor in metrics:
+                ranked.append((self._rank(metrics), step))
+        # equal ranks: the newer step first, as BestN keeps it
+        return [step for _, step in sorted(ranked, reverse=True)]
 
-    def delete(self, which: str, step: int) -> None:
-        self._manager(which).delete(step)
+    def delete(self, step: int) -> None:
+        self._manager.delete(step)
 
     def latest_step(self, which: str = "last") -> int | None:
-        return self._manager(which).latest_step()
+        if which == "last":
+            return self._manager.latest_step()
+        ranked = self.steps(which)
+        return ranked[0] if ranked else None
 
     def path(self, which: str) -> Path | None:
         step = self.latest_step(which)
-        return None if step is None else self.directory / which / str(step)
+        return None if step is None else self.directory / str(step)
 
-    def _check_fits(self, which: str, step: int, abstract: dict[str, Any]) -> None:
+    def _check_fits(self, step: int, abstract: dict[str, Any]) -> None:
         """Raises _ShapeMismatch, before any array is read or any file moved, when the
         checkpoint's recorded shapes differ from the template's: an intact checkpoint
         written with another config. A checkpoint whose record cannot be read is damaged
         (the error propagates to restore's handling of damage)."""
-        stored = ocp.StandardCheckpointHandler().metadata(
-            self.directory / which / str(step) / "state"
-        )
-        path = self.directory / which / str(step)
+        path = self.directory / str(step)
+        stored = ocp.StandardCheckpointHandler().metadata(path / "state")
         if sorted(stored) != sorted(abstract):
             raise _ShapeMismatch(
                 f"the checkpoint {path} holds {len(stored)} arrays but this run's state has "
@@ -188,10 +245,10 @@ class Checkpointer:
         of other shapes (another config) raises _ShapeMismatch and nothing moves.
         `accept(meta)` may turn down an intact checkpoint with a reason (the run's other
         files cannot follow it): it stays where it is and the next older one is tried."""
-        manager = self._manager(which)
-        steps = sorted(manager.all_steps(), reverse=True)
+        steps = self.steps(which)[::-1] if which == "last" else self.steps(which)
+        kind = "" if which == "last" else "best "
         if not steps:
-            raise FileNotFoundError(f"no '{which}' checkpoint in {self.directory}.")
+            raise FileNotFoundError(f"no {kind}checkpoint in {self.directory}.")
         abstract = {
             f"{i:05d}": ocp.utils.to_shape_dtype_struct(leaf)
             for i, leaf in enumerate(_to_savable(template))
@@ -200,8 +257,8 @@ class Checkpointer:
         rejected: list[str] = []
         for step in steps:
             try:
-                self._check_fits(which, step, abstract)
-                restored = manager.restore(
+                self._check_fits(step, abstract)
+                restored = self._manager.restore(
                     step,
                     args=ocp.args.Composite(
                         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
@@ -214,20 +271,18 @@ class Checkpointer:
             except Exception as error:  # noqa: BLE001 - any unreadable file: try the next one
                 reason = (str(error).strip().splitlines() or [""])[0]
                 reason = reason.split(" See full TensorStore")[0][:200]
-                skipped.append(
-                    f"{self.directory / which / str(step)} ({type(error).__name__}: {reason})"
-                )
+                skipped.append(f"{self.directory / str(step)} ({type(error).__name__}: {reason})")
                 if move_damaged:
-                    self._set_aside(which, step)
+                    self._set_aside(step)
                 continue
             reason = accept(result[1]) if accept is not None else None
             if reason is not None:
-                rejected.append(f"{self.directory / which / str(step)}: {reason}")
+                rejected.append(f"{self.directory / str(step)}: {reason}")
                 continue
             if rejected:
                 log.warning(
                     "Resuming from %s, not from the newer %s",
-                    self.directory / which / str(step),
+                    self.directory / str(step),
                     "; ".join(rejected),
                 )
             if skipped:
@@ -235,12 +290,12 @@ class Checkpointer:
                     "Skipped unreadable checkpoint %s (%s); restored %s",
                     "; ".join(skipped),
                     f"moved to {self.directory / 'corrupt'}" if move_damaged else "left as is",
-                    self.directory / which / str(step),
+                    self.directory / str(step),
                 )
             return result
         if rejected:
             raise CheckpointError(
-                f"no '{which}' checkpoint in {self.directory} can be resumed: "
+                f"no {kind}checkpoint in {self.directory} can be resumed: "
                 f"{'; '.join(skipped + rejected)}. Put back an intact copy of the file named, "
                 "or start the run again in a new dir."
             )
@@ -250,19 +305,82 @@ class Checkpointer:
             else "Nothing was changed."
         )
         raise CheckpointError(
-            f"no intact '{which}' checkpoint in {self.directory}: {'; '.join(skipped)}. {where}"
+            f"no intact {kind}checkpoint in {self.directory}: {'; '.join(skipped)}. {where}"
         )
 
-    def _set_aside(self, which: str, step: int) -> None:
+    def _set_aside(self, step: int) -> None:
         """Moves an unreadable checkpoint out of orbax's sight (kept for inspection), so a
         resumed run can save that step again."""
-        target = self.directory / "corrupt" / f"{which}-{step}"
+        target = self.directory / "corrupt" / str(step)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             shutil.rmtree(target)
-        shutil.move(str(self.directory / which / str(step)), target)
-        self._manager(which).reload()
+        shutil.move(str(self.directory / str(step)), target)
+        self._manager.reload()
 
     def close(self) -> None:
-        self._last.close()
-        self._best.close()
+        self._manager.close()
+
+
+def _has_two_manager_layout(directory: Path) -> bool:
+    return any((directory / which).is_dir() for which in ("last", "best"))
+
+
+def adopt_two_manager_layout(directory: Path, tiebreak: str | None = None) -> None:
+    """Moves the step dirs of `directory/last` and `directory/best` (lstm-jax before one
+    checkpoint manager) to `directory/<step>`, and gives the best one the metrics orbax
+    ranks it by (from its own meta: the monitor and its value at that save). A step in
+    both holds the same state: one copy is kept. Nothing is deleted but empty dirs and
+    that duplicate; an unfinished save (`*.orbax-checkpoint-tmp*`) stays where it was."""
+    directory = Path(directory)
+    best_steps = []
+    for which in ("last", "best"):
+        for step_dir in sorted((directory / which).glob("*")):  # none when absent
+            if not step_dir.name.isdigit():
+                continue
+            target = directory / step_dir.name
+            if which == "best":
+                best_steps.append(int(step_dir.name))
+            if target.exists():
+                shutil.rmtree(step_dir)  # the same step's state, saved twice
+            else:
+                shutil.move(str(step_dir), target)
+    for step in best_steps:
+        meta_file = directory / str(step) / "meta" / "metadata"
+        meta = ocp.JsonCheckpointHandler().restore(meta_file.parent) if meta_file.exists() else None
+        if not meta or meta.get("best_value") is None:
+            continue
+        metrics = {meta["monitor"]: meta["best_value"]}
+        if tiebreak is not None and meta.get("best_tiebreak") is not None:
+            metrics[tiebreak] = meta["best_tiebreak"]
+        # where orbax's CheckpointManager writes a save's metrics, and reads them back
+        (directory / str(step) / "metrics").mkdir(exist_ok=True)
+        ocp.JsonCheckpointHandler(filename="metrics").save(
+            directory / str(step) / "metrics", args=ocp.args.JsonSave(metrics)
+        )
+    for which in ("last", "best"):
+        leftover = directory / which
+        if leftover.is_dir() and not any(leftover.iterdir()):
+            leftover.rmdir()
+    log.info("Moved the checkpoints of %s into one manager's layout (<step>/)", directory)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m lstm_jax.train.checkpoint",
+        description="Moves the checkpoints of run dirs written before one checkpoint manager "
+        "(checkpoints/last/<step>, checkpoints/best/<step>) into today's checkpoints/<step>.",
+    )
+    parser.add_argument("run_dirs", nargs="+", type=Path, help="run dirs (or their checkpoints/)")
+    for run_dir in parser.parse_args(argv).run_dirs:
+        checkpoints = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
+        if not _has_two_manager_layout(checkpoints):
+            parser.error(f"{checkpoints} has no last/ or best/ dir: nothing to move")
+        adopt_two_manager_layout(checkpoints)
+        print(f"{checkpoints}: steps {sorted(p.name for p in checkpoints.iterdir())}")
+
+
+if __name__ == "__main__":
+    main()

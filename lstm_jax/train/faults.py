@@ -85,13 +85,13 @@ def raise_if_diverged(
     )
     # The loss of step k is computed from the state after k - 1 updates: a checkpoint
     # of step bad_step - 1 (or later) would meet the same non-finite loss on resume.
-    for dead_end in [s for s in checkpointer.steps("last") if s >= bad_step - 1]:
+    for dead_end in [s for s in checkpointer.steps() if s >= bad_step - 1]:
         log.warning(
             "Removing %s: its state gives the non-finite loss of step %d",
-            checkpointer.directory / "last" / str(dead_end),
+            checkpointer.directory / str(dead_end),
             bad_step,
         )
-        checkpointer.delete("last", dead_end)
+        checkpointer.delete(dead_end)
     last_good = checkpointer.path("last")
     if last_good is not None:
         where = (
@@ -173,11 +173,11 @@ def out_of_memory(error: BaseException) -> str | None:
 
 
 def newest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest complete 'last' checkpoint in run_dir (orbax's step dirs; a save cut off
+    """The newest complete checkpoint in run_dir (orbax's step dirs; a save cut off
     leaves a `*.orbax-checkpoint-tmp*` dir, which does not count)."""
-    last = Path(run_dir) / "checkpoints" / "last"
-    steps = [int(p.name) for p in last.glob("*") if p.name.isdigit()] if last.is_dir() else []
-    return last / str(max(steps)) if steps else None
+    checkpoints = Path(run_dir) / "checkpoints"
+    steps = [int(p.name) for p in checkpoints.glob("*") if p.name.isdigit()]
+    return checkpoints / str(max(steps)) if steps else None
 
 
 class DropDiskFaultRecords(logging.Filter):

@@ -125,7 +125,7 @@ class LoopState:
     # checkpoint carries them so that a resumed run logs the same means.
     window_metrics: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     elapsed_before: float = 0.0  # wall time of the attempts before a resume
-    last_saved: int = 0  # the step of the newest 'last' checkpoint this loop knows
+    last_saved: int = 0  # the step of the newest checkpoint this loop knows
     start_time: float = 0.0
     window_start: float = 0.0
     window_tokens: int = 0
@@ -331,7 +331,13 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Trains to `max_steps` (or an early stop, `stop_when`, a signal); the summary."""
-        checkpointer = Checkpointer(self.run_dir / "checkpoints", keep=self.config.keep_checkpoints)
+        checkpointer = Checkpointer(
+            self.run_dir / "checkpoints",
+            keep=self.config.keep_checkpoints,
+            monitor=self.monitor,
+            mode=self.monitor_mode,
+            tiebreak=self.monitor_tiebreak,
+        )
         loop, finished = self._restore_or_init(checkpointer)
         if finished is not None:
             checkpointer.close()
@@ -364,7 +370,7 @@ class Trainer:
         return self._finish(loop, checkpointer, loggers)
 
     def _restore_or_init(self, checkpointer: Checkpointer) -> tuple[LoopState, dict | None]:
-        """The loop state to start from: step 0, or with `trainer.resume` the newest 'last'
+        """The loop state to start from: step 0, or with `trainer.resume` the newest
         checkpoint's (restoring self.state); and the summary of a run that already
         finished there (nothing to train), else None."""
         tc = self.config
@@ -380,13 +386,12 @@ class Trainer:
             loop = LoopState.from_meta(meta)
             # Checkpoints after the resumed step belong to the discarded part of the run
             # (a resume from an older one, when the newest was unreadable or diverged).
-            for which in ("last", "best"):
-                for newer in [s for s in checkpointer.steps(which) if s > loop.step]:
-                    log.warning(
-                        "Removing %s: it is newer than the resumed step",
-                        checkpointer.directory / which / str(newer),
-                    )
-                    checkpointer.delete(which, newer)
+            for newer in [s for s in checkpointer.steps() if s > loop.step]:
+                log.warning(
+                    "Removing %s: it is newer than the resumed step",
+                    checkpointer.directory / str(newer),
+                )
+                checkpointer.delete(newer)
             finished = run_files.finished_summary(self.run_dir, loop.step)
             if loop.step >= tc.max_steps and finished is not None:
                 log.warning(
@@ -492,8 +497,8 @@ class Trainer:
         signals: StopSignals,
     ) -> None:
         """At the step _train_until_eval stopped at: the validation metrics, the best
-        checkpoint when they improve, early stop and stop_when, the 'last' checkpoint,
-        and RunInterrupted when a signal arrived."""
+        checkpoint when they improve, early stop and stop_when, the periodic checkpoint
+        (one save when a step is both), and RunInterrupted when a signal arrived."""
         tc = self.config
         if loop.due(tc.eval_every, tc.max_steps):
             val = self._evaluate("val")
@@ -512,7 +517,8 @@ class Trainer:
                     0,
                 )
                 loop.best_tiebreak = tiebreak
-                checkpointer.save("best", loop.step, self.state, loop.meta(self.monitor))
+                checkpointer.save(loop.step, self.state, loop.meta(self.monitor), best=True)
+                loop.last_saved = loop.step
             else:
                 loop.evals_without_improvement += 1
             progress.evaluation(loop.step, val, self.monitor)
@@ -533,7 +539,7 @@ class Trainer:
             loop.due(tc.checkpoint_every, tc.max_steps) or loop.stopped_early or signals.received
         )
         if wants_save and loop.step != loop.last_saved:
-            checkpointer.save("last", loop.step, self.state, loop.meta(self.monitor))
+            checkpointer.save(loop.step, self.state, loop.meta(self.monitor))
             loop.last_saved = loop.step
         if signals.received:
             raise RunInterrupted(signals.received, loop.step, checkpointer.path("last"))

@@ -6,6 +6,7 @@ made real: a small tmpfs, and one remounted read-only (root only; skipped elsewh
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -65,7 +66,7 @@ def test_a_full_disk_ends_the_run_in_one_line_with_the_resume_command(tmpfs, tmp
     assert result.returncode == 1
     line = one_error_line(result.stderr)
     assert line.startswith(f"lstm-jax: error: no space left on the device at {run_dir}")
-    assert f"its newest checkpoint, {run_dir}/checkpoints/last/" in line
+    assert re.search(rf"its newest checkpoint, {re.escape(str(run_dir))}/checkpoints/\d+", line)
     # the way out it names: copy the run dir to a disk with room, resume there
     words = resume_words(line)
     assert words[-2:] == ["trainer.resume=true", f"hydra.run.dir={run_dir}"]
@@ -83,7 +84,7 @@ def test_a_run_dir_made_read_only_mid_run_ends_in_one_line(tmpfs, tmp_path):
     )
     checkpoints = run_dir / "checkpoints"
     deadline = time.time() + 240
-    while not (checkpoints / "last" / "4").is_dir():
+    while not (checkpoints / "4").is_dir():
         assert process.poll() is None and time.time() < deadline, process.stderr.read()[-3000:]
         time.sleep(0.05)
     # A file system with files open for writing cannot become read-only; a bind mount of
@@ -104,7 +105,7 @@ def test_a_run_dir_made_read_only_mid_run_ends_in_one_line(tmpfs, tmp_path):
     assert process.returncode == 1
     line = one_error_line(stderr)
     assert line.startswith(f"lstm-jax: error: the file system is read-only at {checkpoints}")
-    assert f"its newest checkpoint, {checkpoints}/last/" in line
+    assert re.search(rf"its newest checkpoint, {re.escape(str(checkpoints))}/\d+", line)
     assert resume_words(line)[-1] == f"hydra.run.dir={run_dir}"
 
 

@@ -58,7 +58,7 @@ def pinned_run(run_dir: Path, stop_at: int | None = None) -> tuple[list[dict], d
         # Its newest checkpoint lost, the resume starts from step 5, whose checkpoint
         # carries the train metrics of steps 4 and 5 (logged at 6), and drops what the
         # first run logged and saved after it.
-        shutil.rmtree(run_dir / "checkpoints" / "last" / str(stop_at))
+        shutil.rmtree(run_dir / "checkpoints" / str(stop_at))
         build_trainer(_config("trainer.resume=true"), run_dir).fit()
     else:
         build_trainer(_config(), run_dir).fit()

@@ -21,7 +21,7 @@ TINY = TINY_RUN
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
-    """8 steps: checkpoints last/6 and last/8, a train/loss line every step."""
+    """8 steps: checkpoints 6 and 8, a train/loss line every step."""
     work = tmp_path_factory.mktemp("finished")
     run_cli(*TINY, "trainer.max_steps=8", f"hydra.run.dir={work / 'run'}", cwd=work)
     return work / "run"
@@ -63,7 +63,7 @@ def test_a_truncated_metrics_file_resumes_from_the_checkpoint_whose_records_it_h
     metrics.write_text("".join(through_6) + lines[len(through_6)][:10])  # cut mid-line
     result = resume(run_copy, max_steps=10)
     output = result.stdout + result.stderr
-    assert f"Resuming from {run_copy / 'checkpoints' / 'last' / '6'}, not from the newer" in output
+    assert f"Resuming from {run_copy / 'checkpoints' / '6'}, not from the newer" in output
     assert "holds no train/loss record of step 8" in output
     resumed, original = losses(run_copy), losses(finished_run)
     assert sorted(resumed) == list(range(1, 11))
@@ -82,7 +82,7 @@ def test_a_damaged_line_before_every_checkpoint_refuses_the_resume_naming_it(run
     message = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(message) == 1, result.stderr[-3000:]
     assert message[0].startswith(
-        f"lstm-jax: error: no 'last' checkpoint in {run_copy / 'checkpoints'} can be resumed: "
+        f"lstm-jax: error: no checkpoint in {run_copy / 'checkpoints'} can be resumed: "
     )
     assert f"{metrics} holds no train/loss record of step 8 (its line 2 is damaged)" in message[0]
     assert tree_hashes(run_copy / "checkpoints") == before

@@ -135,7 +135,7 @@ def _largest_array_file(checkpoint: Path) -> Path:
 def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(finished_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)
-    newest = run_dir / "checkpoints" / "last" / "10"
+    newest = run_dir / "checkpoints" / "10"
     victim = _largest_array_file(newest)
     victim.write_bytes(victim.read_bytes()[:100])
     result = run_cli(
@@ -150,14 +150,14 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(finished_run
     assert f"Skipped unreadable checkpoint {newest} (" in output
     assert "Resuming from step 5" in output
     assert json.loads((run_dir / "summary.json").read_text())["steps"] == 15
-    assert (run_dir / "checkpoints" / "corrupt" / "last-10").is_dir()
+    assert (run_dir / "checkpoints" / "corrupt" / "10").is_dir()
 
 
 def test_no_intact_checkpoint_is_refused_in_one_line(finished_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)
-    (run_dir / "checkpoints" / "last" / "10" / "meta" / "metadata").unlink()
-    victim = _largest_array_file(run_dir / "checkpoints" / "last" / "5")
+    (run_dir / "checkpoints" / "10" / "meta" / "metadata").unlink()
+    victim = _largest_array_file(run_dir / "checkpoints" / "5")
     victim.write_bytes(victim.read_bytes()[:100])
     result = run_cli(
         *TINY, "trainer.resume=true", f"hydra.run.dir={run_dir}", cwd=tmp_path, check=False
@@ -167,10 +167,10 @@ def test_no_intact_checkpoint_is_refused_in_one_line(finished_run, tmp_path):
     assert len(message.splitlines()) == 1 and "Traceback" not in message
     checkpoints = run_dir / "checkpoints"
     assert message.startswith(
-        f"lstm-jax: error: no intact 'last' checkpoint in {checkpoints}: "
-        f"{checkpoints / 'last' / '10'} (FileNotFoundError: "
+        f"lstm-jax: error: no intact checkpoint in {checkpoints}: "
+        f"{checkpoints / '10'} (FileNotFoundError: "
     )
-    assert f"{checkpoints / 'last' / '5'} (" in message
+    assert f"{checkpoints / '5'} (" in message
 
 
 # --- sweeps: Hydra saves each job's .hydra/ before any code of the job runs ---------------

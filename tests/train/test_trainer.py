@@ -71,8 +71,9 @@ def test_default_run_writes_the_run_dir_contract(tmp_path):
     assert summary["monitor"] == "val/mse"
     assert summary["num_params"] > 0
     assert summary["best"]["val/mse"] == min(r["val/mse"] for r in records if "val/mse" in r)
-    assert (run_dir / "checkpoints" / "last" / "20").is_dir()
-    assert (run_dir / "checkpoints" / "best").is_dir()
+    assert (run_dir / "checkpoints" / "20").is_dir()
+    # the best checkpoint carries its monitor value, which orbax ranks it by
+    assert list((run_dir / "checkpoints").glob("*/metrics/metrics"))
     assert list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
 
     # The offline W&B run holds the same metric names (docs/DESIGN.md contract 4).
@@ -114,7 +115,7 @@ def _params_at(directory: Path, step: int) -> list[np.ndarray]:
 
 
 def _final_params(run_dir: Path, step: int) -> list[np.ndarray]:
-    return _params_at(run_dir / "checkpoints" / "last", step)
+    return _params_at(run_dir / "checkpoints", step)
 
 
 def _curve(run_dir: Path) -> list[tuple]:
@@ -174,11 +175,11 @@ def _assert_same_run(resumed: Path, reference: Path) -> None:
 def test_killed_run_resumes_to_the_same_parameters_and_curve(tmp_path, uninterrupted_run):
     killed = tmp_path / "killed"
     process = start_cli([*KILL_COMMON, "logger=none", f"hydra.run.dir={killed}"], tmp_path)
-    _wait_for(killed / "checkpoints" / "last" / "20", process)
+    _wait_for(killed / "checkpoints" / "20", process)
     process.send_signal(signal.SIGKILL)
     process.communicate()
     assert not (killed / "summary.json").exists()
-    assert not (killed / "checkpoints" / "last" / "60").exists()
+    assert not (killed / "checkpoints" / "60").exists()
 
     result = run_cli(
         *KILL_COMMON, "logger=none", f"hydra.run.dir={killed}", "trainer.resume=true", cwd=tmp_path
@@ -193,7 +194,7 @@ def _interrupt(
     """Runs `command`, sends `signum` once checkpoint `after_checkpoint` is written; returns
     (the step it stopped at, the printed resume command)."""
     process = start_cli(command, cwd)
-    _wait_for(run_dir / "checkpoints" / "last" / str(after_checkpoint), process)
+    _wait_for(run_dir / "checkpoints" / str(after_checkpoint), process)
     time.sleep(0.2)  # mid-way to the next checkpoint
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
@@ -205,7 +206,7 @@ def _interrupt(
     step = int(last.split(" at step ")[1].split(":")[0])
     assert after_checkpoint < step < 60
     # A checkpoint at the step it was on, not only the last periodic one.
-    assert (run_dir / "checkpoints" / "last" / str(step)).is_dir()
+    assert (run_dir / "checkpoints" / str(step)).is_dir()
     assert not (run_dir / "summary.json").exists()
     # W&B shows the run as interrupted, not as finished.
     assert read_wandb_run(run_dir)["exit_code"] == 128 + signum
@@ -248,7 +249,9 @@ def test_tied_monitor_keeps_the_checkpoint_with_the_better_tiebreak(tmp_path):
     assert best["step"] != evals[0]["step"]  # else a strict '>' would pass this test too
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["best"] == {"val/acc": 0.5, "step": best["step"], "val/mse": best["val/mse"]}
-    assert sorted(os.listdir(run_dir / "checkpoints" / "best")) == [str(best["step"])]
+    # only improvements carry metrics: the newest of them is the best
+    saved_bests = [int(p.parent.name) for p in (run_dir / "checkpoints").glob("*/metrics")]
+    assert max(saved_bests) == best["step"]
 
 
 def test_stop_when_ends_the_run_at_the_first_solved_evaluation(tmp_path):
@@ -272,7 +275,9 @@ def test_stop_when_ends_the_run_at_the_first_solved_evaluation(tmp_path):
     assert summary["steps"] == 15 and summary["stopped_early"]
     assert summary["stopped_when"] == "val/solved"
     # The stop leaves a checkpoint at the step it stopped, so the run can be continued.
-    assert sorted(os.listdir(run_dir / "checkpoints" / "last")) == ["15"]
+    kept = sorted(int(p) for p in os.listdir(run_dir / "checkpoints"))
+    assert kept[-1] == 15 and len(kept) == 2  # trainer.keep_checkpoints, the best among them
+    assert max(int(p.parent.name) for p in (run_dir / "checkpoints").glob("*/metrics")) == 15
 
 
 def test_stop_when_names_a_metric_the_task_reports(tmp_path):
@@ -319,9 +324,9 @@ def test_nan_loss_stops_with_the_step_and_the_last_good_checkpoint(tmp_path):
     )
     assert result.returncode == 1
     assert "train/loss became nan at step 8" in result.stderr
-    assert str(run_dir / "checkpoints" / "last" / "4") in result.stderr
+    assert str(run_dir / "checkpoints" / "4") in result.stderr
     # Nothing after the divergence was saved as if it were good.
-    assert sorted(p.name for p in (run_dir / "checkpoints" / "last").iterdir()) == ["4"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["4"]
 
 
 def test_divergence_between_log_steps_names_its_step_and_resumes_with_a_lower_lr(tmp_path):
@@ -352,12 +357,11 @@ def test_divergence_between_log_steps_names_its_step_and_resumes_with_a_lower_lr
     assert bad_step % 10 != 0  # not a log step: caught at the step it appeared
     # The newest checkpoint whose state still gives a finite loss; none saved after it.
     assert good_step < bad_step - 1
-    steps = sorted(int(p.name) for p in (run_dir / "checkpoints" / "last").iterdir())
+    steps = sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir())
     assert steps[-1] == good_step
-    for which in ("last", "best"):
-        for step_dir in (run_dir / "checkpoints" / which).iterdir():
-            for leaf in _params_at(step_dir.parent, int(step_dir.name)):
-                assert np.isfinite(leaf).all(), step_dir
+    for step in steps:
+        for leaf in _params_at(run_dir / "checkpoints", step):
+            assert np.isfinite(leaf).all(), step
 
     resumed = run_cli(
         *diverging,
