@@ -61,10 +61,11 @@ def reference_stack(direction, params, x, lengths, num_layers, bidirectional):
 
 
 def output_and_state_loss(w: jax.Array) -> Callable:
-    """A loss of (y, state) whose gradient reaches every output and state part."""
+    """A loss of (y, state) whose gradient reaches every output and state part: w weighs
+    each output entry differently (draw it nonzero everywhere)."""
 
     def loss(y, state):
-        return jnp.sum(w * jnp.sin(y)) + sum(jnp.sum(part**2) for part in state)
+        return jnp.sum(w * jnp.sin(y)) + sum(jnp.sum(part**2) for part in jax.tree.leaves(state))
 
     return loss
 
@@ -79,29 +80,48 @@ def layer_loss(layer, loss, lengths) -> Callable:
     return of_params
 
 
+def layer_gradients(layer, loss, x, lengths):
+    """d loss / d (parameters, x) of an nnx layer: ({"layer_k": {name: array}}, dx)."""
+    g_state, g_x = jax.jit(jax.grad(layer_loss(layer, loss, lengths), argnums=(0, 1)))(
+        nnx.state(layer, nnx.Param), x
+    )
+    return {k: {name: v[...] for name, v in names.items()} for k, names in g_state.items()}, g_x
+
+
+def reference_gradients(reference, params, loss, x):
+    """d loss / d (params, x) of `reference(params, x) -> (y, state)`, the same layout."""
+    return jax.grad(lambda p, x: loss(*reference(p, x)), argnums=(0, 1))(params, x)
+
+
+def assert_gradients_close(got, want, *, atol=5e-5, skip=(), label=""):
+    """Every gradient of `want` ((params, dx), as layer_gradients gives) nonzero, so each
+    is checked, and matched by `got`'s, but the parameters named in `skip`."""
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=atol, err_msg=f"{label} dx")
+    for k, names in want[0].items():
+        for name, g in names.items():
+            if name in skip:
+                continue
+            assert np.any(np.asarray(g) != 0), f"{k}.{name}"
+            np.testing.assert_allclose(
+                got[0][k][name], g, rtol=1e-5, atol=atol, err_msg=f"{label} {k}.{name}"
+            )
+
+
 def assert_gradients_match_the_reference(make_layer, reference, x, w, lengths, atol=5e-5):
     """The gradients (parameters and input) of `make_layer(scan_method)` by each linear-scan
-    method equal those of `reference(params, x) -> (y, state)` on the same parameters, and
-    every parameter's reference gradient is nonzero (so each one is checked); the methods
-    agree with each other to 1e-5 (relative or absolute)."""
+    method equal those of `reference(params, x) -> (y, state)` on the same parameters
+    (assert_gradients_close); the methods agree with each other to 1e-5 (relative or
+    absolute)."""
     loss = output_and_state_loss(w)
-    grads, params = {}, None
-    for method in LINEAR_SCAN_METHODS:
-        layer = make_layer(method)
-        params = layer_params(layer)
-        of_params = layer_loss(layer, loss, lengths)
-        grads[method] = jax.jit(jax.grad(of_params, argnums=(0, 1)))(nnx.state(layer, nnx.Param), x)
-    g_params, g_x = jax.grad(lambda p, x: loss(*reference(p, x)), argnums=(0, 1))(params, x)
-    for method, (g_state, g_x_layer) in grads.items():
-        np.testing.assert_allclose(g_x_layer, g_x, atol=atol, err_msg=method)
-        for k, layer_grads in g_params.items():
-            for name, want in layer_grads.items():
-                assert np.any(np.asarray(want) != 0), name
-                got = g_state[k][name][...]
-                np.testing.assert_allclose(got, want, atol=atol, err_msg=f"{method} {k}.{name}")
-    by_method = [jax.tree.leaves(g) for g in grads.values()]
-    for first, other in zip(*by_method, strict=True):
-        np.testing.assert_allclose(first, other, rtol=1e-5, atol=1e-5)
+    got = {method: make_layer(method) for method in LINEAR_SCAN_METHODS}
+    first = next(iter(got.values()))
+    want = reference_gradients(reference, layer_params(first), loss, x)
+    for method, layer in got.items():
+        got[method] = layer_gradients(layer, loss, x, lengths)
+        assert_gradients_close(got[method], want, atol=atol, label=method)
+    by_method = [jax.tree.leaves(g) for g in got.values()]
+    for one, other in zip(*by_method, strict=True):
+        np.testing.assert_allclose(one, other, rtol=1e-5, atol=1e-5)
 
 
 def single_state_reference(direction, params, x, lengths, layer):
@@ -128,49 +148,12 @@ def step_loop(step: Callable[[jax.Array, jax.Array], jax.Array], u, hidden: int)
     return (jnp.stack(ys) if ys else jnp.zeros((0, hidden))), h
 
 
-def weighted_loss(y, state):
-    """A scalar that weighs every output and state entry differently (zero nowhere)."""
-    w = jax.random.normal(jax.random.key(2), y.shape)
-    return jnp.sum(w * jnp.sin(y)) + sum(jnp.sum(part**2) for part in jax.tree.leaves(state))
-
-
-def grads_against_reference(layer, reference, x, lengths):
-    """d weighted_loss / d (parameters, x) of `layer` and of `reference(params, x)` (the
-    per-step reference of the same parameters, `layer_params` layout): two pairs
-    ({"layer_k": {name: array}}, dx)."""
-    graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
-
-    def loss(params, x):
-        return weighted_loss(*nnx.merge(graphdef, params, rest)(x, lengths))
-
-    g_params, g_x = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
-    got = {k: {name: v[...] for name, v in names.items()} for k, names in g_params.items()}
-    want = jax.grad(lambda p, x: weighted_loss(*reference(p, x)), argnums=(0, 1))(
-        layer_params(layer), x
-    )
-    return (got, g_x), want
-
-
-def assert_grads_close(got, want, *, skip=()):
-    """Every gradient of `want`'s ((params, dx) pair) nonzero and matched by `got`'s,
-    but the parameters named in `skip`."""
-    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=5e-5, err_msg="dx")
-    for k, names in want[0].items():
-        for name, g in names.items():
-            if name in skip:
-                continue
-            assert np.any(np.asarray(g) != 0), f"{k}.{name}"
-            np.testing.assert_allclose(
-                got[0][k][name], g, rtol=1e-5, atol=5e-5, err_msg=f"{k}.{name}"
-            )
-
-
-def check_layer_grads(layer, x, lengths):
-    """The layer's reverse-mode gradient against finite differences (float32: loose)."""
-    graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
+def check_layer_grads(layer, x, w, lengths):
+    """The layer's reverse-mode gradient of output_and_state_loss(w) against finite
+    differences (float32: loose)."""
     check_grads(
-        lambda p, x: weighted_loss(*nnx.merge(graphdef, p, rest)(x, lengths)),
-        (params, x),
+        layer_loss(layer, output_and_state_loss(w), lengths),
+        (nnx.state(layer, nnx.Param), x),
         order=1,
         modes=["rev"],
         atol=2e-2,
