@@ -83,6 +83,17 @@ def _from_saved(leaves: list[Any], template: Any) -> Any:
     return jax.tree.unflatten(treedef, restored)
 
 
+class _DropUnrankedSaveWarning(logging.Filter):
+    """Drops orbax's warning that a save carries no metrics: a periodic save has none on
+    purpose (only improvements are ranked), and it would print at every checkpoint."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+_UNRANKED_SAVE_FILTER = _DropUnrankedSaveWarning()
+
+
 class Checkpointer:
     """The newest `keep` checkpoints of a run dir and its best one, in one orbax manager.
 
@@ -125,6 +136,7 @@ class Checkpointer:
                 )
             adopt_two_manager_layout(self.directory, tiebreak)
         self.monitor, self.tiebreak = monitor, tiebreak
+        logging.getLogger("absl").addFilter(_UNRANKED_SAVE_FILTER)  # once: a set
         self.mode = mode or (mode_of(monitor) if monitor is not None else None)
         policies: list[Any] = [LatestN(n=keep)]
         if monitor is not None:

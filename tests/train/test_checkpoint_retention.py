@@ -4,6 +4,7 @@ preemption support."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 
@@ -49,6 +50,15 @@ def test_one_manager_keeps_the_newest_k_and_the_best_in_one_dir(tmp_path):
     save(reopened, 7, best_value=0.4)  # a new best replaces the old one
     assert step_dirs(tmp_path) == [6, 7] and reopened.latest_step("best") == 7
     reopened.close()
+
+
+def test_a_periodic_save_without_metrics_logs_no_warning(tmp_path, caplog):
+    checkpointer = Checkpointer(tmp_path, keep=2, monitor="val/loss")
+    with caplog.at_level(logging.WARNING):
+        save(checkpointer, 1)
+    assert step_dirs(tmp_path) == [1]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    checkpointer.close()
 
 
 def test_the_best_is_ranked_in_the_monitors_direction_then_by_its_tiebreak(tmp_path):
