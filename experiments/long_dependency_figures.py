@@ -416,30 +416,38 @@ def outcome_table(runs: list[Record]) -> str:
 
 
 def horizon_table(records: list[Record]) -> str:
-    """Markdown: per task and variant, the largest T any setup solved in every seed with an
-    outcome, and in at least one, each with its setup and seeds; and the T values run."""
+    """Markdown: per task and variant, the largest T some setup solved in every seed with an
+    outcome, and in at least one seed, each with every setup that did at that T and its
+    seeds (solved/with an outcome); and the T values run."""
     head = [
         "task",
         "variant",
-        "largest T solved in all seeds (setup, seeds)",
-        "largest T solved in any seed (setup, seeds)",
+        "largest T solved in all seeds (setups, seeds)",
+        "largest T solved in any seed (setups, seeds)",
         "T run (setups)",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (task, variant), runs in grouped(records, "task", "variant").items():
-        best_all, best_any = None, None
+        in_all: dict[int, list[str]] = defaultdict(list)
+        in_any: dict[int, list[str]] = defaultdict(list)
         for (length, setup), at in grouped(runs, "length", "setup").items():
             solved, n = _outcome(at)
-            if n and solved == n and (best_all is None or length > best_all[0]):
-                best_all = (length, setup, f"{solved}/{n}")
-            if solved and (best_any is None or length > best_any[0]):
-                best_any = (length, setup, f"{solved}/{n}")
+            if n and solved == n:
+                in_all[length].append(f"{setup} {solved}/{n}")
+            if solved:
+                in_any[length].append(f"{setup} {solved}/{n}")
         run_at = grouped(runs, "length")
         tried = "; ".join(
             f"{t}: {', '.join(sorted({r.setup for r in rs}))}" for (t,), rs in run_at.items()
         )
-        cell = lambda best: f"{best[0]} ({best[1]}, {best[2]})" if best else "none solved"  # noqa: E731
-        lines.append(f"| {task} | {variant} | {cell(best_all)} | {cell(best_any)} | {tried} |")
+
+        def cell(by_length: dict[int, list[str]]) -> str:
+            if not by_length:
+                return "none solved"
+            largest = max(by_length)
+            return f"{largest} ({'; '.join(sorted(by_length[largest]))})"
+
+        lines.append(f"| {task} | {variant} | {cell(in_all)} | {cell(in_any)} | {tried} |")
     return "\n".join(lines)
 
 

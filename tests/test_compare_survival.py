@@ -34,8 +34,11 @@ def test_kaplan_meier_with_a_censored_run_against_a_hand_computation():
     assert curve[1].high == pytest.approx(0.5 ** math.exp(-1.41383), rel=1e-4)  # 0.84493
     # At 100: 1/12 -> half-width 1.96 * 0.288675 / 0.287682 = 1.96673; low = 0.75 ** 7.1474.
     assert curve[0].low == pytest.approx(0.75 ** math.exp(1.96673), rel=1e-4)  # 0.1279
-    # Median: first S <= 0.5 (200); interval: first low <= 0.5 (100), first high <= 0.5 (400).
-    assert median_with_interval(curve) == (200, 100, 400)
+    # At 400 S = 0: Greenwood's term 1/(1*0) is infinite, the band is [0, 1] (R: NA).
+    assert (curve[2].low, curve[2].high) == (0.0, 1.0)
+    # Median: first S <= 0.5 (200); interval: first low <= 0.5 (100), and the high band never
+    # falls to 0.5 (0.845 at 200, undefined at 400): not reached, as R's survfit gives NA.
+    assert median_with_interval(curve) == (200, 100, None)
 
 
 def test_censoring_is_not_an_event_and_an_unreached_median_is_none():
@@ -43,8 +46,9 @@ def test_censoring_is_not_an_event_and_an_unreached_median_is_none():
     assert [p.survival for p in curve] == pytest.approx([0.75])
     median, low, high = median_with_interval(curve)
     assert median is None and high is None and low == 100
-    # Dropping the censored runs instead (3 of 4 never solved) would give 1/1 solved: S = 0.
-    assert median_with_interval(kaplan_meier([100], [True])) == (100, 100, 100)
+    # Dropping the censored runs instead (3 of 4 never solved) would give 1/1 solved: S = 0,
+    # a median of 100 that one run cannot bound from above.
+    assert median_with_interval(kaplan_meier([100], [True])) == (100, 100, None)
 
 
 def test_wilson_interval_against_hand_computations():

@@ -112,13 +112,26 @@ def test_outcomes_count_solved_and_finished_runs_and_censor_the_rest(figures, ro
     assert cells[7] == "seed 2 unfinished at step 200"
 
 
-def test_the_horizon_table_names_the_setup_that_solved_the_largest_T(figures, root):
+def test_the_horizon_table_names_the_setups_that_solved_the_largest_T(figures, root):
     table = figures.horizon_table(figures.load(root))
     (row,) = [line for line in table.splitlines() if line.startswith("| copy | chrono")]
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[2] == "200 (adam_clip1.0, 1/1)"  # all seeds of that setup solved T=200
-    assert cells[3] == "200 (adam_clip1.0, 1/1)"
+    assert cells[2] == "200 (adam_clip1.0 1/1)"  # all seeds of that setup solved T=200
+    assert cells[3] == "200 (adam_clip1.0 1/1)"
     assert cells[4] == "100: rmsprop_clipNone; 200: adam_clip1.0, rmsprop_clipNone"
+    # a second setup that solves T=200 in one of two seeds joins the "any seed" cell only
+    for seed, solved_at in ((0, 200), (1, None)):
+        _write_run(
+            root / "adam_clipNone" / "copy_T200_chrono" / f"seed{seed}",
+            {100: 0.4, 200: 0.01 if solved_at else 0.5},
+            solved_at=solved_at,
+            test={"test/loss": 0.01, "test/baseline_loss": 0.5, "test/acc": 1.0},
+        )
+    table = figures.horizon_table(figures.load(root))
+    (row,) = [line for line in table.splitlines() if line.startswith("| copy | chrono")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "200 (adam_clip1.0 1/1)"
+    assert cells[3] == "200 (adam_clip1.0 1/1; adam_clipNone 1/2)"
 
 
 def test_main_writes_every_figure_and_the_tables_file(figures, root, tmp_path, capsys):

@@ -139,7 +139,11 @@ def kaplan_meier(times: list[int], events: list[bool]) -> list[SurvivalPoint]:
             spread = math.exp(Z95 * math.sqrt(greenwood) / abs(math.log(survival)))
             low, high = survival**spread, survival ** (1.0 / spread)
         else:
-            low = high = survival
+            # S = 0: the last runs at risk all had their event, log(-log S) and Greenwood's
+            # variance are infinite and the band is [0, 1] (R gives NA): it bounds the
+            # median from below only. A band [0, 0] would put the median's upper bound at
+            # the last event, as if n=1 or 3/3 solved knew the median to the step.
+            low, high = 0.0, 1.0
         curve.append(SurvivalPoint(step, at_risk, died, survival, low, high))
     return curve
 
