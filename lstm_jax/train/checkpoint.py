@@ -123,16 +123,17 @@ class Checkpointer:
         read_only: bool = False,
     ):
         # monitor, mode, tiebreak: the task's (Trainer.monitor...); mode defaults to the
-        # monitor's own direction (lstm_jax.metrics.direction).
-        # orbax refuses relative paths; a user's `lstm-jax-sample outputs/run` is one.
+        # monitor's own direction (lstm_jax.metrics.direction). orbax refuses relative
+        # paths; a user's `lstm-jax-sample outputs/run` is one.
         self.directory = Path(directory).absolute()
         if _has_two_manager_layout(self.directory):
-            if read_only:
+            # Several processes would race to move the same dirs: they are told to convert.
+            if read_only or jax.process_count() > 1:
                 raise CheckpointError(
                     f"{self.directory} holds checkpoints in the layout of lstm-jax before one "
                     "checkpoint manager (last/<step>, best/<step>): convert it with "
                     f"`python -m lstm_jax.train.checkpoint {self.directory}` (moves the step "
-                    "dirs, deletes nothing) or resume the run once."
+                    "dirs, deletes nothing) or resume the run once in one process."
                 )
             adopt_two_manager_layout(self.directory, tiebreak)
         self.monitor, self.tiebreak = monitor, tiebreak
