@@ -85,7 +85,7 @@ def test_an_unreadable_stored_config_stops_the_resume(run_copy):
 def test_an_intact_checkpoint_of_other_shapes_is_told_apart_from_damage(tmp_path):
     checkpointer = Checkpointer(tmp_path / "checkpoints", keep=2)
     for step in (2, 4):
-        checkpointer.save("last", step, {"w": jnp.ones((3, 4))}, {"step": step})
+        checkpointer.save(step, {"w": jnp.ones((3, 4))}, {"step": step})
     before = tree_hashes(tmp_path / "checkpoints")
     with pytest.raises(ValueError, match=r"holds an array of shape \(3, 4\) where this run's"):
         checkpointer.restore("last", {"w": jnp.ones((5, 4))})
