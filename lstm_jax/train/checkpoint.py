@@ -14,6 +14,8 @@ Python objects. PRNG keys are saved as their raw key data.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import shutil
@@ -24,6 +26,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint._src import asyncio_utils as orbax_asyncio
 from orbax.checkpoint.checkpoint_managers import AnyPreservationPolicy, BestN, LatestN
 
 from lstm_jax.metrics.direction import mode_of
@@ -81,6 +84,47 @@ def _from_saved(leaves: list[Any], template: Any) -> Any:
             )
         restored.append(saved)
     return jax.tree.unflatten(treedef, restored)
+
+
+def _run_sync_letting_pending_reads_finish(coro):
+    """orbax's `_run_sync_via_new_loop`, except that when the coroutine fails, the loop
+    runs its other tasks to their end before it closes.
+
+    A restore gathers one read per array. When one read fails (a truncated file), orbax
+    closes the loop at once, while tensorstore still reads the other arrays on its own
+    threads; each of those reads, as it completes, schedules its result on the closed
+    loop, and tensorstore prints that RuntimeError ("Event loop is closed") with its
+    traceback straight to stderr, at random moments up to the process's exit. Letting the
+    reads finish (they are local reads of the remaining arrays) keeps the one-line report
+    of a damaged checkpoint one line."""
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(coro)
+    except BaseException:
+        pending = asyncio.all_tasks(loop)
+        if pending:
+            done, _ = loop.run_until_complete(asyncio.wait(pending, timeout=60))
+            for task in done:  # retrieved: asyncio would otherwise log each at collection
+                if not task.cancelled():
+                    task.exception()
+        raise
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+@contextlib.contextmanager
+def _pending_reads_finish_on_failure():
+    """Within the block, orbax's synchronous calls run on `_run_sync_letting_pending_
+    reads_finish`. orbax looks the function up as a module global at each call; the block
+    is the restore of one checkpoint, in the thread that restores."""
+    original = orbax_asyncio._run_sync_via_new_loop
+    orbax_asyncio._run_sync_via_new_loop = _run_sync_letting_pending_reads_finish
+    try:
+        yield
+    finally:
+        orbax_asyncio._run_sync_via_new_loop = original
 
 
 class _DropUnrankedSaveWarning(logging.Filter):
@@ -271,12 +315,14 @@ class Checkpointer:
         for step in steps:
             try:
                 self._check_fits(step, abstract)
-                restored = self._manager.restore(
-                    step,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-                    ),
-                )
+                with _pending_reads_finish_on_failure():
+                    restored = self._manager.restore(
+                        step,
+                        args=ocp.args.Composite(
+                            state=ocp.args.StandardRestore(abstract),
+                            meta=ocp.args.JsonRestore(),
+                        ),
+                    )
                 leaves = [restored.state[key] for key in sorted(restored.state)]
                 result = _from_saved(leaves, template), dict(restored.meta)
             except _ShapeMismatch:
