@@ -26,7 +26,7 @@ from lstm_jax import distributed
 from lstm_jax.loggers import MultiLogger, make_loggers
 from lstm_jax.schema import validate
 from lstm_jax.tasks.base import Task
-from lstm_jax.train.checkpoint import Checkpointer, CheckpointError
+from lstm_jax.train.checkpoint import CheckpointError
 from lstm_jax.train.optim import make_optimizer, make_schedule
 from lstm_jax.train.trainer import Trainer, TrainerConfig
 
@@ -109,14 +109,7 @@ def load_run(run_dir: str | Path, which: str = "best") -> tuple[DictConfig, Task
     # Reading a run changes nothing in it: a damaged checkpoint is passed over, not moved,
     # and when no best checkpoint is intact the newest intact one is
     # used, saying so (every checkpoint holds a full state: "last" is all of them).
-    checkpointer = Checkpointer(
-        run_dir / "checkpoints",
-        keep=cfg.trainer.keep_checkpoints,
-        monitor=trainer.monitor,
-        mode=trainer.monitor_mode,
-        tiebreak=trainer.monitor_tiebreak,
-        read_only=True,
-    )
+    checkpointer = trainer.checkpointer(read_only=True)
     try:
         try:
             state, meta = checkpointer.restore(which, trainer.state, move_damaged=False)

@@ -162,13 +162,12 @@ class Checkpointer:
         *,
         keep: int,
         monitor: str | None = None,
-        mode: str | None = None,
         tiebreak: str | None = None,
         read_only: bool = False,
     ):
-        # monitor, mode, tiebreak: the task's (Trainer.monitor...); mode defaults to the
-        # monitor's own direction (lstm_jax.metrics.direction). orbax refuses relative
-        # paths; a user's `lstm-jax-sample outputs/run` is one.
+        # monitor, tiebreak: the task's (Trainer.checkpointer passes them); the monitor's
+        # direction is lstm_jax.metrics.direction's, as the task's monitor_mode is. orbax
+        # refuses relative paths; a user's `lstm-jax-sample outputs/run` is one.
         self.directory = Path(directory).absolute()
         if _has_two_manager_layout(self.directory):
             # Several processes would race to move the same dirs: they are told to convert.
@@ -182,7 +181,6 @@ class Checkpointer:
             adopt_two_manager_layout(self.directory, tiebreak)
         self.monitor, self.tiebreak = monitor, tiebreak
         logging.getLogger("absl").addFilter(_UNRANKED_SAVE_FILTER)  # once: a set
-        self.mode = mode or (mode_of(monitor) if monitor is not None else None)
         policies: list[Any] = [LatestN(n=keep)]
         if monitor is not None:
             policies.append(
@@ -206,7 +204,7 @@ class Checkpointer:
         better), as direction.improves orders them."""
         assert self.monitor is not None
         value = float(metrics[self.monitor])
-        sign = 1.0 if self.mode == "max" else -1.0
+        sign = 1.0 if mode_of(self.monitor) == "max" else -1.0
         tiebreak = metrics.get(self.tiebreak) if self.tiebreak else None
         # Without a tiebreak (a task without one, or a best adopted from two managers)
         # an equal value ranks below one with it: the later save was the improvement.

@@ -329,15 +329,19 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
 
-    def fit(self) -> dict[str, Any]:
-        """Trains to `max_steps` (or an early stop, `stop_when`, a signal); the summary."""
-        checkpointer = Checkpointer(
+    def checkpointer(self, read_only: bool = False) -> Checkpointer:
+        """The run dir's checkpoints, the best ranked by the task's monitor and tiebreak."""
+        return Checkpointer(
             self.run_dir / "checkpoints",
             keep=self.config.keep_checkpoints,
             monitor=self.monitor,
-            mode=self.monitor_mode,
             tiebreak=self.monitor_tiebreak,
+            read_only=read_only,
         )
+
+    def fit(self) -> dict[str, Any]:
+        """Trains to `max_steps` (or an early stop, `stop_when`, a signal); the summary."""
+        checkpointer = self.checkpointer()
         loop, finished = self._restore_or_init(checkpointer)
         if finished is not None:
             checkpointer.close()
