@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lstm_jax.train import checkpoint
 from lstm_jax.train.checkpoint import Checkpointer, CheckpointError
 
 
@@ -18,6 +19,8 @@ def test_a_truncated_array_file_fails_the_restore_without_stray_tracebacks(
 ):
     # tensorstore reports an error in its completion callback as an unraisable exception
     # with no object, which Python's default hook prints as a bare traceback.
+    # The function the restore swaps must exist in this orbax, or the fix is silently off.
+    assert callable(getattr(checkpoint.orbax_asyncio, "_run_sync_via_new_loop", None))
     unraisable = []
     monkeypatch.setattr(sys, "unraisablehook", lambda report: unraisable.append(report))
     # Twelve incompressible arrays: orbax reads them concurrently, so when the truncated
