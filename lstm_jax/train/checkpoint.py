@@ -90,47 +90,43 @@ def _from_saved(leaves: list[Any], template: Any) -> Any:
     return jax.tree.unflatten(treedef, restored)
 
 
-def _run_sync_letting_pending_reads_finish(coro):
-    """orbax's `_run_sync_via_new_loop`, except that when the coroutine fails, the loop
-    runs its other tasks to their end before it closes.
+async def _letting_pending_reads_finish(coro):
+    """Awaits `coro`; when it fails, first waits for the loop's other tasks to end.
 
     A restore gathers one read per array. When one read fails (a truncated file), orbax
-    closes the loop at once, while tensorstore still reads the other arrays on its own
+    closes its loop at once, while tensorstore still reads the other arrays on its own
     threads; each of those reads, as it completes, schedules its result on the closed
     loop, and tensorstore prints that RuntimeError ("Event loop is closed") with its
     traceback straight to stderr, at random moments up to the process's exit. Letting the
     reads finish (they are local reads of the remaining arrays) keeps the one-line report
     of a damaged checkpoint one line."""
-    loop = asyncio.new_event_loop()
     try:
-        asyncio.set_event_loop(loop)
-        return loop.run_until_complete(coro)
+        return await coro
     except BaseException:
-        pending = asyncio.all_tasks(loop)
-        if pending:
-            done, _ = loop.run_until_complete(asyncio.wait(pending, timeout=60))
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        if others:
+            done, _ = await asyncio.wait(others, timeout=60)
             for task in done:  # retrieved: asyncio would otherwise log each at collection
                 if not task.cancelled():
                     task.exception()
         raise
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
 
 
 @contextlib.contextmanager
 def _pending_reads_finish_on_failure():
-    """Within the block, orbax's synchronous calls run on `_run_sync_letting_pending_
-    reads_finish`. orbax looks the function up as a module global at each call; the block
-    is the restore of one checkpoint, in the thread that restores. An orbax without that
-    function restores as it is (tests/train/test_checkpoint_damage.py then fails, so the
-    change is seen), rather than every restore failing here and its checkpoint being
-    taken for damaged."""
+    """Within the block, orbax's own `_run_sync_via_new_loop` runs each coroutine wrapped
+    in `_letting_pending_reads_finish`. orbax looks the function up as a module global at
+    each call; the block is the restore of one checkpoint, in the thread that restores. An
+    orbax without that function restores as it is (tests/train/test_checkpoint_damage.py
+    then fails, so the change is seen), rather than every restore failing here and its
+    checkpoint being taken for damaged."""
     original = getattr(orbax_asyncio, "_run_sync_via_new_loop", None)
     if original is None:
         yield
         return
-    orbax_asyncio._run_sync_via_new_loop = _run_sync_letting_pending_reads_finish
+    orbax_asyncio._run_sync_via_new_loop = lambda coro: original(
+        _letting_pending_reads_finish(coro)
+    )
     try:
         yield
     finally:

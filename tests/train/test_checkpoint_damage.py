@@ -17,10 +17,10 @@ from lstm_jax.train.checkpoint import Checkpointer, CheckpointError
 def test_a_truncated_array_file_fails_the_restore_without_stray_tracebacks(
     tmp_path, capfd, monkeypatch
 ):
-    # tensorstore reports an error in its completion callback as an unraisable exception
-    # with no object, which Python's default hook prints as a bare traceback.
     # The function the restore swaps must exist in this orbax, or the fix is silently off.
     assert callable(getattr(checkpoint.orbax_asyncio, "_run_sync_via_new_loop", None))
+    # tensorstore reports an error in its completion callback as an unraisable exception
+    # with no object, which Python's default hook prints as a bare traceback.
     unraisable = []
     monkeypatch.setattr(sys, "unraisablehook", lambda report: unraisable.append(report))
     # Twelve incompressible arrays: orbax reads them concurrently, so when the truncated
