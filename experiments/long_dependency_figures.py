@@ -142,13 +142,24 @@ def series(rows: list[dict], key: str) -> list[tuple[int, object]]:
 # ------------------------------------------------------------------------------- figures
 
 
-def _band(ax, runs: list[list[tuple[int, float]]], color, label: str) -> None:
-    """The median and min-max over runs of step-value curves (a run that ended keeps its last
-    value: it stopped when solved, or spent its budget); one run: its line alone."""
+def _band(ax, runs: list[list[tuple[int, float]]], ended: list[bool], color, label: str) -> None:
+    """The median and min-max over runs of step-value curves. A run that ended keeps its last
+    value (it stopped when solved, or spent its budget); one still going (a snapshot) is drawn
+    to its last step only, as nothing is known of it past there. One run: its line alone."""
     steps = sorted({s for c in runs for s, _ in c})
+
+    def held(curve: list[tuple[int, float]], done: bool) -> list[float]:
+        values = carry_forward(curve, steps)
+        end = curve[-1][0]
+        return (
+            values
+            if done
+            else [v if s <= end else math.nan for s, v in zip(steps, values, strict=True)]
+        )
+
     columns = [
         [v for v in col if not math.isnan(v)]
-        for col in zip(*(carry_forward(c, steps) for c in runs), strict=True)
+        for col in zip(*(held(c, e) for c, e in zip(runs, ended, strict=True)), strict=True)
     ]
     xs = [s for s, col in zip(steps, columns, strict=True) if col]
     cols = [col for col in columns if col]
@@ -185,9 +196,10 @@ def _write(fig, path: Path) -> Path:
 def plot_relative(setup: str, task: str, runs: list[Record], out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for k, (variant, members) in enumerate(grouped(runs, "variant").items()):
-        curves = [c for r in members if (c := r.relative_loss())]
-        if curves:
-            _band(ax, curves, plt.get_cmap("tab10")(k), _seeds_label(variant[0], members))
+        drawn = [(c, r.finished) for r in members if (c := r.relative_loss())]
+        if drawn:
+            curves, ended = map(list, zip(*drawn, strict=True))
+            _band(ax, curves, ended, plt.get_cmap("tab10")(k), _seeds_label(variant[0], members))
     ax.axhline(1.0, color="k", linestyle="--", linewidth=0.8, label="memoryless baseline")
     first = runs[0]
     if first.loss_key == "val/mse":  # adding: solved is val/mse < 0.01, a loss threshold
@@ -280,9 +292,10 @@ def plot_memory(setup: str, task: str, runs: list[Record], out: Path) -> Path | 
     for k, (variant, members) in enumerate(grouped(runs, "variant").items()):
         color = plt.get_cmap("tab10")(k)
         for ax, key in ((left, probe), (right, "memory/recall_grad_ratio")):
-            curves = [r.run.series[key] for r in members if r.run.series.get(key)]
-            if curves:
-                _band(ax, curves, color, _seeds_label(variant[0], members))
+            drawn = [(r.run.series[key], r.finished) for r in members if r.run.series.get(key)]
+            if drawn:
+                curves, ended = map(list, zip(*drawn, strict=True))
+                _band(ax, curves, ended, color, _seeds_label(variant[0], members))
     left.set_ylabel(f"{probe} (held out)")
     left.set_title("what h at the recall step holds", fontsize=10)
     right.set_ylabel("||dL_recall/dh|| at the items / at the recall")
@@ -302,21 +315,33 @@ def plot_horizon(records: list[Record], out: Path) -> Path | None:
     tasks = grouped(records, "task")
     if not tasks:
         return None
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 6), squeeze=False)
     for ax, ((task,), runs) in zip(axes[0], tasks.items(), strict=True):
-        series_keys = list(grouped(runs, "variant", "setup"))
+        series = grouped(runs, "variant", "setup")
         lengths = sorted({r.length for r in runs if _outcome([r])[1]})  # T with an outcome
         if not lengths:
             ax.set_visible(False)
             continue
-        for k, ((variant, setup), members) in enumerate(grouped(runs, "variant", "setup").items()):
-            # Side by side at each T (a factor on a log axis), never lifted off their value.
-            dodge = 1.08 ** (k - (len(series_keys) - 1) / 2)
+        # Side by side at each T (a factor on a log axis), never lifted off their value: the
+        # series with an outcome at that T share it, so a T run by few is not spread wide.
+        at_length = {
+            length: [
+                key
+                for key, members in series.items()
+                if any(r.length == length for r in members if _outcome([r])[1])
+            ]
+            for length in lengths
+        }
+        colors = plt.get_cmap("tab20" if len(series) > 10 else "tab10")
+        for k, (key, members) in enumerate(series.items()):
+            variant, setup = key
             xs, ys, low, high = [], [], [], []
             for (length,), at_t in grouped(members, "length").items():
                 solved, n = _outcome(at_t)
                 if n == 0:
                     continue
+                sharing = at_length[length]
+                dodge = 1.06 ** (sharing.index(key) - (len(sharing) - 1) / 2)
                 lo, hi = wilson_interval(solved, n)
                 xs.append(length * dodge)
                 ys.append(solved / n)
@@ -329,7 +354,7 @@ def plot_horizon(records: list[Record], out: Path) -> Path | None:
                     yerr=[low, high],
                     fmt="o",
                     capsize=3,
-                    color=plt.get_cmap("tab10")(k % 10),
+                    color=colors(k % colors.N),
                     label=f"{variant}, {setup}",
                     linestyle="none",
                 )
@@ -342,7 +367,8 @@ def plot_horizon(records: list[Record], out: Path) -> Path | None:
         ax.set_ylabel("fraction of seeds solved (Wilson 95 % interval)")
         ax.set_title(f"memory horizon: {task}", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        # Below the panel: inside it, a dozen series would hide their own points.
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     return _write(fig, out / "memory_horizon.png")
 
 

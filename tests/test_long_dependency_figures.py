@@ -165,3 +165,25 @@ def test_time_constants_are_drawn_for_the_gru_update_gate_too(figures, root, tmp
     runs = {r.variant: r for r in figures.load(root) if r.length == 100 and r.seed == 0}
     assert figures.plot_tau("s", "copy_T100", [runs["gru"]], tmp_path).exists()
     assert figures.plot_tau("s", "copy_T100", [runs["rnn"]], tmp_path) is None
+
+
+def test_a_band_holds_an_ended_runs_last_value_but_not_a_snapshots(figures):
+    """A finished run (solved, or out of budget) keeps its last value in the median and the
+    min-max band; an unfinished one (a snapshot) stops at its last step: carrying it forward
+    would draw values that were never measured."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    finished = [(0, 1.0), (10, 2.0)]
+    stopped_early = [(0, 3.0), (4, 0.5)]  # solved at step 4: its value holds
+    snapshot = [(0, 5.0), (5, 6.0)]  # still going at step 5: nothing known after
+    fig, ax = plt.subplots()
+    figures._band(ax, [finished, stopped_early, snapshot], [True, True, False], "C0", "x")
+    (line,) = ax.get_lines()
+    median = dict(zip(line.get_xdata(), line.get_ydata(), strict=True))
+    assert median[0] == 3.0  # 1, 3, 5
+    assert median[5] == 1.0  # 1 (held), 0.5 (held), 6
+    assert median[10] == 1.25  # 2, 0.5 (held); the snapshot's 6 is not carried to step 10
+    plt.close(fig)
