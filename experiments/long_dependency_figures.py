@@ -142,11 +142,12 @@ def series(rows: list[dict], key: str) -> list[tuple[int, object]]:
 # ------------------------------------------------------------------------------- figures
 
 
-def _band(ax, runs: list[list[tuple[int, float]]], ended: list[bool], color, label: str) -> None:
-    """The median and min-max over runs of step-value curves. A run that ended keeps its last
+def _band(ax, runs: list[tuple[list[tuple[int, float]], bool]], color, label: str) -> None:
+    """The median and min-max over runs, each (its step-value curve, whether it ended), of
+    their curves. A run that ended keeps its last
     value (it stopped when solved, or spent its budget); one still going (a snapshot) is drawn
     to its last step only, as nothing is known of it past there. One run: its line alone."""
-    steps = sorted({s for c in runs for s, _ in c})
+    steps = sorted({s for c, _ in runs for s, _ in c})
 
     def held(curve: list[tuple[int, float]], done: bool) -> list[float]:
         values = carry_forward(curve, steps)
@@ -159,7 +160,7 @@ def _band(ax, runs: list[list[tuple[int, float]]], ended: list[bool], color, lab
 
     columns = [
         [v for v in col if not math.isnan(v)]
-        for col in zip(*(held(c, e) for c, e in zip(runs, ended, strict=True)), strict=True)
+        for col in zip(*(held(c, e) for c, e in runs), strict=True)
     ]
     xs = [s for s, col in zip(steps, columns, strict=True) if col]
     cols = [col for col in columns if col]
@@ -196,10 +197,9 @@ def _write(fig, path: Path) -> Path:
 def plot_relative(setup: str, task: str, runs: list[Record], out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for k, (variant, members) in enumerate(grouped(runs, "variant").items()):
-        drawn = [(c, r.finished) for r in members if (c := r.relative_loss())]
-        if drawn:
-            curves, ended = map(list, zip(*drawn, strict=True))
-            _band(ax, curves, ended, plt.get_cmap("tab10")(k), _seeds_label(variant[0], members))
+        curves = [(c, r.finished) for r in members if (c := r.relative_loss())]
+        if curves:
+            _band(ax, curves, plt.get_cmap("tab10")(k), _seeds_label(variant[0], members))
     ax.axhline(1.0, color="k", linestyle="--", linewidth=0.8, label="memoryless baseline")
     first = runs[0]
     if first.loss_key == "val/mse":  # adding: solved is val/mse < 0.01, a loss threshold
@@ -292,10 +292,9 @@ def plot_memory(setup: str, task: str, runs: list[Record], out: Path) -> Path | 
     for k, (variant, members) in enumerate(grouped(runs, "variant").items()):
         color = plt.get_cmap("tab10")(k)
         for ax, key in ((left, probe), (right, "memory/recall_grad_ratio")):
-            drawn = [(r.run.series[key], r.finished) for r in members if r.run.series.get(key)]
-            if drawn:
-                curves, ended = map(list, zip(*drawn, strict=True))
-                _band(ax, curves, ended, color, _seeds_label(variant[0], members))
+            curves = [(r.run.series[key], r.finished) for r in members if r.run.series.get(key)]
+            if curves:
+                _band(ax, curves, color, _seeds_label(variant[0], members))
     left.set_ylabel(f"{probe} (held out)")
     left.set_title("what h at the recall step holds", fontsize=10)
     right.set_ylabel("||dL_recall/dh|| at the items / at the recall")
@@ -318,20 +317,17 @@ def plot_horizon(records: list[Record], out: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 6), squeeze=False)
     for ax, ((task,), runs) in zip(axes[0], tasks.items(), strict=True):
         series = grouped(runs, "variant", "setup")
-        lengths = sorted({r.length for r in runs if _outcome([r])[1]})  # T with an outcome
+        # Side by side at each T (a factor on a log axis), never lifted off their value: the
+        # series with an outcome at that T share it, so a T run by few is not spread wide.
+        at_length: dict[int, list] = {}  # T with an outcome -> the series that have one there
+        for key, members in series.items():
+            for (length,), at_t in grouped(members, "length").items():
+                if _outcome(at_t)[1]:
+                    at_length.setdefault(length, []).append(key)
+        lengths = sorted(at_length)
         if not lengths:
             ax.set_visible(False)
             continue
-        # Side by side at each T (a factor on a log axis), never lifted off their value: the
-        # series with an outcome at that T share it, so a T run by few is not spread wide.
-        at_length = {
-            length: [
-                key
-                for key, members in series.items()
-                if any(r.length == length for r in members if _outcome([r])[1])
-            ]
-            for length in lengths
-        }
         colors = plt.get_cmap("tab20" if len(series) > 10 else "tab10")
         for k, (key, members) in enumerate(series.items()):
             variant, setup = key

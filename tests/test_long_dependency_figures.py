@@ -180,7 +180,7 @@ def test_a_band_holds_an_ended_runs_last_value_but_not_a_snapshots(figures):
     stopped_early = [(0, 3.0), (4, 0.5)]  # solved at step 4: its value holds
     snapshot = [(0, 5.0), (5, 6.0)]  # still going at step 5: nothing known after
     fig, ax = plt.subplots()
-    figures._band(ax, [finished, stopped_early, snapshot], [True, True, False], "C0", "x")
+    figures._band(ax, [(finished, True), (stopped_early, True), (snapshot, False)], "C0", "x")
     (line,) = ax.get_lines()
     median = dict(zip(line.get_xdata(), line.get_ydata(), strict=True))
     assert median[0] == 3.0  # 1, 3, 5
