@@ -143,10 +143,10 @@ def series(rows: list[dict], key: str) -> list[tuple[int, object]]:
 
 
 def _band(ax, runs: list[tuple[list[tuple[int, float]], bool]], color, label: str) -> None:
-    """The median and min-max over runs, each (its step-value curve, whether it ended), of
-    their curves. A run that ended keeps its last
-    value (it stopped when solved, or spent its budget); one still going (a snapshot) is drawn
-    to its last step only, as nothing is known of it past there. One run: its line alone."""
+    """The median and min-max of the runs' curves; each run is (its step-value curve, whether
+    it ended). A run that ended keeps its last value (it stopped when solved, or spent its
+    budget); one still going (a snapshot) is drawn to its last step only, as nothing is known
+    of it past there. One run: its line alone."""
     steps = sorted({s for c, _ in runs for s, _ in c})
 
     def held(curve: list[tuple[int, float]], done: bool) -> list[float]:
